@@ -1,0 +1,75 @@
+# FlashOptim tissue-mechanics study. `make help` lists the targets.
+# Two commands on a fresh machine: `make mvt` (the main job) and `make test` (the tests).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# SCALE: smoke | pilot | protocol. Empty = protocol when a CUDA device is visible, else smoke.
+SCALE ?=
+DATA ?= smoke
+SWEEP_DIR ?=
+PYTEST_ARGS ?=
+
+.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu lint format wheels clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: SCALE=smoke|pilot|protocol (mvt), DATA=smoke|pilot|protocol (data), SWEEP_DIR=... (report)"
+
+$(STAMP): pyproject.toml uv.lock scripts/bootstrap_env.sh
+	@scripts/bootstrap_env.sh
+	@touch $@
+
+env: $(STAMP) ## create .venv and install the locked environment (done by every target that needs it)
+
+mvt: $(STAMP) ## the minimal viable test: data, 9 runs (3 arms x 3 seeds), analysis, verdict
+	@scale="$(SCALE)"; \
+	if [ -z "$$scale" ]; then \
+	  if $(PY) -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then \
+	    scale=protocol; echo "mvt: CUDA device found -> scale=protocol (set SCALE=pilot for a short 1B run)"; \
+	  else \
+	    scale=smoke; echo "mvt: no CUDA device -> scale=smoke: exercises the pipeline, is no evidence about the hypothesis"; \
+	  fi; \
+	fi; \
+	$(PY) -m experiments.sweep sweep=mvt scale=$$scale
+
+sweep: $(STAMP) ## the full validation grid (python -m experiments.sweep)
+	$(PY) -m experiments.sweep sweep=full $(if $(SCALE),scale=$(SCALE))
+
+sweep-dry: $(STAMP) ## list the full grid's runs, predicted memory and GPU-hours, run nothing
+	$(PY) -m experiments.sweep sweep=full sweep.dry_run=true $(if $(SCALE),scale=$(SCALE))
+
+data: $(STAMP) ## generate a dataset (DATA=smoke|pilot|protocol)
+	$(PY) -m datagen data=$(DATA)
+
+report: $(STAMP) ## analyse a sweep (SWEEP_DIR=results/sweeps/<id>; default: the newest)
+	@dir="$(SWEEP_DIR)"; [ -n "$$dir" ] || dir=$$(ls -td results/sweeps/*/ 2>/dev/null | head -1); \
+	[ -n "$$dir" ] || { echo "report: no sweep under results/sweeps; run make mvt first"; exit 2; }; \
+	$(PY) -m analysis "$$dir"
+
+test: $(STAMP) ## the tests (no slow, no GPU); what CI runs
+	@scripts/ensure_chromium.sh
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every test including slow ones (GPU tests skip without CUDA)
+	@scripts/ensure_chromium.sh
+	$(VENV)/bin/pytest -q -m "" $(PYTEST_ARGS)
+
+test-gpu: $(STAMP) ## the GPU tests (needs CUDA)
+	$(VENV)/bin/pytest -q -m gpu $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+wheels: ## fetch wheels for a GPU box with no internet into .whl/ (see README)
+	WITH_WANDB=$${WITH_WANDB:-1} scripts/fetch_wheels.sh .whl
+
+clean: ## remove caches (keeps .venv and results/)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,124 @@
+"""Compose Hydra configs and turn every configuration mistake into one clear line.
+
+Entry points call :func:`compose` (Hydra's Compose API over ``conf/``) and then their schema's
+``validate``. Any mistake, whether Hydra's (unknown group option, unknown key, wrong type) or ours
+(negative learning rate, missing dataset, impossible combination), becomes a :class:`ConfigError`
+naming the key, the bad value and what is allowed. :func:`exit_on_config_error` prints that one
+line and exits with status 2 before any work starts or any directory is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+EXIT_CONFIG_ERROR = 2
+
+
+@dataclass
+class ConfigError(Exception):
+    key: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        return f"config error: {self.key}={self.value!r} is not allowed; allowed: {self.allowed}"
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a :class:`ConfigError` unless ``ok``; the validators' one building block."""
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _override_value(overrides: Sequence[str], key: str) -> str:
+    for o in overrides:
+        name, _, value = o.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return "?"
+
+
+def translate_hydra_error(exc: BaseException, overrides: Sequence[str]) -> ConfigError:
+    """Map Hydra/OmegaConf exceptions onto one line naming key, value and what is allowed."""
+    msg = str(exc)
+    m = re.search(r"Could not find '([^']+)/([^'/]+)'", msg)
+    if m:
+        group, option = m.group(1), m.group(2)
+        return ConfigError(group, option, "one of " + ", ".join(_group_options(group)))
+    m = re.search(r"Could not (?:override|append to config\.) '?([\w.]+)'?", msg)
+    key_m = re.search(r"Key '([^']+)' (?:is )?not in (?:struct )?'?(\w+)'?", msg)
+    if m or key_m:
+        key = m.group(1) if m else key_m.group(1)  # type: ignore[union-attr]
+        full_key = getattr(exc, "full_key", None) or key
+        allowed = "a key defined in the schema (see `--cfg job` for the full tree)"
+        return ConfigError(str(full_key), _override_value(overrides, key), f"unknown key; {allowed}")
+    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", msg)
+    if m:
+        full_key = getattr(exc, "full_key", None) or "?"
+        return ConfigError(str(full_key), m.group(1), f"a value of type {m.group(2)}")
+    m = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", msg)
+    if m:
+        full_key = getattr(exc, "full_key", None) or "?"
+        return ConfigError(str(full_key), m.group(1), "one of " + m.group(2).replace("'", ""))
+    m = re.search(r"Missing mandatory value: ([\w.]+)", msg)
+    if m:
+        return ConfigError(m.group(1), "???", "a value must be given (it has no default)")
+    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+    return ConfigError("overrides", " ".join(overrides), f"a valid override ({first})")
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> Any:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides``; raise ConfigError on any mistake."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+        # Touch every value so that missing mandatory values surface here, not mid-run.
+        OmegaConf.to_container(cfg, throw_on_missing=True)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra raises several unrelated exception types for config mistakes
+        raise translate_hydra_error(exc, overrides) from exc
+    return cfg
+
+
+def die(error: ConfigError | str) -> NoReturn:
+    print(str(error), file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+@contextlib.contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """Print a ConfigError as one line on stderr and exit 2 (no traceback)."""
+    try:
+        yield
+    except ConfigError as e:
+        die(e)
+
+
+def load_validated(
+    config_name: str, overrides: Sequence[str], validate: Callable[[Any], Any] | None = None
+) -> Any:
+    """Compose then validate; the entry points' one call. Exits 2 on any config mistake."""
+    with exit_on_config_error():
+        cfg = compose(config_name, overrides)
+        if validate is not None:
+            validate(cfg)
+    return cfg
