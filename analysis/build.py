@@ -1,0 +1,179 @@
+"""Analyse a loaded sweep and write report/ (verdict.json last, the directory swapped in whole)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from analysis.context import ArmVerdict, ReportContext
+from analysis.criteria import evaluate, label, sweep_design, verdict
+from analysis.figures import all_figures
+from analysis.load import Sweep
+from analysis.pairs import GIB
+from analysis.report_html import render_html
+from analysis.report_md import render_md
+from analysis.tables import cells_frame, criteria_frame, gates_frame, runs_frame
+from common.atomic import staged_dir, write_bytes, write_json, write_text
+from common.provenance import git_state, now_iso, provenance
+
+
+def _unique(values: list[Any]) -> str:
+    counts = Counter(str(v) for v in values if v is not None)
+    return (
+        "; ".join(f"{k}" + (f" ({n} runs)" if len(counts) > 1 else "") for k, n in counts.items())
+        or "unknown"
+    )
+
+
+def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
+    manifests = [r.manifest for r in sweep.runs if r.manifest]
+    gpus = []
+    for m in manifests:
+        for g in (m.get("hardware") or {}).get("gpus") or []:
+            mem = g.get("total_memory_bytes")
+            gpus.append(f"{g.get('name')} ({mem / GIB:.1f} GiB)" if mem else g.get("name"))
+    hardware = _unique(gpus) if gpus else _unique([r.summary.get("device") for r in sweep.runs])
+    shas = [f"{m.get('git_sha') or '?'}{' (dirty)' if m.get('git_dirty') else ''}" for m in manifests]
+    starts = sorted(str(m["start_time"]) for m in manifests if m.get("start_time"))
+    ends = sorted(str(m["end_time"]) for m in manifests if m.get("end_time"))
+    status = Counter(r.status for r in sweep.runs)
+    here = git_state()
+    return {
+        "sweep": sweep.sweep_id,
+        "scale": sweep.scale
+        + (
+            "  (SMOKE SCALE: no evidence about the hypothesis)"
+            if sweep.scale in cfg.inconclusive_scales
+            else ""
+        ),
+        "design": design,
+        "hardware": hardware,
+        "dataset": _unique([r.summary.get("dataset_id") for r in sweep.runs]),
+        "model initialisation": _unique([r.summary.get("model_init") for r in sweep.runs]),
+        "runs": f"{len(sweep.runs)} finished ({', '.join(f'{k}: {v}' for k, v in sorted(status.items()))})"
+        + (f"; {len(sweep.unfinished)} without summary.json" if sweep.unfinished else ""),
+        "arms": ", ".join(f"{a} ({label(cfg, a)})" for a in sweep.arms()),
+        "runs ran": f"{starts[0]} to {ends[-1]}" if starts and ends else "unknown (no run manifests)",
+        "analysis date": now_iso(),
+        "code version (runs)": _unique(shas) if shas else "unknown (no run manifests)",
+        "code version (analysis)": f"{here.get('git_sha')}{' (dirty)' if here.get('git_dirty') else ''}",
+    }
+
+
+def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
+    design = sweep_design(sweep, cfg)
+    arms_present = sweep.arms()
+    verdicts = []
+    for arm in [cfg.treatment_arm, *[a for a in cfg.secondary_arms if a in arms_present]]:
+        results = evaluate(sweep, cfg, arm)
+        n_runs = sum(r.arm == arm for r in sweep.runs)
+        v, reasons = verdict(results, sweep.scale, cfg, n_runs)
+        verdicts.append(ArmVerdict(arm, v, reasons, results))
+    treatments = [v.arm for v in verdicts if v.arm in arms_present]
+    order = [a for a in (cfg.reference_arm, cfg.eightbit_arm, *treatments) if a in arms_present]
+    arms = order + [a for a in arms_present if a not in order]
+    runs = runs_frame(sweep, cfg)
+    cells = cells_frame(sweep, cfg, treatments)
+    prov = {
+        "analysis": provenance(),
+        "analysis_config": OmegaConf.to_container(cfg, resolve=True),
+        "sweep_json": {k: v for k, v in (sweep.sweep_json or {}).items() if k not in ("runs", "order")},
+        "run_manifests": {
+            "code_versions": sorted({str(r.manifest.get("git_sha")) for r in sweep.runs if r.manifest}),
+            "packages": [
+                dict(p)
+                for p in {
+                    tuple(sorted((r.manifest.get("packages") or {}).items()))
+                    for r in sweep.runs
+                    if r.manifest
+                }
+            ],
+            "commands": sorted({str(r.manifest.get("command")) for r in sweep.runs if r.manifest})[:5],
+        },
+    }
+    return ReportContext(
+        sweep=sweep,
+        cfg=cfg,
+        design=design,
+        primary=verdicts[0],
+        secondary=verdicts[1:],
+        runs=runs,
+        cells=cells,
+        gates=gates_frame(sweep),
+        figures=all_figures(sweep, runs, cells, cfg, arms, design),
+        header=header(sweep, design, cfg),
+        provenance=prov,
+    )
+
+
+def verdict_json(ctx: ReportContext) -> dict[str, Any]:
+    keys = (
+        "id",
+        "text",
+        "kind",
+        "metric",
+        "threshold",
+        "comparator",
+        "value",
+        "value_text",
+        "bound",
+        "ci",
+        "p_values",
+        "attainable_min_p",
+        "n_pairs",
+        "outcome",
+        "why",
+        "designs",
+        "reference_arm",
+    )
+
+    def crit(av: ArmVerdict) -> list[dict[str, Any]]:
+        return [{k: c.to_dict()[k] for k in keys} for c in av.criteria]
+
+    return {
+        "verdict": ctx.primary.verdict,
+        "scale": ctx.scale,
+        "design": ctx.design,
+        "sweep_id": ctx.sweep.sweep_id,
+        "treatment_arm": ctx.primary.arm,
+        "reasons": ctx.primary.reasons,
+        "criteria": crit(ctx.primary),
+        "secondary_arms": [
+            {"arm": av.arm, "verdict": av.verdict, "reasons": av.reasons, "criteria": crit(av)}
+            for av in ctx.secondary
+        ],
+        "n_runs": len(ctx.sweep.runs),
+        "n_unfinished_run_dirs": len(ctx.sweep.unfinished),
+        "generated_at": ctx.header["analysis date"],
+        "code_version": ctx.header["code version (analysis)"],
+    }
+
+
+def write_report(ctx: ReportContext, out_dir: Path) -> Path:
+    """Write everything into a staged directory, verdict.json last, then swap it in for ``out_dir``."""
+    ready = out_dir.parent / f".{out_dir.name}.ready-{os.getpid()}"
+    with staged_dir(ready) as tmp:
+        for f in ctx.figures:
+            write_bytes(tmp / "figures" / f"{f.name}.png", f.png)
+        (tmp / "tables").mkdir()
+        ctx.runs.to_csv(tmp / "tables" / "runs.csv", index=False)
+        ctx.cells.to_csv(tmp / "tables" / "cells.csv", index=False)
+        ctx.gates.to_csv(tmp / "tables" / "gates.csv", index=False)
+        criteria_frame(
+            ctx.primary.criteria + [c for av in ctx.secondary for c in av.criteria], ctx.cfg
+        ).to_csv(tmp / "tables" / "criteria.csv", index=False)
+        write_text(tmp / "report.md", render_md(ctx))
+        write_text(tmp / "report.html", render_html(ctx))
+        write_json(tmp / "verdict.json", verdict_json(ctx))
+    # Swap: a reader sees the old complete report, briefly none, then the new complete one.
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(ready, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,169 @@
+"""The analysis configuration: structured schemas registered in Hydra's ConfigStore, and ``validate``.
+
+``conf/analysis.yaml`` inherits :class:`AnalysisConfig` (``defaults: [analysis_schema, ...]``) and
+``conf/criteria/protocol.yaml`` fills its ``criteria`` node, so an unknown key or a wrong type in
+either file is rejected when the config is composed. Semantic checks (a criterion of unknown
+kind, a metric this package cannot compute, a reference arm equal to the treatment arm) live in
+:func:`validate`, which raises :class:`common.config.ConfigError` naming key, value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from common.config import ConfigError, require
+
+# The metrics analysis/metrics.py knows how to compute; a criterion naming anything else is a config error.
+KNOWN_METRICS = (
+    "peak_mem_reduction",  # 1 - treatment/reference peak memory (fraction), pooled over pairs
+    "min_peak_mem_reduction_by_model",  # the smallest per-model-size reduction (fraction)
+    "model_sizes_meeting_reduction",  # how many model sizes reach params.min_reduction
+    "peak_mem_paired_p",  # paired t-test p-value of the memory difference
+    "rel_l2_error_change",  # treatment/reference relative L2 error - 1 (fraction; + is worse)
+    "tokens_per_s_drop",  # 1 - treatment/reference tokens per second (fraction; + is slower)
+    "final_loss_change",  # treatment/reference final training loss - 1 (fraction; + is worse)
+    "diverged_seeds",  # the most seeds of one grid cell whose treatment run diverged (count)
+    "state_artifact_runs",  # treatment runs whose optimizer state is not materialised / 8-bit (count)
+)
+COMPARATORS = (">=", ">", "<=", "<")
+KINDS = ("success", "failure")
+DESIGNS = ("mvt", "full")
+
+
+@dataclass
+class CriterionSpec:
+    id: str = MISSING
+    text: str = MISSING
+    metric: str = MISSING
+    threshold: float = MISSING
+    # The criterion *holds* when `value <comparator> threshold`: for a success criterion holding
+    # is a pass, for a failure criterion holding is a fail.
+    comparator: str = MISSING
+    kind: str = MISSING
+    designs: list[str] = field(default_factory=lambda: ["mvt", "full"])
+    uses_p_value: bool = False
+    reference_arm: str | None = None  # defaults to AnalysisConfig.reference_arm
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CriteriaConfig:
+    name: str = MISSING
+    entries: list[CriterionSpec] = field(default_factory=list)
+
+
+@dataclass
+class BootstrapConfig:
+    n_resamples: int = 2000
+    seed: int = 0
+    confidence: float = 0.95
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "flashoptim-tissue"
+    entity: str | None = None
+    group: str | None = None  # W&B group of the summary run; null -> the sweep id (the runs' group)
+
+
+@dataclass
+class FiguresConfig:
+    dpi: int = 110
+    max_cells: int = 6  # loss/memory-over-steps panels; the rest are in tables/, said in the caption
+
+
+@dataclass
+class AnalysisConfig:
+    output_dir: str | None = None  # null -> <sweep_dir>/report
+    treatment_arm: str = "flashoptim"
+    secondary_arms: list[str] = field(default_factory=lambda: ["flashoptim_gr"])
+    reference_arm: str = "adamw"
+    eightbit_arm: str = "adam8bit"
+    arm_labels: dict[str, str] = field(default_factory=dict)  # display names; the arm id otherwise
+    design: str = "auto"  # auto (sweep.json, else number of model sizes) | mvt | full
+    inconclusive_scales: list[str] = field(default_factory=lambda: ["smoke"])
+    memory_metric: str = "peak_mem_allocated_bytes"
+    memory_statuses: list[str] = field(default_factory=lambda: ["completed", "diverged", "aborted"])
+    quality_statuses: list[str] = field(default_factory=lambda: ["completed"])
+    memory_test_scale: str = "log"  # log: t-test on log bytes (ratio scale) | bytes
+    alpha: float = 0.05
+    min_pairs: int = 3  # pooled paired criteria with fewer matched pairs are not_evaluable
+    decide_on_holm: bool = False  # decide p-value criteria on Holm-adjusted (true) or raw p (false)
+    zero_variance_is_significant: bool = True
+    quantized_state_dtypes: list[str] = field(default_factory=lambda: ["uint8", "int8"])
+    divergence_after_step: int = 200
+    divergence_loss_ratio: float = 2.0
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="analysis_schema", node=AnalysisConfig)
+
+
+def validate(cfg: Any) -> None:
+    """Semantic checks the schema cannot express; raises ConfigError on the first problem."""
+    require(cfg.design in ("auto", *DESIGNS), "design", cfg.design, "auto, mvt or full")
+    require(
+        cfg.reference_arm != cfg.treatment_arm,
+        "reference_arm",
+        cfg.reference_arm,
+        f"an arm other than the treatment arm {cfg.treatment_arm!r}",
+    )
+    require(
+        cfg.memory_test_scale in ("log", "bytes"), "memory_test_scale", cfg.memory_test_scale, "log or bytes"
+    )
+    require(cfg.min_pairs >= 1, "min_pairs", cfg.min_pairs, "an integer >= 1")
+    require(0 < cfg.alpha < 1, "alpha", cfg.alpha, "a number in (0, 1)")
+    require(
+        cfg.bootstrap.n_resamples >= 100,
+        "bootstrap.n_resamples",
+        cfg.bootstrap.n_resamples,
+        "an integer >= 100",
+    )
+    require(
+        0 < cfg.bootstrap.confidence < 1,
+        "bootstrap.confidence",
+        cfg.bootstrap.confidence,
+        "a number in (0, 1)",
+    )
+    require(
+        cfg.wandb.mode in ("disabled", "offline", "online"),
+        "wandb.mode",
+        cfg.wandb.mode,
+        "disabled, offline or online",
+    )
+    require(len(cfg.criteria.entries) > 0, "criteria.entries", "[]", "at least one criterion")
+    seen: set[str] = set()
+    for i, c in enumerate(cfg.criteria.entries):
+        key = f"criteria.entries[{i}]"
+        require(c.id not in seen, f"{key}.id", c.id, "an id not used by another criterion")
+        seen.add(c.id)
+        require(c.metric in KNOWN_METRICS, f"{key}.metric", c.metric, "one of " + ", ".join(KNOWN_METRICS))
+        require(c.comparator in COMPARATORS, f"{key}.comparator", c.comparator, "one of >=, >, <=, <")
+        require(c.kind in KINDS, f"{key}.kind", c.kind, "success or failure")
+        require(
+            len(c.designs) > 0 and all(d in DESIGNS for d in c.designs),
+            f"{key}.designs",
+            list(c.designs),
+            "a non-empty list of mvt, full",
+        )
+        if c.metric == "peak_mem_paired_p":
+            require(c.uses_p_value, f"{key}.uses_p_value", c.uses_p_value, "true for a p-value metric")
+        if c.metric == "model_sizes_meeting_reduction":
+            require(
+                "min_reduction" in c.params,
+                f"{key}.params",
+                dict(c.params),
+                "a dict with min_reduction (fraction)",
+            )
+
+
+__all__ = ["AnalysisConfig", "ConfigError", "CriterionSpec", "register", "validate"]

@@ -1,0 +1,43 @@
+"""Everything one report shows, gathered once so that the HTML, Markdown and W&B outputs agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from analysis.criteria import CriterionResult
+from analysis.figures import Figure
+from analysis.load import Sweep
+
+
+@dataclass
+class ArmVerdict:
+    arm: str
+    verdict: str
+    reasons: list[str]
+    criteria: list[CriterionResult]
+
+
+@dataclass
+class ReportContext:
+    sweep: Sweep
+    cfg: Any
+    design: str
+    primary: ArmVerdict
+    secondary: list[ArmVerdict]
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    gates: pd.DataFrame
+    figures: list[Figure]
+    header: dict[str, str]  # scale, hardware, dataset, model init, date, code version (display strings)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> str:
+        return self.sweep.scale
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.scale in self.cfg.inconclusive_scales

@@ -1,0 +1,36 @@
+"""Shared fixtures: the composed analysis config and a helper that analyses a synthetic sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis.config import register, validate
+from analysis.criteria import CriterionResult, evaluate, verdict
+from analysis.load import load_sweep
+from analysis.synthetic import SweepSpec, write_sweep
+from common.config import compose
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Any:
+    register()
+    c = compose("analysis", [])
+    validate(c)
+    return c
+
+
+@pytest.fixture
+def judge(tmp_path: Path, cfg: Any) -> Callable[..., tuple[str, list[str], dict[str, CriterionResult]]]:
+    """Write ``spec`` as a sweep, evaluate the treatment arm: (verdict, reasons, {id: result})."""
+
+    def _judge(spec: SweepSpec, arm: str = "flashoptim", name: str = "sweep"):
+        sweep = load_sweep(write_sweep(tmp_path / name, spec))
+        results = evaluate(sweep, cfg, arm)
+        v, reasons = verdict(results, sweep.scale, cfg, sum(r.arm == arm for r in sweep.runs))
+        return v, reasons, {r.id: r for r in results}
+
+    return _judge
