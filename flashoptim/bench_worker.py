@@ -1,0 +1,118 @@
+"""One benchmark arm in its own process: ``python bench_worker.py ARM OUT_JSON [STEPS]``.
+
+Kept free of any import of this package at module level, so that the parent can run it with the
+*published* ``flashoptim`` first on ``sys.path`` (arms ``published_*``) while ours owns the name in
+every other arm.  Measures one optimizer step over ~1.01B parameters shaped like five Llama-2-7B
+decoder layers: median of CUDA-event timings, and resident bytes/param (allocated after the first
+steps minus before the params, so params + grads + optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from typing import Any
+
+import torch
+
+# Bytes one step must move per param (read + write) for each arm; group scales counted where the
+# arm has them (2 B per 32 values, read and written, per 8-bit state).
+SCALE_BYTES = 2 * 2 / 32
+MIN_BYTES_PER_PARAM: dict[str, float] = {
+    "torch_adamw_fused_fp32": 28.0,
+    "bnb_adamw8bit_bf16": 10.0,
+    "flash_adamw24": 12.0 + 2 * SCALE_BYTES,
+    "flash_adamw32": 14.0 + 2 * SCALE_BYTES,
+    "flash_adamw_none": 10.0 + 2 * SCALE_BYTES,
+    "flash_adamw24_torch": 12.0 + 2 * SCALE_BYTES,
+    "published_adamw24": 12.0 + 2 * SCALE_BYTES,
+    "published_adamw32": 14.0 + 2 * SCALE_BYTES,
+    "published_adamw_none": 10.0 + 2 * SCALE_BYTES,
+}
+
+
+def llama7b_layer_shapes(hidden: int = 4096, intermediate: int = 11008, layers: int = 5) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    for _ in range(layers):
+        shapes += [(hidden, hidden)] * 4 + [(intermediate, hidden)] * 2 + [(hidden, intermediate)]
+        shapes += [(hidden,), (hidden,)]
+    return shapes
+
+
+def make_optimizer(arm: str, params: list[torch.nn.Parameter]) -> Any:
+    if arm == "torch_adamw_fused_fp32":
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if arm == "bnb_adamw8bit_bf16":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=1e-4)  # type: ignore[attr-defined,no-untyped-call]
+    import flashoptim  # ours, or the published package when the parent put it first on the path
+
+    bits = {"adamw24": 24, "adamw32": 32, "adamw_none": None}[arm.split("_", 1)[1].removesuffix("_torch")]
+    kwargs: dict[str, Any] = {}
+    if arm.endswith("_torch"):
+        kwargs["backend"] = "torch"
+    return flashoptim.FlashAdamW(params, lr=1e-4, master_weight_bits=bits, **kwargs)
+
+
+def run_arm(arm: str, steps: int) -> dict[str, Any]:
+    dtype = torch.float32 if arm.endswith("fp32") else torch.bfloat16
+    shapes = llama7b_layer_shapes()
+    numel = sum(torch.Size(s).numel() for s in shapes)
+    torch.manual_seed(0)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    params = [torch.nn.Parameter(torch.randn(s, device="cuda", dtype=dtype) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3  # never zeros: zeros can run faster than real data
+    opt = make_optimizer(arm, params)
+    for _ in range(3):
+        opt.step()
+    torch.cuda.synchronize()
+    resident = torch.cuda.memory_allocated() - base
+    times_ms = []
+    for _ in range(steps):
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        start.record()
+        opt.step()
+        end.record()
+        torch.cuda.synchronize()
+        times_ms.append(start.elapsed_time(end))
+    finite = all(bool(torch.isfinite(p).all()) for p in params)
+    mod = sys.modules.get("flashoptim")
+    step_ms = statistics.median(times_ms)
+    min_bytes = MIN_BYTES_PER_PARAM[arm]
+    return {
+        "arm": arm,
+        "numel": numel,
+        "step_ms_median": step_ms,
+        "step_ms_min": min(times_ms),
+        "step_ms_max": max(times_ms),
+        "resident_bytes_per_param": resident / numel,
+        "min_bytes_moved_per_param": min_bytes,
+        "achieved_GBps": min_bytes * numel / (step_ms / 1e3) / 1e9,
+        "params_finite": finite,
+        "flashoptim_module": getattr(mod, "__file__", None) if mod else None,
+    }
+
+
+def main(argv: list[str]) -> int:
+    arm, out = argv[0], argv[1]
+    steps = int(argv[2]) if len(argv) > 2 else 20
+    try:
+        result = run_arm(arm, steps)
+    except Exception as exc:  # recorded, so one failing arm does not hide the others
+        result = {"arm": arm, "error": repr(exc)[:500]}
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, out)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
