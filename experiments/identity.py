@@ -1,0 +1,58 @@
+"""Run identity: a content hash of the settings that change a run's result.
+
+``run_id`` hashes the resolved optimizer, model, train settings, the dataset id and the seed; not
+the sweep id, W&B, harness (how the run is watched) or paths. The same experiment therefore gets
+the same id in every sweep and on every machine, and a re-run finds it finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from common.config import CONF_DIR
+from common.ids import content_id
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def run_settings(cfg: Any) -> dict[str, Any]:
+    from datagen.dataset import dataset_id
+
+    return {"optimizer": _plain(cfg.optimizer), "model": _plain(cfg.model), "dataset_id": dataset_id(cfg.data),
+            "train": _plain(cfg.train), "seed": int(cfg.seed)}
+
+
+def run_id(cfg: Any) -> str:
+    return content_id(run_settings(cfg))
+
+
+def run_dir(cfg: Any) -> Path:
+    return Path(cfg.results_root) / "sweeps" / cfg.sweep_id / "runs" / run_id(cfg)
+
+
+def arm_config(arm: str) -> Any:
+    """The resolved ``conf/optimizer/<arm>.yaml`` (following its defaults list) on the schema."""
+    from experiments.config import OptimizerConfig
+
+    def load(name: str) -> Any:
+        raw = OmegaConf.load(CONF_DIR / "optimizer" / f"{name}.yaml")
+        defaults = raw.pop("defaults", [])
+        merged = OmegaConf.structured(OptimizerConfig)
+        for d in defaults:
+            if d != "_self_":
+                merged = OmegaConf.merge(merged, load(str(d)))
+        return OmegaConf.merge(merged, raw)
+
+    return load(arm)
+
+
+def reference_run_dir(cfg: Any, arm: str) -> Path:
+    """The run dir of the same config with ``optimizer=<arm>`` (a gate's reference run)."""
+    ref = OmegaConf.create(_plain(cfg))
+    ref.optimizer = arm_config(arm)
+    return run_dir(ref)

@@ -1,0 +1,91 @@
+"""Llama-shaped models from presets (random init) or a local pretrained directory.
+
+Random initialisation happens on the target device under ``torch.manual_seed(seed)``, so every arm
+of a seed starts from the same weights on a given device type. FLOPs per token follow the PaLM
+appendix: ``6 N + 12 L d T`` (N non-embedding parameters, L layers, d hidden size, T sequence
+length); activation recomputation is not counted (MFU is model FLOPs, not hardware FLOPs).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def llama_config(model_cfg: Any, vocab_size: int) -> Any:
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(
+        hidden_size=model_cfg.hidden_size,
+        num_hidden_layers=model_cfg.num_hidden_layers,
+        num_attention_heads=model_cfg.num_attention_heads,
+        num_key_value_heads=model_cfg.num_key_value_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        vocab_size=vocab_size,
+        max_position_embeddings=model_cfg.max_position_embeddings,
+        rms_norm_eps=model_cfg.rms_norm_eps,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        use_cache=False,
+    )
+    cfg._attn_implementation = model_cfg.attn_implementation
+    return cfg
+
+
+def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int) -> tuple[Any, str]:
+    """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if model_cfg.pretrained_path:
+        model = LlamaForCausalLM.from_pretrained(model_cfg.pretrained_path, dtype=torch.float32,
+                                                 attn_implementation=model_cfg.attn_implementation)
+        model.to(device)
+        init = "pretrained"
+    else:
+        with torch.device(device):
+            model = LlamaForCausalLM(llama_config(model_cfg, vocab_size))
+        init = "random"
+    model.config.use_cache = False
+    if model_cfg.activation_checkpointing:
+        # Non-reentrant checkpointing: works with parameters that need no grad and with hooks
+        # (gradient release registers post-accumulate-grad hooks on every parameter).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, init
+
+
+def estimated_n_params(model_cfg: Any, vocab_size: int) -> int:
+    """Parameters of the Llama shape without building it: per layer q, o (d x d), k, v (d x kv*hd),
+    gate/up/down (3 d m), two norms; plus input embedding, untied lm_head and the final norm."""
+    d, m, heads, kv = (model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_attention_heads,
+                       model_cfg.num_key_value_heads)
+    head_dim = d // heads
+    per_layer = 2 * d * d + 2 * d * kv * head_dim + 3 * d * m + 2 * d
+    return model_cfg.num_hidden_layers * per_layer + 2 * vocab_size * d + d
+
+
+def n_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(model: Any, seq_len: int) -> float:
+    c = model.config
+    emb = model.get_input_embeddings().weight.numel()
+    n_non_embedding = n_params(model) - emb
+    return 6.0 * n_non_embedding + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def peak_flops_per_s(device: torch.device, table: dict[str, float]) -> float | None:
+    """bf16 dense peak of this GPU from ``harness.peak_tflops`` (name substring match), else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in table.items():
+        if key in name:
+            return float(tflops) * 1e12
+    log.warning("no peak TFLOP/s for %r in harness.peak_tflops: mfu is null", name)
+    return None

@@ -1,0 +1,107 @@
+"""Optimizer arms built from config: parameter dtype policy, optimizer class, gradient release, and
+the audit of what the optimizer state really holds.
+
+Every arm receives the same hyper-parameters from ``train`` (lr, betas, eps, weight_decay; weight
+decay on matrices only) plus its own ``optimizer.kwargs``. The state audit sums the bytes of the
+tensors actually present in ``optimizer.state`` after a step, so an optimizer that allocates lazily
+or keeps a hidden fp32 copy cannot look cheaper than it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def import_target(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def apply_param_dtype(model: torch.nn.Module, opt_cfg: Any) -> None:
+    """fp32 master weights stay as built; bf16 arms cast (FlashOptim's cast_model keeps norms fp32)."""
+    if opt_cfg.cast_model:
+        import flashoptim
+
+        flashoptim.cast_model(model, dtype=DTYPES[opt_cfg.param_dtype])
+    elif opt_cfg.param_dtype != "float32":
+        model.to(DTYPES[opt_cfg.param_dtype])
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
+    cls = import_target(opt_cfg.target)
+    kwargs: dict[str, Any] = {"lr": train_cfg.lr, "betas": tuple(train_cfg.betas), "eps": train_cfg.eps}
+    kwargs.update(dict(opt_cfg.kwargs))
+    if opt_cfg.fused_on_cuda and device.type == "cuda":
+        kwargs["fused"] = True
+    return cls(param_groups(model, train_cfg.weight_decay), **kwargs)
+
+
+def enable_gradient_release(model: torch.nn.Module, optimizer: Any) -> Any:
+    import flashoptim
+
+    return flashoptim.enable_gradient_release(model, optimizer)
+
+
+def autocast_dtype(opt_cfg: Any, device: torch.device, cpu_autocast: bool) -> torch.dtype | None:
+    """Compute dtype under autocast, or None (compute in the parameters' dtype).
+
+    On CPU, fp32-parameter arms compute in fp32 unless ``train.cpu_autocast``; 16-bit-parameter
+    arms keep autocast on every device (their fp32 norm weights would otherwise hand fp32
+    activations to bf16 matmuls)."""
+    if opt_cfg.autocast_dtype is None:
+        return None
+    if device.type == "cpu" and not cpu_autocast and opt_cfg.param_dtype == "float32":
+        return None
+    return DTYPES[opt_cfg.autocast_dtype]
+
+
+@dataclass
+class StateAudit:
+    state_bytes: int               # bytes of every tensor in optimizer.state
+    bytes_per_param: float         # state_bytes / trainable parameters
+    dtypes: list[str]              # dtypes of state tensors with more than one element, sorted
+    params_with_state: int
+    trainable_params: int          # tensors
+    materialised: bool             # every trainable tensor has state, dtypes as the arm promises
+    problem: str | None            # why not materialised
+
+
+def audit_state(optimizer: Any, opt_cfg: Any) -> StateAudit:
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    n_elems = sum(p.numel() for p in params)
+    total = 0
+    dtypes: set[str] = set()
+    with_state = 0
+    for p in params:
+        st = optimizer.state.get(p, {})
+        if st:
+            with_state += 1
+        for v in st.values():
+            if torch.is_tensor(v):
+                total += v.numel() * v.element_size()
+                if v.numel() > 1:
+                    dtypes.add(str(v.dtype).removeprefix("torch."))
+    problem = None
+    if with_state < len(params):
+        problem = f"{len(params) - with_state} of {len(params)} trainable tensors have no optimizer state"
+    missing = set(opt_cfg.state_dtypes_required) - dtypes
+    extra = dtypes - set(opt_cfg.state_dtypes_allowed) if opt_cfg.state_dtypes_allowed else set()
+    if missing:
+        problem = f"state dtypes {sorted(dtypes)} lack the arm's required {sorted(missing)}"
+    elif extra:
+        problem = f"state dtypes {sorted(extra)} are not among the arm's allowed {list(opt_cfg.state_dtypes_allowed)}"
+    return StateAudit(state_bytes=total, bytes_per_param=total / max(n_elems, 1), dtypes=sorted(dtypes),
+                      params_with_state=with_state, trainable_params=len(params),
+                      materialised=problem is None, problem=problem)

@@ -1,0 +1,255 @@
+"""The run directory's life: data preparation, opening, failure classification, the summary.
+
+Files (ARCHITECTURE.md): ``config.yaml`` (resolved), ``manifest.json`` (provenance, start/end),
+``metrics.jsonl`` (appended per step), ``run.log``, ``tokenizer.json`` (random init), ``checkpoint.pt``,
+``traceback.txt`` (failed runs), ``wandb/`` and, written last and atomically, ``summary.json``: its
+presence with a terminal status means the run is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from common.atomic import read_json, write_json, write_text
+from common.config import ConfigError
+from common.logs import setup_logging
+from common.provenance import now_iso, provenance
+from experiments import checkpoint, identity
+from experiments.textdata import (
+    EncodedSample,
+    TextCodec,
+    encode_samples,
+    prompt_text,
+    split_samples,
+    target_text,
+)
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("completed", "oom", "diverged", "aborted", "failed")
+
+
+@dataclass
+class PreparedData:
+    dataset_id: str
+    codec: TextCodec
+    train: list[EncodedSample]
+    val: list[EncodedSample]
+    test: list[EncodedSample]
+    train_stress: np.ndarray
+    val_stress: np.ndarray
+    test_stress: np.ndarray
+    max_new_tokens: int
+    val_available: int
+    test_available: int
+
+
+def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
+    """Load the splits through the manifest, build/load the tokenizer, encode. ConfigError if a
+    sample cannot fit ``train.max_seq_len`` (raised before any directory is created)."""
+    from datagen.dataset import dataset_dir, dataset_id, load_split
+
+    d = dataset_dir(cfg.data, cfg.results_root)
+    t = cfg.train
+    sig, zero = t.text.significant_digits, t.text.zero_below_kpa
+    splits = {s: load_split(d, s) for s in ("train", "val", "test")}
+    names = list(splits["train"]["param_names"])
+    samples = {s: split_samples(v) for s, v in splits.items()}
+    if cfg.model.pretrained_path:
+        codec = TextCodec.from_pretrained(cfg.model.pretrained_path)
+    elif cfg.resume and (run_dir / "tokenizer.json").is_file():
+        codec = TextCodec.load(run_dir / "tokenizer.json")
+    else:
+        texts = [prompt_text(s, names, sig) + target_text(s["stress"], sig, zero) for s in samples["train"]]
+        codec = TextCodec.train_bpe(texts, t.text.tokenizer_vocab_size)
+    n_val = min(t.eval.val_samples, len(samples["val"]))
+    n_test = min(t.eval.test_samples, len(samples["test"]))
+    train = encode_samples(codec, samples["train"], names, sig, zero)
+    longest = max(len(e.prompt_ids) + len(e.target_ids) for e in train)
+    if longest > t.max_seq_len:
+        raise ConfigError("train.max_seq_len", t.max_seq_len,
+                          f">= {longest} (the longest training sample in tokens), or fewer train.text.significant_digits")
+    max_new = t.eval.max_new_tokens or max(len(e.target_ids) for e in train) + 8
+    return PreparedData(
+        dataset_id=dataset_id(cfg.data), codec=codec, train=train,
+        val=encode_samples(codec, samples["val"][:n_val], names, sig, zero),
+        test=encode_samples(codec, samples["test"][:n_test], names, sig, zero),
+        train_stress=np.asarray(splits["train"]["stress"], dtype=np.float64),
+        val_stress=np.asarray(splits["val"]["stress"][:n_val], dtype=np.float64),
+        test_stress=np.asarray(splits["test"]["stress"][:n_test], dtype=np.float64),
+        max_new_tokens=max_new, val_available=len(samples["val"]), test_available=len(samples["test"]))
+
+
+def existing_status(run_dir: Path) -> str | None:
+    try:
+        return str(read_json(run_dir / "summary.json").get("status"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # CPU allocator failures are plain RuntimeErrors ("DefaultCPUAllocator: can't allocate memory").
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+class RunSession:
+    def __init__(self, cfg: Any, run_dir: Path, run_id: str) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.wandb: Any = None
+        self.manifest: dict[str, Any] = {}
+        self.status: str | None = None
+        self.status_reason: str | None = None
+        self.traceback_file: str | None = None
+
+    def open(self, data: PreparedData) -> None:
+        rd = self.run_dir
+        resuming = self.cfg.resume and (rd / checkpoint.CHECKPOINT_NAME).is_file()
+        if rd.exists() and not resuming:
+            shutil.rmtree(rd)  # an unfinished or failed earlier attempt: start over
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "summary.json").unlink(missing_ok=True)  # live again: must not look finished
+        setup_logging(rd / "run.log")
+        write_text(rd / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        if not data.codec.hf:
+            data.codec.save(rd)
+        self.manifest = {"run_id": self.run_id, "sweep_id": self.cfg.sweep_id, "dataset_id": data.dataset_id,
+                         "seed": self.cfg.seed, "start_time": now_iso(), "end_time": None,
+                         "resumed": bool(resuming), **provenance()}
+        write_json(rd / "manifest.json", self.manifest)
+        log.info("run %s -> %s%s", self.run_id, rd, " (resuming)" if resuming else "")
+        from experiments.wandb_log import WandbLogger
+
+        try:
+            self.wandb = WandbLogger(self.cfg, rd, self.run_id, OmegaConf.to_container(self.cfg, resolve=True))
+        except Exception as exc:  # W&B is a mirror; metrics.jsonl is the record. Say so, go on.
+            log.error("W&B init failed (%s): logging to metrics.jsonl only", exc)
+            self.manifest["wandb_error"] = str(exc)[:500]
+            self.wandb = _NoWandb()
+
+    def record(self, exc: BaseException) -> None:
+        """Classify how the run ended. Called from the wrapper's except clause."""
+        from experiments.trainer import Stop
+
+        if isinstance(exc, Stop):
+            self.status, self.status_reason = exc.status, exc.reason
+        elif is_oom(exc):
+            self.status, self.status_reason = "oom", f"out of memory: {str(exc).splitlines()[0][:300]}"
+        elif isinstance(exc, KeyboardInterrupt):
+            self.status, self.status_reason = "aborted", "interrupted twice (KeyboardInterrupt): no checkpoint"
+        else:
+            self.status, self.status_reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.traceback_file = "traceback.txt"
+            write_text(self.run_dir / self.traceback_file,
+                       "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        log.log(logging.INFO if self.status == "aborted" else logging.ERROR, "run ended %s: %s",
+                self.status, self.status_reason)
+
+    def close(self, trainer: Any, data: PreparedData) -> bool:
+        """Write the summary last (atomically) and close W&B; False if the summary could not be written."""
+        summary: dict[str, Any] = {}
+        try:
+            summary = build_summary(self, trainer, data)
+            if self.status == "completed" and trainer.state.gates is not None:
+                trainer.state.gates.at_end(summary)
+                summary["gates"] = trainer.state.gates.decisions()
+        except Exception as exc:  # the summary must still be written, with what is known
+            log.exception("summary incomplete")
+            summary.setdefault("status", self.status or "failed")
+            summary["summary_error"] = repr(exc)[:500]
+        try:
+            if self.wandb is not None:
+                self.wandb.summary(summary)
+                self.wandb.finish(exit_code=0 if self.status == "completed" else 1)
+        except Exception as exc:
+            log.error("W&B finish failed: %s", exc)
+        try:
+            self.manifest["end_time"] = now_iso()
+            write_json(self.run_dir / "manifest.json", self.manifest)
+            write_json(self.run_dir / "summary.json", summary)
+        except Exception:
+            log.exception("summary.json could not be written")
+            return False
+        log.info("summary: status=%s final_loss=%s rel_l2_error=%s", summary.get("status"),
+                 summary.get("final_loss"), summary.get("rel_l2_error"))
+        return True
+
+
+class _NoWandb:
+    def log(self, row: dict[str, Any]) -> None: ...
+    def summary(self, summary: dict[str, Any]) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict[str, Any]:
+    cfg, st = session.cfg, trainer.state
+    t = cfg.train
+    peak_alloc, peak_reserved, peak_nvml = st.peaks
+    median_step = trainer.median_step_time()
+    tps = st.tokens_per_step / median_step if median_step else None
+    mfu = tps * st.flops_per_token / st.peak_flops if tps and st.flops_per_token and st.peak_flops else None
+    val, test = st.eval.get("val") or {}, st.eval.get("test") or {}
+    audit = st.audit
+    measurable = st.mem_measurable
+    breakdown = st.mem_breakdown or dict.fromkeys(
+        ("params_bytes", "grads_bytes", "optimizer_state_bytes", "activations_bytes", "other_bytes"))
+    if not measurable:
+        breakdown = dict.fromkeys(breakdown)
+    return {
+        "run_id": session.run_id, "sweep_id": cfg.sweep_id, "optimizer": cfg.optimizer.name,
+        "model": cfg.model.name, "n_params": st.n_params, "seed": cfg.seed, "scale": cfg.scale,
+        "device": st.device_label or st.device, "status": session.status or "failed",
+        "status_reason": session.status_reason, "resumable": (session.run_dir / checkpoint.CHECKPOINT_NAME).is_file()
+        and session.status == "aborted",
+        "gates": st.gates.decisions() if st.gates is not None else [],
+        "grid": {"model": cfg.model.name, "seq_len": t.max_seq_len,
+                 "global_batch": t.micro_batch_size * t.grad_accum_steps,
+                 "behaviour": ",".join(cfg.data.behaviours)},
+        "dataset_id": data.dataset_id, "model_init": st.model_init,
+        "mem_measurable": measurable,
+        "cuda_memory_cap_gib": cfg.harness.cuda_memory_cap_gib if measurable else None,
+        "peak_mem_allocated_bytes": peak_alloc if measurable else None,
+        "peak_mem_reserved_bytes": peak_reserved if measurable else None,
+        "peak_mem_nvml_process_bytes": peak_nvml if measurable else None,
+        "mem_breakdown": breakdown,
+        # Counted from the state tensors themselves (device-independent, so also given on CPU).
+        "optimizer_state_bytes_per_param": audit.bytes_per_param if audit else None,
+        "optimizer_state_bytes": audit.state_bytes if audit else None,
+        "param_bytes_per_param": st.param_bytes_per_param,
+        "grad_bytes_per_param": st.grad_bytes_per_param,
+        "optimizer_state_dtypes": audit.dtypes if audit else [],
+        "state_materialised": audit.materialised if audit else False,
+        "state_problem": audit.problem if audit else "no optimizer step was taken",
+        "tokens_per_s": tps, "median_step_time_s": median_step, "mfu": mfu,
+        "tokens_per_step": st.tokens_per_step,
+        "harness_time_fraction": st.harness_s / st.train_s if st.train_s > 0 else None,
+        "train_wall_s": st.train_s,
+        "initial_loss": st.initial_loss, "final_loss": st.final_loss,
+        "steps_completed": st.step, "max_steps": t.max_steps,
+        "rel_l2_error": test.get("rel_l2_error"), "parse_failure_rate": test.get("parse_failure_rate"),
+        "trivial_rel_l2_error": test.get("trivial_rel_l2_error"), "eval_samples": test.get("eval_samples"),
+        "val_rel_l2_error": val.get("rel_l2_error"), "val_parse_failure_rate": val.get("parse_failure_rate"),
+        "val_eval_samples": val.get("eval_samples"),
+        "eval_samples_requested": {"val": t.eval.val_samples, "test": t.eval.test_samples},
+        "eval_samples_available": {"val": data.val_available, "test": data.test_available},
+        "example_output": test.get("example_output"),
+        "checkpoint_bytes": st.checkpoint_bytes, "traceback_file": session.traceback_file,
+        "tokenizer": "pretrained" if data.codec.hf else "bpe:tokenizer.json",
+        "tokenizer_vocab_size": data.codec.vocab_size,
+    }
+
+
+__all__ = ["TERMINAL", "PreparedData", "RunSession", "existing_status", "identity", "prepare_data"]

@@ -1,0 +1,218 @@
+"""Samples as text for a causal language model, the tokenizer, and packed training batches.
+
+One sample becomes ``prompt + target``::
+
+    BC: liver hyperelastic neo_hookean uniaxial | neo_hookean.mu=1.87e0 ... load.stretch=9.12e-1 -> STRESS:
+     1.23e0 -4.56e-1 ... <eos>
+
+Numbers use one fixed compact format (``d.dd e<exp>``, ``significant_digits`` digits, no ``+``, no
+leading exponent zeros, no ``e0``), so a value costs a handful of tokens whatever its magnitude
+(stresses span kPa fractions to tens of kPa); stress magnitudes below ``zero_below_kpa`` (solver
+round-off) are written ``0``. Parameters that do not apply to a sample
+(NaN in ``params``) are left out of its prompt. The target is the Cauchy stress at every probe,
+Voigt order xx, yy, zz, yz, xz, xy, probe after probe: ``P * 6`` numbers separated by spaces.
+
+Training sequences are packed: samples (prompt+target+eos) are concatenated in a seeded order into
+sequences of exactly ``max_seq_len`` tokens (the remainder of a sequence that cannot take the next
+whole sample is padding), so every micro-batch has the same shape and memory/throughput are those
+of full-length sequences. Attention is not masked across packed samples (standard packing); the
+loss is on target tokens (stress values and eos) only: prompt and padding positions get label -100.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = -100
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+STRESS_MARK = " -> STRESS:"
+
+
+def format_number(x: float, significant_digits: int, zero_below: float = 0.0) -> str:
+    """``1234.5 -> '1.23e3'``, ``-0.00123 -> '-1.23e-3'``, ``1.5 -> '1.50'`` (3 significant digits;
+    the exponent is left out when it is 0); ``|x| < zero_below`` -> ``'0'`` (solver round-off such as
+    1e-17 kPa in a component the load does not excite would otherwise cost 8 tokens of noise)."""
+    if abs(x) < zero_below:
+        return "0"
+    mantissa, _, exponent = f"{float(x):.{significant_digits - 1}e}".partition("e")
+    e = int(exponent)
+    return mantissa if e == 0 else f"{mantissa}e{e}"
+
+
+def prompt_text(sample: dict[str, Any], param_names: list[str], sig: int) -> str:
+    head = " ".join(str(sample[k]) for k in ("tissue", "behaviour", "material_model", "scenario"))
+    params = " ".join(f"{n}={format_number(v, sig)}" for n, v in zip(param_names, sample["params"])
+                      if not math.isnan(v))
+    return f"BC: {head} | {params}{STRESS_MARK}"
+
+
+def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0) -> str:
+    """Stress (P, 6) in kPa, row-major, each value preceded by one space."""
+    return "".join(" " + format_number(v, sig, zero_below) for v in np.asarray(stress, dtype=np.float64).ravel())
+
+
+def parse_stress(text: str, n_probes: int) -> np.ndarray | None:
+    """Inverse of :func:`target_text`: (P, 6) kPa, or None when the text does not hold exactly the
+    first ``P * 6`` values as finite numbers (extra trailing values after them are ignored)."""
+    fields = text.replace(EOS, " ").split()
+    need = n_probes * 6
+    if len(fields) < need:
+        return None
+    try:
+        values = np.array([float(f) for f in fields[:need]], dtype=np.float64)
+    except ValueError:
+        return None
+    if not np.all(np.isfinite(values)):
+        return None
+    return values.reshape(n_probes, 6)
+
+
+def split_samples(split: dict[str, Any]) -> list[dict[str, Any]]:
+    n = len(split["sample_id"])
+    keys = ("sample_id", "tissue", "material_model", "scenario", "behaviour", "params", "stress")
+    return [{k: split[k][i] for k in keys} for i in range(n)]
+
+
+class TextCodec:
+    """Text <-> token ids: a BPE tokenizer trained on the train split, or a pretrained model's.
+
+    Digits are always single tokens (the BPE pre-tokenizer isolates them; Llama's tokenizer splits
+    digits itself), so a number's tokens are its characters and the model cannot memorise whole values.
+    """
+
+    def __init__(self, tokenizer: Any, *, hf: bool) -> None:
+        self.tok = tokenizer
+        self.hf = hf
+        if hf:
+            self.eos_id = int(tokenizer.eos_token_id)
+            pad = tokenizer.pad_token_id
+            self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+            self.vocab_size = len(tokenizer)
+        else:
+            self.eos_id = int(tokenizer.token_to_id(EOS))
+            self.pad_id = int(tokenizer.token_to_id(PAD))
+            self.vocab_size = int(tokenizer.get_vocab_size())
+
+    @classmethod
+    def train_bpe(cls, texts: list[str], vocab_size: int) -> TextCodec:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, hf=False)
+
+    @classmethod
+    def load(cls, path: Path) -> TextCodec:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), hf=False)
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> TextCodec:
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(path), hf=True)
+
+    def save(self, run_dir: Path) -> Path:
+        from common.atomic import write_text
+
+        if self.hf:
+            out = run_dir / "tokenizer"
+            self.tok.save_pretrained(str(out))
+            return out
+        return write_text(run_dir / "tokenizer.json", self.tok.to_str())
+
+    def encode(self, text: str, *, first: bool) -> list[int]:
+        if self.hf:
+            return list(self.tok(text, add_special_tokens=first)["input_ids"])
+        return list(self.tok.encode(text).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tok.decode(ids, skip_special_tokens=True))
+
+
+@dataclass
+class EncodedSample:
+    prompt_ids: list[int]
+    target_ids: list[int]   # ends with eos
+
+
+def encode_samples(codec: TextCodec, samples: list[dict[str, Any]], param_names: list[str],
+                   sig: int, zero_below: float) -> list[EncodedSample]:
+    return [EncodedSample(codec.encode(prompt_text(s, param_names, sig), first=True),
+                          [*codec.encode(target_text(s["stress"], sig, zero_below), first=False), codec.eos_id])
+            for s in samples]
+
+
+class PackedStream:
+    """Deterministic stream of packed sequences: micro-batch ``k`` is a pure function of
+    (samples, seed, k), so the data position in a checkpoint is one integer.
+
+    Epoch ``e`` shuffles the samples with ``np.random.default_rng([seed, e])`` and packs them
+    greedily; epochs are concatenated, so a micro-batch may straddle two epochs and no sample is lost
+    at an epoch boundary.
+    """
+
+    def __init__(self, samples: list[EncodedSample], *, max_seq_len: int, micro_batch_size: int,
+                 seed: int, pad_id: int) -> None:
+        too_long = max(len(s.prompt_ids) + len(s.target_ids) for s in samples)
+        if too_long > max_seq_len:
+            raise ValueError(f"a sample needs {too_long} tokens > max_seq_len {max_seq_len}")
+        self.samples = samples
+        self.max_seq_len = max_seq_len
+        self.micro_batch_size = micro_batch_size
+        self.seed = seed
+        self.pad_id = pad_id
+        self._seqs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._first = 0  # global index of self._seqs[0]; consumed sequences are dropped (memory)
+        self._epochs = 0
+
+    def _pack_epoch(self) -> None:
+        order = np.random.default_rng([self.seed, self._epochs]).permutation(len(self.samples))
+        ids: list[int] = []
+        labels: list[int] = []
+        for i in order:
+            s = self.samples[int(i)]
+            n = len(s.prompt_ids) + len(s.target_ids)
+            if len(ids) + n > self.max_seq_len:
+                self._flush(ids, labels)
+                ids, labels = [], []
+            ids += s.prompt_ids + s.target_ids
+            labels += [IGNORE_INDEX] * len(s.prompt_ids) + s.target_ids
+        if ids:
+            self._flush(ids, labels)
+        self._epochs += 1
+
+    def _flush(self, ids: list[int], labels: list[int]) -> None:
+        pad = self.max_seq_len - len(ids)
+        self._seqs.append((np.array(ids + [self.pad_id] * pad, dtype=np.int64),
+                           np.array(labels + [IGNORE_INDEX] * pad, dtype=np.int64)))
+
+    def micro_batch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, labels), each (micro_batch_size, max_seq_len) int64."""
+        start, end = k * self.micro_batch_size, (k + 1) * self.micro_batch_size
+        if start < self._first:  # asked to go back: rebuild from epoch 0 (deterministic)
+            self._seqs, self._first, self._epochs = [], 0, 0
+        while self._first + len(self._seqs) < end:
+            self._pack_epoch()
+        drop = start - self._first
+        del self._seqs[:drop]
+        self._first = start
+        seqs = self._seqs[:self.micro_batch_size]
+        return np.stack([s[0] for s in seqs]), np.stack([s[1] for s in seqs])
+
+    def epochs_started(self) -> int:
+        return self._epochs

@@ -1,0 +1,407 @@
+"""The training loop and its evaluation: one arm, one model, one seed.
+
+Every way a run can end is a :class:`Stop` (completed, diverged, aborted by a gate, a signal or an
+operator stop) or an exception the wrapper in :mod:`experiments.run` classifies (OOM, failure).
+:attr:`Trainer.state` always holds what is known so far, so the summary written on failure is as
+complete as the run got.
+
+Host-device syncs: the losses of ``harness.sync_every_steps`` steps are read back in one
+``tolist()`` (the only sync in the loop); step time is the wall time of that interval divided by its
+steps. The memory breakdown step (``harness.measure_step``) syncs a few times more, once per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.atomic import append_jsonl, read_jsonl, write_text
+from common.provenance import device_label
+from experiments import checkpoint, evaluate, identity, memory, models, optim_arms
+from experiments.textdata import PackedStream
+
+log = logging.getLogger(__name__)
+
+
+class Stop(Exception):
+    """End the run with a terminal status (raised inside the loop, caught by the run wrapper)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag the loop checks between steps (a second SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay as they were
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: stopping after this step (checkpoint, status aborted)", self.signal_name)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+@dataclass
+class RunState:
+    status: str | None = None
+    status_reason: str | None = None
+    step: int = 0
+    micro_batches: int = 0
+    n_params: int | None = None
+    model_init: str | None = None
+    device: str | None = None
+    device_label: str | None = None
+    param_bytes_per_param: float | None = None  # from the parameter tensors (device-independent)
+    grad_bytes_per_param: float | None = None   # gradient dtype size; 0 with gradient release
+    initial_loss: float | None = None
+    final_loss: float | None = None
+    step_times: dict[int, float] = field(default_factory=dict)   # step -> s (interval mean)
+    tokens_per_step: int = 0
+    flops_per_token: float | None = None
+    peak_flops: float | None = None
+    audit: optim_arms.StateAudit | None = None
+    mem_breakdown: dict[str, int | None] | None = None
+    checkpoint_bytes: int | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    gates: Any = None
+    mem_measurable: bool = False
+    peaks: tuple[int | None, int | None, int | None] = (None, None, None)
+    harness_s: float = 0.0      # host time spent logging after the loss read-back (s)
+    train_s: float = 0.0        # wall time of the training loop (s)
+
+
+def lr_at(step: int, t: Any) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine from lr to ``min_lr_ratio * lr`` at max_steps."""
+    if t.warmup_steps and step <= t.warmup_steps:
+        return t.lr * step / t.warmup_steps
+    span = max(t.max_steps - t.warmup_steps, 1)
+    progress = min((step - t.warmup_steps) / span, 1.0)
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pick_device(h: Any) -> torch.device:
+    if h.device == "cpu" or (h.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+class Trainer:
+    def __init__(self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.data = data
+        self.wandb = wandb_logger
+        self.stop = stop
+        self.state = RunState()
+        self.device = pick_device(cfg.harness)
+        self.state.device = str(self.device)
+        self.meter = memory.MemoryMeter(self.device)
+        self.state.mem_measurable = self.meter.measurable
+        self.model: Any = None
+        self.optimizer: Any = None
+        self._release_handle: Any = None
+        self._pending: list[tuple[int, torch.Tensor, float]] = []
+        self._interval_start = 0.0
+        self.metrics_path = run_dir / "metrics.jsonl"
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _gates(self) -> Any:
+        from experiments.gates import InRunGates
+
+        ref = self.cfg.gates.reference_arm
+        ref_dir = identity.reference_run_dir(self.cfg, ref) if ref != self.cfg.optimizer.name else None
+        return InRunGates(self.cfg.gates, arm=self.cfg.optimizer.name, reference_run_dir=ref_dir,
+                          total_steps=self.cfg.train.max_steps)
+
+    def setup(self) -> int:
+        """Build model, arm and optimizer; restore a checkpoint when resuming. Returns the start step."""
+        cfg, t, o = self.cfg, self.cfg.train, self.cfg.optimizer
+        cap = cfg.harness.cuda_memory_cap_gib
+        if self.device.type == "cuda" and cap:
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(cap * 2**30 / total, 1.0), self.device)
+            log.info("CUDA allocator capped at %.1f GiB of %.1f GiB", cap, total / 2**30)
+        self.state.gates = self._gates()
+        vocab = cfg.model.vocab_size or self.data.codec.vocab_size
+        if self.device.type == "cpu" and not cfg.model.pretrained_path:
+            self._check_host_memory(models.estimated_n_params(cfg.model, vocab))
+        self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, cfg.seed)
+        optim_arms.apply_param_dtype(self.model, o)
+        self.model.train()
+        self.state.n_params = models.n_params(self.model)
+        self.state.device_label = device_label()
+        self.state.param_bytes_per_param = memory.tensor_bytes(self.model.parameters()) / self.state.n_params
+        self.state.grad_bytes_per_param = 0.0 if o.gradient_release else self.state.param_bytes_per_param
+        self.optimizer = optim_arms.build_optimizer(self.model, o, t, self.device)
+        if o.gradient_release:
+            self._release_handle = optim_arms.enable_gradient_release(self.model, self.optimizer)
+        self.autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
+        self.stream = PackedStream(self.data.train, max_seq_len=t.max_seq_len, micro_batch_size=t.micro_batch_size,
+                                   seed=cfg.seed, pad_id=self.data.codec.pad_id)
+        self.state.tokens_per_step = t.micro_batch_size * t.max_seq_len * t.grad_accum_steps
+        self.state.flops_per_token = models.flops_per_token(self.model, t.max_seq_len)
+        self.state.peak_flops = models.peak_flops_per_s(self.device, dict(cfg.harness.peak_tflops))
+        log.info("model %s (%s init): %.3fM params on %s; arm %s", cfg.model.name, self.state.model_init,
+                 self.state.n_params / 1e6, self.device, o.name)
+        start = 0
+        if cfg.resume:
+            start = self._resume()
+        if start == 0:
+            self.meter.reset_all()
+        return start
+
+    def _check_host_memory(self, n: int) -> None:
+        """On CPU a model too large for RAM would not raise: the kernel's OOM killer would end this
+        process (and maybe a neighbour's). Refuse it as a recorded oom instead, before allocating."""
+        import psutil
+
+        need = n * (4 + max(self.cfg.optimizer.nominal_bytes_per_param, 16.0))  # fp32 build + training
+        available = psutil.virtual_memory().available
+        if need > available:
+            raise Stop("oom", f"out of memory (host): {n / 1e9:.2f}B parameters need about {need / 2**30:.1f} GiB, "
+                              f"{available / 2**30:.1f} GiB available; not allocated")
+
+    def _resume(self) -> int:
+        ck = checkpoint.load(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device)
+        if ck is None:
+            return 0
+        step = int(ck["step"])
+        self.state.step, self.state.micro_batches = step, int(ck["micro_batches"])
+        self.state.checkpoint_bytes = ck["checkpoint_bytes"]
+        p = ck["progress"]
+        self.meter.reset_all()
+        self.meter.restore_peaks(*p.get("peaks", (None, None, None)))
+        self.state.mem_breakdown = p.get("mem_breakdown")
+        self.state.audit = optim_arms.StateAudit(**p["audit"]) if p.get("audit") else None
+        # Metrics after the checkpoint are redone: keep rows up to it, replay them into the gates.
+        rows = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= step] if self.metrics_path.exists() else []
+        write_text(self.metrics_path, "".join(_jsonl(r) for r in rows))
+        for r in rows:
+            self._account(r)
+            self.state.gates.on_step(r["step"], r)
+        log.info("resumed from step %d (micro-batch %d)", step, self.state.micro_batches)
+        return step
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self, start: int) -> None:
+        self._interval_start = loop_start = time.perf_counter()
+        try:
+            self._loop(start)
+        finally:
+            self.state.train_s += time.perf_counter() - loop_start
+            log.info("training: %d steps in %.1f s", self.state.step - start, time.perf_counter() - loop_start)
+
+    def _loop(self, start: int) -> None:
+        t, h = self.cfg.train, self.cfg.harness
+        for step in range(start + 1, t.max_steps + 1):
+            loss = self._step(step)
+            self._pending.append((step, loss, lr_at(step, t)))
+            last = step == t.max_steps
+            operator_stop = h.stop_after_steps is not None and step >= h.stop_after_steps and not last
+            ckpt_due = h.checkpoint_every_steps and step % h.checkpoint_every_steps == 0 and not last
+            if len(self._pending) >= h.sync_every_steps or last or self.stop.requested or operator_stop or ckpt_due:
+                self._flush()
+            if self.stop.requested or operator_stop:
+                why = f"{self.stop.signal_name} received" if self.stop.requested else f"harness.stop_after_steps={step}"
+                self._checkpoint(step)
+                raise Stop("aborted", f"{why} at step {step}; checkpoint saved, resumable with resume=true")
+            if ckpt_due:
+                self._checkpoint(step)
+        self.state.step = max(self.state.step, start)
+
+    def _step(self, step: int) -> torch.Tensor:
+        t, h = self.cfg.train, self.cfg.harness
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(step, t)
+        measure = step == h.measure_step or (step == t.max_steps and self.state.mem_breakdown is None
+                                             and step >= 2)
+        snap = memory.Snapshot(measure and h.memory_snapshot)
+        if measure:
+            snap.start()
+            self.meter.reset()
+            before = self.meter.current()[0]
+        ctx = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+               else contextlib.nullcontext())
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        for _ in range(t.grad_accum_steps):
+            ids, labels = self.stream.micro_batch(self.state.micro_batches)
+            self.state.micro_batches += 1
+            ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
+            labels_t = torch.from_numpy(labels).to(self.device, non_blocking=True)
+            with ctx:
+                loss = self.model(input_ids=ids_t, labels=labels_t).loss / t.grad_accum_steps
+            loss.backward()
+            loss_sum += loss.detach().float()
+        if measure:
+            fwd_bwd_peak = None
+            if self.meter.measurable:
+                torch.cuda.synchronize(self.device)  # sync point, once per run
+                fwd_bwd_peak = torch.cuda.max_memory_allocated(self.device)
+            grads = memory.tensor_bytes(p.grad for p in self.model.parameters())
+        if t.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
+        if self._release_handle is None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.state.audit is None:
+            self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
+            self.state.gates.note_state_dtypes(self.state.audit.dtypes)
+            if not self.state.audit.materialised:
+                log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
+        if measure:
+            peak = self.meter.peaks()[0]
+            self.state.mem_breakdown = memory.breakdown(
+                measurable=self.meter.measurable,
+                params_bytes=memory.tensor_bytes(self.model.parameters()), grads_bytes=grads,
+                state_bytes=self.state.audit.state_bytes, before_fwd_bytes=before,
+                fwd_bwd_peak_bytes=fwd_bwd_peak, peak_bytes=peak)
+            snap.stop(self.run_dir / "memory_snapshot.html")
+            self.meter.sample_nvml()
+        self.state.step = step
+        return loss_sum
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        losses = torch.stack([p[1] for p in self._pending]).tolist()  # the loop's one device sync
+        now = time.perf_counter()
+        self._flush_started = now
+        step_time = (now - self._interval_start) / len(self._pending)
+        self._interval_start = now
+        alloc, reserved = self.meter.current()
+        peak_alloc, peak_reserved = self.meter.peaks()
+        pending, self._pending = self._pending, []
+        rows = [{"step": step, "loss": loss, "lr": lr, "step_time_s": step_time,
+                 "tokens_per_s": self.state.tokens_per_step / step_time,
+                 "mem_allocated_bytes": alloc, "mem_reserved_bytes": reserved,
+                 "peak_mem_allocated_bytes": peak_alloc, "peak_mem_reserved_bytes": peak_reserved}
+                for (step, _, lr), loss in zip(pending, losses)]
+        # Every computed step is recorded before any verdict on it, so metrics.jsonl always reaches
+        # steps_completed even when divergence or a gate ends the run inside this interval.
+        for row in rows:
+            append_jsonl(self.metrics_path, row)
+            self.wandb.log(row)
+            self._account(row)
+        try:
+            for row in rows:
+                self._check_divergence(row["step"], row["loss"])
+                decision = self.state.gates.on_step(row["step"], row)
+                if decision is not None and decision.fired:
+                    raise Stop("aborted", f"gate {decision.gate}: {decision.reason}")
+        finally:
+            # Host-side cost of logging (rows, W&B, gates): it lands in the next interval's step time.
+            self.state.harness_s += time.perf_counter() - self._flush_started
+
+    def _account(self, row: dict[str, Any]) -> None:
+        if row["step"] == 1:
+            self.state.initial_loss = row["loss"]
+        self.state.final_loss = row["loss"]
+        if row["step"] > self.cfg.train.timing_warmup_steps and row.get("step_time_s"):
+            self.state.step_times[row["step"]] = row["step_time_s"]
+
+    def _check_divergence(self, step: int, loss: float | None) -> None:
+        d = self.cfg.train.divergence
+        if loss is None or not math.isfinite(loss):
+            raise Stop("diverged", f"loss is {loss} at step {step}")
+        init = self.state.initial_loss
+        if init is not None and step > d.after_step and loss > d.factor * init:
+            raise Stop("diverged", f"loss {loss:.4g} > {d.factor} x initial {init:.4g} at step {step} "
+                                   f"(after step {d.after_step})")
+
+    def _checkpoint(self, step: int) -> None:
+        audit = self.state.audit.__dict__ if self.state.audit else None
+        progress = {"peaks": (*self.meter.peaks(), self.meter.peak_nvml()), "mem_breakdown": self.state.mem_breakdown,
+                    "audit": audit}
+        try:
+            self.state.checkpoint_bytes = checkpoint.save(self.run_dir, model=self.model, optimizer=self.optimizer,
+                                                          step=step, micro_batches=self.state.micro_batches,
+                                                          progress=progress)
+            log.info("checkpoint at step %d: %.1f MB", step, self.state.checkpoint_bytes / 1e6)
+        except OSError as exc:  # disk full: the run goes on; the summary says no checkpoint
+            log.error("checkpoint at step %d failed: %s", step, exc)
+        self._interval_start = time.perf_counter()  # saving is not step time
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        t0 = time.perf_counter()
+        self._evaluate()
+        log.info("evaluation: %d val + %d test samples in %.1f s", len(self.data.val), len(self.data.test),
+                 time.perf_counter() - t0)
+
+    def _evaluate(self) -> None:
+        e, d = self.cfg.train.eval, self.data
+        kw = {"max_new_tokens": d.max_new_tokens, "batch_size": e.batch_size, "device": self.device,
+              "autocast": self.autocast, "should_stop": lambda: self.stop.requested}
+        if d.val:
+            val = evaluate.evaluate_split(self.model, d.codec, d.val, d.val_stress, d.train_stress, **kw)
+            self._stopped_in_eval(val)
+            self.state.eval["val"] = val
+            decision = self.state.gates.after_validation(val["rel_l2_error"])
+            if decision is not None and decision.fired:
+                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test evaluation skipped")
+        test = evaluate.evaluate_split(self.model, d.codec, d.test, d.test_stress, d.train_stress, **kw)
+        self._stopped_in_eval(test)
+        self.state.eval["test"] = test
+
+    def _stopped_in_eval(self, result: Any) -> None:
+        if result is None:
+            self._checkpoint(self.state.step)
+            raise Stop("aborted", f"{self.stop.signal_name} received during evaluation; checkpoint saved, "
+                                  "resume=true re-runs the evaluation")
+
+    def finish(self) -> None:
+        self.meter.sample_nvml()
+        if not self.cfg.harness.keep_checkpoint:
+            (self.run_dir / checkpoint.CHECKPOINT_NAME).unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Free the device after any ending (OOM included) so the summary can be written."""
+        with contextlib.suppress(Exception):
+            self.state.peaks = (*self.meter.peaks(), self.meter.sample_nvml())
+        if self._release_handle is not None:
+            self._release_handle.remove()
+        self.model = self.optimizer = self._release_handle = None
+        self._pending = []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def median_step_time(self) -> float | None:
+        times = list(self.state.step_times.values())
+        return statistics.median(times) if times else None
+
+
+def _jsonl(row: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(row, sort_keys=True) + "\n"
+
+
+__all__ = ["RunState", "Stop", "StopFlag", "Trainer", "lr_at"]

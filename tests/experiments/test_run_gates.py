@@ -1,0 +1,38 @@
+"""The run engine calls the in-run gates (experiments.gates.InRunGates) against the reference arm's
+run of the same settings, and a fired abort gate ends the treatment run as aborted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from run_helpers import FAST, fixture_results_root, read_summary, run_in_process
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fixture_results_root(tmp_path_factory)
+
+
+def test_treatment_run_is_gated_against_its_reference(results_root: Path) -> None:
+    common = [*FAST, "sweep_id=gated", "gates.A.step=2", "gates.B.step=3"]
+    _, ref_dir = run_in_process(results_root, common)
+    ref = read_summary(ref_dir)
+    assert ref["status"] == "completed" and ref["gates"] == []  # gates apply to treatment arms only
+    _, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
+    s = read_summary(run_dir)
+    by_gate = {g["gate"]: g for g in s["gates"]}
+    assert by_gate["A"]["step"] == 2 and by_gate["A"]["outcome"] in ("pass", "fired")
+    assert by_gate["B"]["outcome"] == "not_evaluable"  # CPU: memory is not measurable, never a silent pass
+    assert "D" in by_gate and "E" in by_gate
+    assert s["status"] == ("aborted" if any(g["fired"] for g in s["gates"]) else "completed")
+
+
+def test_a_fired_loss_gate_aborts_the_treatment_run(results_root: Path) -> None:
+    common = [*FAST, "sweep_id=gate-fires", "gates.A.step=2", "gates.A.max_loss_ratio=0.001"]
+    run_in_process(results_root, common)
+    code, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
+    s = read_summary(run_dir)
+    assert code == 0 and s["status"] == "aborted" and s["status_reason"].startswith("gate A")
+    assert s["steps_completed"] == 2 and s["rel_l2_error"] is None
+    assert [g["gate"] for g in s["gates"] if g["fired"]] == ["A"]
