@@ -1,0 +1,143 @@
+"""Schema of conf/gates/*.yaml (the protocol's abort checkpoints), registered as ``gates/gates_schema``.
+
+Registered on import; ``experiments.gates`` (which the run config's schema module imports) imports
+this module, so composing ``conf/run.yaml`` finds the schema. What each gate means:
+``experiments.gates``' docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from common.config import require
+
+MEMORY_METRICS = ("peak_mem_allocated_bytes", "peak_mem_reserved_bytes")
+
+
+@dataclass
+class LossGateConf:
+    """A: abort a treatment run whose loss at ``step`` exceeds ``max_loss_ratio`` x the reference's."""
+
+    enabled: bool = True
+    step: int = 50
+    max_loss_ratio: float = 3.0
+
+
+@dataclass
+class MemoryGateConf:
+    """B: abort when the treatment's peak memory at ``step`` is within ``min_reduction`` of the reference."""
+
+    enabled: bool = True
+    step: int = 100
+    min_reduction: float = 0.05
+    abort_sweep: bool = True
+
+
+@dataclass
+class ScaleGateConf:
+    """C: when the ``model`` memory reduction is under ``min_reduction``, start no larger model."""
+
+    enabled: bool = True
+    model: str = "llama-1b"
+    min_reduction: float = 0.08
+    metric: str = "peak_mem_allocated_bytes"
+
+
+@dataclass
+class AccuracyGateConf:
+    """D: flag failure when val rel-L2 error is worse than the reference's by more than ``max_rel_worsening``."""
+
+    enabled: bool = True
+    max_rel_worsening: float = 0.15
+    eval_samples: int = 500
+
+
+@dataclass
+class ThroughputGateConf:
+    """E: abort when median tokens/s is under ``min_ratio`` x the reference's (``step: null``: at the end)."""
+
+    enabled: bool = True
+    step: int | None = 100
+    warmup_steps: int = 10
+    min_ratio: float = 0.5
+
+
+@dataclass
+class PowerGateConf:
+    """F: after ``after_seeds`` seeds, a CV over seeds above ``max_cv`` adds ``add_seeds`` seeds."""
+
+    enabled: bool = True
+    after_seeds: int = 3
+    max_cv: float = 0.15
+    add_seeds: int = 2
+    metrics: list[str] = field(default_factory=lambda: list(MEMORY_METRICS))
+
+
+@dataclass
+class GatesConf:
+    reference_arm: str = "adamw"
+    treatment_arms: list[str] = field(default_factory=lambda: ["flashoptim"])
+    A: LossGateConf = field(default_factory=LossGateConf)
+    B: MemoryGateConf = field(default_factory=MemoryGateConf)
+    C: ScaleGateConf = field(default_factory=ScaleGateConf)
+    D: AccuracyGateConf = field(default_factory=AccuracyGateConf)
+    E: ThroughputGateConf = field(default_factory=ThroughputGateConf)
+    F: PowerGateConf = field(default_factory=PowerGateConf)
+
+
+def register_schema() -> None:
+    """Register ``gates/gates_schema`` (conf/gates/*.yaml inherit it). Idempotent; done on import."""
+    ConfigStore.instance().store(group="gates", name="gates_schema", node=GatesConf)
+
+
+register_schema()
+
+
+def validate(gates_cfg: Any, prefix: str = "gates") -> None:
+    """Semantic checks the schema cannot express; raises common.config.ConfigError."""
+    require(
+        gates_cfg.reference_arm not in gates_cfg.treatment_arms,
+        f"{prefix}.treatment_arms",
+        list(gates_cfg.treatment_arms),
+        f"arms other than the reference arm {gates_cfg.reference_arm!r}",
+    )
+    for name in ("A", "B"):
+        require(gates_cfg[name].step >= 1, f"{prefix}.{name}.step", gates_cfg[name].step, "an integer >= 1")
+    require(gates_cfg.A.max_loss_ratio > 0, f"{prefix}.A.max_loss_ratio", gates_cfg.A.max_loss_ratio, "> 0")
+    for key in ("B.min_reduction", "C.min_reduction"):
+        g, k = key.split(".")
+        v = gates_cfg[g][k]
+        require(-1 < v < 1, f"{prefix}.{key}", v, "a fraction in (-1, 1)")
+    require(
+        gates_cfg.D.max_rel_worsening >= 0,
+        f"{prefix}.D.max_rel_worsening",
+        gates_cfg.D.max_rel_worsening,
+        ">= 0",
+    )
+    require(
+        0 < gates_cfg.E.min_ratio <= 1, f"{prefix}.E.min_ratio", gates_cfg.E.min_ratio, "a ratio in (0, 1]"
+    )
+    require(
+        gates_cfg.E.step is None or gates_cfg.E.step > gates_cfg.E.warmup_steps,
+        f"{prefix}.E.step",
+        gates_cfg.E.step,
+        f"null or > E.warmup_steps={gates_cfg.E.warmup_steps}",
+    )
+    require(
+        gates_cfg.F.after_seeds >= 2,
+        f"{prefix}.F.after_seeds",
+        gates_cfg.F.after_seeds,
+        ">= 2 (a CV needs 2 values)",
+    )
+    require(gates_cfg.F.add_seeds >= 0, f"{prefix}.F.add_seeds", gates_cfg.F.add_seeds, ">= 0")
+    bad = [m for m in gates_cfg.F.metrics if m not in MEMORY_METRICS]
+    require(not bad, f"{prefix}.F.metrics", bad, f"a subset of {list(MEMORY_METRICS)}")
+    require(
+        gates_cfg.C.metric in MEMORY_METRICS,
+        f"{prefix}.C.metric",
+        gates_cfg.C.metric,
+        f"one of {list(MEMORY_METRICS)}",
+    )

@@ -1,0 +1,160 @@
+"""Launch runs through Hydra's own launcher plugins (basic, joblib, submitit_local, submitit_slurm).
+
+The sweep's composed config (with its ``hydra`` node, ``hydra/launcher=...`` chosen on the command
+line) instantiates the launcher exactly as ``@hydra.main --multirun`` would; each job is the sweep
+config plus ``sweep.launch_run=<run_id>``, and the task function (:class:`RunTask`) starts
+``python -m <sweep.run_module> <run overrides> sweep_id=<id>`` in its own process.
+
+Hazards handled here:
+- A killed sweep must not leave a run process writing to a run dir that the next sweep starts
+  again: the child gets ``PR_SET_PDEATHSIG=SIGKILL`` (Linux) and each run holds an exclusive
+  ``flock`` on ``<sweep_dir>/locks/<run_id>.lock`` while it runs; a second launcher of the same run
+  (a stray SLURM job, an orphan) waits for it and then finds its summary.
+- One GPU per run on a multi-GPU host (joblib): a job takes the first free ``gpus/<k>.lock`` and
+  exports ``CUDA_VISIBLE_DEVICES=k``. Under SLURM the scheduler sets the device; we leave it alone.
+- The decision "resume or start" is taken when the job starts (a requeued job finds its run dir).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import open_dict
+
+from experiments.gates import read_summary
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the sweep dies (Linux), so no orphan writes on."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock; a killed holder releases it too
+
+
+@contextlib.contextmanager
+def _gpu_slot(sweep_dir: Path, gpus: Sequence[int] | None) -> Iterator[int | None]:
+    if not gpus:
+        yield None
+        return
+    while True:
+        for k in gpus:
+            with _flock(sweep_dir / "locks" / f"gpu-{k}.lock", blocking=False) as got:
+                if got:
+                    yield int(k)
+                    return
+        time.sleep(1.0)  # more jobs than GPUs (n_jobs > len(gpus)): wait for one to free up
+
+
+class RunTask:
+    """Hydra task function: runs one planned run as a subprocess; never raises for a failed run.
+
+    ``jobs`` maps run_id -> (argv after ``python -m <module>``, run_dir). Picklable (joblib's loky
+    and submitit pickle it into their workers).
+    """
+
+    def __init__(
+        self,
+        jobs: dict[str, tuple[list[str], str]],
+        sweep_dir: str,
+        run_module: str,
+        gpus: Sequence[int] | None,
+    ) -> None:
+        self.jobs = jobs
+        self.sweep_dir = sweep_dir
+        self.run_module = run_module
+        self.gpus = list(gpus) if gpus else None
+
+    def __call__(self, cfg: Any) -> dict[str, Any]:
+        run_id = str(cfg.sweep.launch_run)
+        argv, run_dir = self.jobs[run_id]
+        sweep_dir = Path(self.sweep_dir)
+        with _flock(sweep_dir / "locks" / f"{run_id}.lock"):
+            if read_summary(run_dir) is not None:  # finished meanwhile (another launcher, a requeue)
+                return {"run_id": run_id, "returncode": 0, "skipped": True}
+            resume = Path(run_dir).exists()
+            cmd = [sys.executable, "-m", self.run_module, *argv] + (["resume=true"] if resume else [])
+            log_path = sweep_dir / "launcher" / f"{run_id}.out"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with _gpu_slot(sweep_dir, self.gpus) as gpu, open(log_path, "ab") as log:
+                env = dict(os.environ)
+                if gpu is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+                env["HARNESS_RUN_DIR"] = str(run_dir)  # informational: where the sweep expects the run
+                log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume})\n".encode())
+                log.flush()
+                proc = subprocess.run(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=die_with_parent,
+                    check=False,
+                )
+        return {"run_id": run_id, "returncode": proc.returncode, "resume": resume, "gpu": gpu}
+
+
+def is_sequential(cfg: Any) -> bool:
+    return str(cfg.hydra.launcher._target_).endswith("BasicLauncher")
+
+
+def make_launcher(sweep_cfg_with_hydra: Any, task: RunTask, sweep_dir: Path) -> Any:
+    """Instantiate the configured Hydra launcher for this sweep's job configs."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext
+
+    from common.config import CONF_DIR
+    from experiments.plan import _loader
+
+    cfg = sweep_cfg_with_hydra
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(sweep_dir / "launcher")
+    ctx = HydraContext(config_loader=_loader(str(CONF_DIR)), callbacks=Callbacks(cfg))
+    return Plugins.instance().instantiate_launcher(hydra_context=ctx, task_function=task, config=cfg)
+
+
+def job_overrides(task_overrides: Sequence[str], sweep_dir: Path, run_ids: Sequence[str]) -> list[list[str]]:
+    """Each job: the sweep's own overrides + which run it is + where the launcher keeps its files."""
+    base = [o for o in task_overrides if not o.startswith(("hydra.sweep.dir=", "sweep.launch_run="))]
+    return [
+        [*base, f"sweep.launch_run={rid}", f"hydra.sweep.dir='{sweep_dir / 'launcher'}'"] for rid in run_ids
+    ]
+
+
+def launch(launcher: Any, overrides: list[list[str]], initial_job_idx: int) -> list[dict[str, Any]]:
+    """Run one batch of jobs; a job whose task raised is reported, not re-raised (the sweep goes on)."""
+    from hydra.core.utils import JobStatus
+
+    out = []
+    for ret in launcher.launch(overrides, initial_job_idx=initial_job_idx):
+        if ret.status == JobStatus.COMPLETED:
+            out.append(ret.return_value)
+        else:
+            out.append({"error": repr(ret._return_value)})
+    return out

@@ -1,0 +1,472 @@
+"""``python -m experiments.sweep sweep=<mvt|full> scale=<smoke|pilot|protocol> [overrides]``: a grid of runs.
+
+Compose -> plan (experiments.plan: every run's config and run_id, ordered so the gates have their
+references) -> ensure datasets (``python -m datagen``) -> launch waves through Hydra's launcher
+(experiments.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
+
+Resumable by construction: a run whose ``summary.json`` holds a terminal status is never launched
+again; a run dir without one (killed sweep) is launched with ``resume=true``; ``sweep.json`` is
+rewritten atomically whenever a run's status changes. One run's OOM, divergence or crash is that
+run's status; the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from common.atomic import write_json
+from common.config import exit_on_config_error
+from common.ids import content_id
+from common.logs import setup_logging
+from common.provenance import now_iso, provenance
+from experiments import dry_run
+from experiments import gates as G
+from experiments import launch as L
+from experiments import plan as P
+from experiments.progress import Progress
+from experiments.sweep_config import validate
+
+FINISHED = ("completed", "oom", "diverged", "aborted", "failed", "skipped")
+
+
+class SweepState:
+    """sweep.json in memory; ``write()`` is atomic and thread-safe (the progress thread calls it too)."""
+
+    def __init__(self, cfg: Any, sweep_id: str, sweep_dir: Path, launcher_target: str) -> None:
+        self.sweep_dir = sweep_dir
+        self.lock = threading.RLock()
+        self.entries: list[dict[str, Any]] = []
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.gates: list[dict[str, Any]] = []
+        self.doc: dict[str, Any] = {
+            "sweep_id": sweep_id,
+            "protocol": cfg.sweep.protocol,
+            "design": cfg.sweep.design,
+            "scale": cfg.scale,
+            "grid": OmegaConf.to_container(cfg.sweep.grid, resolve=True),
+            "launcher": launcher_target,
+            "config": {
+                k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg
+                if k != "hydra"
+            },
+            "status": "running",
+            "status_reason": None,
+            "started_at": now_iso(),
+            "provenance": provenance(),
+        }
+
+    def add(self, run: P.PlannedRun, total_steps: int | None, position: int | None = None) -> dict[str, Any]:
+        with self.lock:
+            if run.run_id in self.by_id:
+                return self.by_id[run.run_id]
+            e = {
+                **run.to_dict(),
+                "status": "pending",
+                "status_reason": None,
+                "step": None,
+                "total_steps": total_steps,
+                "eta_s": None,
+            }
+            summary = G.read_summary(run.run_dir)
+            if summary is not None:  # finished by an earlier invocation: never redone
+                e.update(
+                    status=summary["status"],
+                    status_reason=summary.get("status_reason"),
+                    step=summary.get("steps_completed"),
+                    previously_finished=True,
+                )
+            elif run.run_dir.exists():
+                e["status"] = "interrupted"  # partial run dir: resumed (resume=true), not counted
+            self.entries.insert(len(self.entries) if position is None else position, e)
+            self.by_id[run.run_id] = e
+            return e
+
+    def decide(self, d: G.GateDecision, **scope: Any) -> None:
+        with self.lock:
+            self.gates.append({**d.to_dict(), **scope})
+            self.write()
+
+    def write(self) -> None:
+        with self.lock:
+            doc = {
+                **self.doc,
+                "updated_at": now_iso(),
+                "order": [e["run_id"] for e in self.entries],
+                "runs": [
+                    {k: v for k, v in e.items() if k not in ("eta_s", "started_t")} for e in self.entries
+                ],
+                "settings": sorted({e["setting"] for e in self.entries}),
+                "gates": self.gates,
+                "counts": {
+                    s: sum(1 for e in self.entries if e["status"] == s)
+                    for s in sorted({e["status"] for e in self.entries})
+                },
+            }
+            write_json(self.sweep_dir / "sweep.json", doc)
+
+
+def _last_line(path: Path, tail_bytes: int = 4096) -> str:
+    """The run's last output line (a config error or a traceback's last line), for status_reason."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - tail_bytes))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1][:300]}" if lines and not lines[-1].startswith("$ ") else ""
+
+
+# ------------------------------------------------------------------------------------------ set-up
+def _sweep_id(cfg: Any, probe_run_cfg: Any) -> str:
+    if cfg.sweep.id:
+        return str(cfg.sweep.id)
+    settings = {
+        "design": cfg.sweep.design,
+        "scale": cfg.scale,
+        "protocol": cfg.sweep.protocol,
+        "grid": OmegaConf.to_container(cfg.sweep.grid, resolve=True),
+        "axes": OmegaConf.to_container(cfg.sweep.axes, resolve=True),
+        "run_overrides": list(cfg.sweep.run_overrides),
+        "gates": OmegaConf.to_container(probe_run_cfg.gates, resolve=True),
+    }
+    return content_id(settings)
+
+
+def _task_overrides(argv: Sequence[str]) -> list[str]:
+    return [a for a in argv if not a.startswith(("hydra/", "hydra.", "--"))]
+
+
+# -------------------------------------------------------------------------------------- execution
+class Sweep:
+    def __init__(self, cfg: Any, argv: Sequence[str], sweep_id: str) -> None:
+        self.cfg = cfg
+        self.argv = list(argv)
+        self.sweep_id = sweep_id
+        self.sweep_dir = Path(cfg.results_root) / "sweeps" / sweep_id
+        self.state = SweepState(cfg, sweep_id, self.sweep_dir, str(cfg.hydra.launcher._target_))
+        self.runs: list[P.PlannedRun] = []
+        self.gates_cfg: Any = None
+        self.aborted_reason: str | None = None
+        self.blocked_above: tuple[int, str] | None = None  # (n_params, reason) from gate C
+        self.progress: Progress | None = None
+        self.launcher: Any = None
+        self.task: L.RunTask | None = None
+        self.job_idx = 0
+
+    def expand(
+        self, seeds: Sequence[int] | None = None, point: dict[str, Any] | None = None
+    ) -> list[P.PlannedRun]:
+        """Plan runs; runs added later (gate F's seeds) go right after their model's runs in the order."""
+        runs = P.expand(
+            self.cfg.sweep,
+            self.cfg.scale,
+            self.sweep_id,
+            seeds=seeds,
+            point=point,
+            results_root=str(self.cfg.results_root),
+        )
+        fresh = [r for r in runs if r.run_id not in self.state.by_id]
+        with self.state.lock:
+            for r in fresh:
+                after = max((i for i, x in enumerate(self.runs) if x.n_params <= r.n_params), default=-1) + 1
+                self.runs.insert(after, r)
+                self.state.add(r, r.shape.get("steps"), position=after)
+                if self.task is not None:
+                    self.task.jobs[r.run_id] = (self._argv(r), str(r.run_dir))
+            for i, r in enumerate(self.runs):
+                r.index = i
+                self.state.by_id[r.run_id]["index"] = i
+        return fresh
+
+    def _argv(self, r: P.PlannedRun) -> list[str]:
+        return [*r.overrides, f"sweep_id={self.sweep_id}"]
+
+    def ensure_datasets(self, runs: list[P.PlannedRun]) -> None:
+        seen: set[Path] = set()
+        for r in runs:
+            if r.dataset_dir is None or r.dataset_dir in seen:
+                continue
+            seen.add(r.dataset_dir)
+            if (r.dataset_dir / "manifest.json").exists():
+                continue
+            cmd = [
+                sys.executable,
+                "-m",
+                self.cfg.sweep.datagen_module,
+                f"data={r.data_name}",
+                *r.data_overrides,
+                f"results_root={self.cfg.results_root}",
+            ]
+            self._stage(f"dataset {r.dataset_dir.name}: {' '.join(cmd[1:])}")
+            proc = subprocess.run(cmd, check=False, preexec_fn=L.die_with_parent)
+            if proc.returncode != 0 or not (r.dataset_dir / "manifest.json").exists():
+                raise SystemExit(
+                    f"sweep: `{' '.join(cmd[1:])}` did not produce {r.dataset_dir}/manifest.json "
+                    f"(exit {proc.returncode}); no run was started"
+                )
+
+    def _stage(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.set_stage(text)
+        else:
+            print(f"stage: {text}", flush=True)
+
+    def _skip(self, r: P.PlannedRun, reason: str) -> None:
+        e = self.state.by_id[r.run_id]
+        if e["status"] in ("pending", "interrupted"):
+            e.update(status="skipped", status_reason=reason)
+
+    def run_wave(self, wave: list[P.PlannedRun]) -> None:
+        batch_size = self.cfg.sweep.jobs_per_launch or (1 if L.is_sequential(self.cfg) else len(wave))
+        todo = [r for r in wave if self.state.by_id[r.run_id]["status"] in ("pending", "interrupted")]
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i : i + batch_size]
+            if self.aborted_reason:
+                for r in batch:
+                    self._skip(r, self.aborted_reason)
+                continue
+            with self.state.lock:
+                for r in batch:
+                    self.state.by_id[r.run_id].update(status="running", started_t=time.time())
+                self.state.write()
+            overrides = L.job_overrides(_task_overrides(self.argv), self.sweep_dir, [r.run_id for r in batch])
+            results = L.launch(self.launcher, overrides, self.job_idx)
+            self.job_idx += len(batch)
+            self._settle(batch, results)
+
+    def _settle(self, batch: list[P.PlannedRun], results: list[dict[str, Any]]) -> None:
+        with self.state.lock:
+            for r, res in zip(batch, results):
+                e = self.state.by_id[r.run_id]
+                before = e["status"]  # the progress thread may already have seen the summary
+                summary = G.read_summary(r.run_dir)
+                if summary is not None:
+                    e.update(
+                        status=summary["status"],
+                        status_reason=summary.get("status_reason"),
+                        step=summary.get("steps_completed"),
+                    )
+                    if e.get("started_t") and not e.get("duration_s"):
+                        e["duration_s"] = time.time() - e["started_t"]
+                    self._check_gate_b(r, summary)
+                else:
+                    rc = res.get("returncode") if isinstance(res, dict) else None
+                    error = (
+                        f"; launcher error {res['error']}"
+                        if isinstance(res, dict) and res.get("error")
+                        else ""
+                    )
+                    error += _last_line(self.sweep_dir / "launcher" / f"{r.run_id}.out")
+                    where = self.sweep_dir / "launcher" / f"{r.run_id}.out"
+                    if rc == 0:  # a recorded terminal status exits 0: the run wrote it somewhere else
+                        why = (
+                            f"process exited 0 but no summary.json is at {r.run_dir} (did the run config "
+                            f"change since the sweep planned it? see {where})"
+                        )
+                    else:
+                        why = f"process exited {rc} without a terminal summary.json (see {where}){error}"
+                    e.update(status="failed", status_reason=why)
+                if self.progress is not None and e["status"] != before:
+                    self.progress.event(e)
+            self.state.write()
+
+    def _check_gate_b(self, r: P.PlannedRun, summary: dict[str, Any]) -> None:
+        if not self.gates_cfg.B.abort_sweep:
+            return
+        for d in summary.get("gates") or []:
+            if d.get("gate") == "B" and d.get("fired"):
+                self.aborted_reason = f"gate B fired in run {r.run_id}: {d.get('reason', '')}"
+                self.state.gates.append(
+                    {**d, "scope": "sweep", "run_id": r.run_id, "action": "no further run is started"}
+                )
+
+    def summaries(self, runs: list[P.PlannedRun]) -> list[dict[str, Any]]:
+        return [s for r in runs if (s := G.read_summary(r.run_dir)) is not None]
+
+    def run_model(self, model_runs: list[P.PlannedRun]) -> None:
+        n_params, model = model_runs[0].n_params, model_runs[0].model
+        if self.blocked_above and n_params > self.blocked_above[0]:
+            for r in model_runs:
+                self._skip(r, self.blocked_above[1])
+            self.state.write()
+            return
+        for wave in P.waves(model_runs):
+            self._stage(f"{model}: {wave[0].phase} runs ({len(wave)})")
+            self.run_wave(wave)
+        self.gate_f(model_runs)
+        if model == self.gates_cfg.C.model and self.gates_cfg.C.enabled:
+            mine = [r for r in self.runs if r.model == model]
+            d = G.gate_c(self.gates_cfg, self.summaries(mine))
+            self.state.decide(d, scope="sweep", model=model)
+            if d.fired:
+                self.blocked_above = (n_params, f"gate C: {d.reason}")
+
+    def gate_f(self, model_runs: list[P.PlannedRun]) -> None:
+        f = self.gates_cfg.F
+        if not f.enabled or self.aborted_reason:
+            return
+        settings: dict[str, list[P.PlannedRun]] = {}
+        for r in model_runs:
+            settings.setdefault(r.setting, []).append(r)
+        for setting, runs in settings.items():
+            seeds = sorted({r.seed for r in runs})
+            if len(seeds) < f.after_seeds:
+                self.state.decide(
+                    G.not_evaluable(
+                        "F",
+                        None,
+                        f"only {len(seeds)} seed(s) in the grid; F needs {f.after_seeds} ({setting})",
+                        {"seeds": seeds},
+                    ),
+                    scope="setting",
+                    setting=setting,
+                )
+                continue
+            d = G.gate_f(self.gates_cfg, setting, self.summaries(runs))
+            have = len(seeds)
+            if d.fired and have >= f.after_seeds + f.add_seeds:
+                d.reason += f" (already {have} seeds)"
+            self.state.decide(d, scope="setting", setting=setting)
+            if d.fired and have < f.after_seeds + f.add_seeds:
+                extra = list(range(max(seeds) + 1, max(seeds) + 1 + f.add_seeds))
+                new = self.expand(seeds=extra, point=runs[0].point)
+                self._stage(f"gate F added seeds {extra} for {setting}")
+                for wave in P.waves(P.order(new, self.gates_cfg.reference_arm)):
+                    self.run_wave(wave)
+                self.state.write()
+
+    def run(self) -> int:
+        try:
+            return self._run()
+        except BaseException as exc:  # Ctrl-C, a failed dataset, a bug: sweep.json says so, runs keep theirs
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            with self.state.lock:
+                self.state.doc.update(
+                    status=status, status_reason=f"{type(exc).__name__}: {exc}"[:500], finished_at=now_iso()
+                )
+                if self.sweep_dir.exists():
+                    self.state.write()
+            raise
+
+    def _run(self) -> int:
+        if not self.runs:
+            self.expand()
+        self.gates_cfg = self.runs[0].cfg.gates
+        G.validate(self.gates_cfg)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.task = L.RunTask(
+            {r.run_id: (self._argv(r), str(r.run_dir)) for r in self.runs},
+            str(self.sweep_dir),
+            self.cfg.sweep.run_module,
+            self.cfg.sweep.gpus,
+        )
+        self.launcher = L.make_launcher(self.cfg, self.task, self.sweep_dir)
+        if self.gates_cfg.C.enabled and not any(r.model == self.gates_cfg.C.model for r in self.runs):
+            self.state.gates.append(
+                {
+                    **G.not_evaluable(
+                        "C", None, f"the sweep has no {self.gates_cfg.C.model} runs (gate C.model)"
+                    ).to_dict(),
+                    "scope": "sweep",
+                }
+            )
+        self.state.write()
+        for r in self.runs:  # a gate B that fired in an earlier invocation still stops this one
+            if self.state.by_id[r.run_id].get("previously_finished") and not self.aborted_reason:
+                self._check_gate_b(r, G.read_summary(r.run_dir) or {})
+        title = f"sweep {self.sweep_id} ({self.cfg.sweep.design}, scale {self.cfg.scale})"
+        with Progress(
+            self.state.entries,
+            self.state.write,
+            self.cfg.sweep.progress_interval_s,
+            title,
+            lock=self.state.lock,
+        ) as prog:
+            self.progress = prog
+            if self.cfg.sweep.ensure_data:
+                self.ensure_datasets(self.runs)
+            by_model: dict[tuple[int, str], list[P.PlannedRun]] = {}
+            for r in self.runs:
+                by_model.setdefault((r.n_params, r.model), []).append(r)
+            for key in sorted(by_model):
+                self.run_model(by_model[key])
+            self.progress = None
+        with self.state.lock:
+            self.state.doc.update(
+                status="aborted" if self.aborted_reason else "completed",
+                status_reason=self.aborted_reason,
+                finished_at=now_iso(),
+            )
+            self.state.write()
+        print(
+            f"sweep {self.sweep_id}: {self.state.doc['status']}; sweep.json at {self.sweep_dir / 'sweep.json'}",
+            flush=True,
+        )
+        if self.cfg.sweep.analyse:
+            return self.analyse()
+        return 0
+
+    def analyse(self) -> int:
+        cmd = [sys.executable, "-m", self.cfg.sweep.analysis_module, str(self.sweep_dir)]
+        print(f"stage: analysis: {' '.join(cmd[1:])}", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=L.die_with_parent)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        shown = [ln for ln in lines if "verdict" in ln.lower() or "report" in ln.lower()]
+        for ln in shown or lines[-5:]:
+            print(ln, flush=True)
+        if proc.returncode != 0:
+            print(f"analysis exited {proc.returncode}", flush=True)
+        return proc.returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    logging.getLogger("hydra").setLevel(logging.WARNING)  # the launchers log every job's overrides
+    show_cfg = "--cfg" in argv
+    # conf/scale is the run's config group, so a bare `scale=` would be read as a group override here.
+    overrides = [
+        f"sweep.scale={a.split('=', 1)[1]}" if a.startswith("scale=") else a
+        for a in argv
+        if a not in ("--cfg", "job", "all")
+    ]
+    with exit_on_config_error():
+        cfg = P.compose_with_hydra("sweep", overrides, multirun=True)
+        if show_cfg:
+            print(
+                OmegaConf.to_yaml(
+                    {k: v for k, v in cfg.items() if k != "hydra"} if "all" not in argv else cfg
+                )
+            )
+            return 0
+        validate(cfg)
+        P._register_run_schema(cfg.sweep.run_schema_module)
+        probe, _ = P.compose_run(
+            cfg.sweep.run_config,
+            [f"scale={cfg.scale}", *cfg.sweep.run_overrides],
+            cfg.sweep.run_config_dir or P.CONF_DIR,
+        )
+        G.validate(probe.gates)
+        sweep_id = _sweep_id(cfg, probe)
+        sweep = Sweep(cfg, overrides, sweep_id)
+        if cfg.sweep.dry_run:
+            return dry_run.show(
+                cfg, P.expand(cfg.sweep, cfg.scale, sweep_id, results_root=str(cfg.results_root)), sweep_id
+            )
+        sweep.expand()  # composes every run config now, so a bad axis value fails before any work
+    return sweep.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
