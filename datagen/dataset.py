@@ -1,0 +1,150 @@
+"""The dataset on disk: identity, directory, shard format, and the reader `load_split`.
+
+Imports no dolfinx/petsc4py/mpi4py (experiments and analysis use it on machines without FEniCSx).
+
+Layout: results/datasets/<dataset_id>/manifest.json (written LAST: its presence means complete)
+and shards/<split>-<k:05d>.npz. A shard holds, per accepted sample, `sample_id`, `tissue`,
+`material_model`, `scenario`, `behaviour`, `params` (N, K; NaN where a parameter does not apply),
+`stress` (N, P, 6) Cauchy kPa, `strain` (N, P, 6) Green-Lagrange, `converged`, `newton_iterations`,
+`load_steps`, plus `probe_points` (P, 3) mm and the rejected samples of its range
+(`rejected_sample_id`, `rejected_reason`), which `load_split` does not return.
+Shards are written byte-for-byte deterministically (fixed zip timestamps, sorted members), so the
+same config and seed give the same shard hashes.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.atomic import read_json, write_bytes
+from common.ids import content_id, file_sha256
+
+# Bump when a change to the generator changes the numbers it writes (it is part of dataset_id).
+GENERATOR_VERSION = 2  # 2: QLV output no longer decays the committed history twice
+SCHEMA_VERSION = 1
+SAMPLE_FIELDS = ("sample_id", "tissue", "material_model", "scenario", "behaviour", "params", "stress",
+                 "strain", "converged", "newton_iterations", "load_steps")
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+NON_RESULT_KEYS = ("name",)  # data keys that do not change the numbers
+
+
+def _plain(data_cfg: Any) -> dict[str, Any]:
+    if isinstance(data_cfg, dict):
+        return data_cfg
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(data_cfg, resolve=True)  # type: ignore[return-value]
+
+
+def dataset_id(data_cfg: Any) -> str:
+    """Content id of the result-changing data settings (not the name, worker counts or paths)."""
+    settings = {k: v for k, v in _plain(data_cfg).items() if k not in NON_RESULT_KEYS}
+    return content_id({"data": settings, "generator_version": GENERATOR_VERSION,
+                       "schema_version": SCHEMA_VERSION})
+
+
+def dataset_dir(data_cfg: Any, results_root: str | Path = "results") -> Path:
+    return Path(results_root) / "datasets" / dataset_id(data_cfg)
+
+
+def shard_name(split: str, k: int) -> str:
+    return f"{split}-{k:05d}.npz"
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (readable by numpy.load) whose bytes depend only on the arrays."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            arr = np.ascontiguousarray(arrays[key])
+            if arr.dtype == object:
+                raise TypeError(f"{key}: object arrays are not allowed in shards")
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write atomically; return the sha256 of the bytes."""
+    data = npz_bytes(arrays)
+    write_bytes(path, data)
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_shard(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class DatasetError(RuntimeError):
+    pass
+
+
+def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    path = Path(dataset_dir) / "manifest.json"
+    if not path.exists():
+        raise DatasetError(f"{dataset_dir}: no manifest.json (dataset incomplete or missing); "
+                           "run `python -m datagen data=<name>`")
+    return read_json(path)  # type: ignore[no-any-return]
+
+
+def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
+    """Arrays of `split` concatenated over its shards, after checking each shard's sha256."""
+    dataset_dir = Path(dataset_dir)
+    man = load_manifest(dataset_dir)
+    if split not in man["counts"]:
+        raise DatasetError(f"unknown split {split!r}; one of {sorted(man['counts'])}")
+    names = sorted(n for n in man["shard_hashes"] if n.startswith(f"{split}-"))
+    parts: list[dict[str, np.ndarray]] = []
+    for n in names:
+        path = dataset_dir / "shards" / n
+        digest = file_sha256(str(path))
+        if digest != man["shard_hashes"][n]:
+            raise DatasetError(f"{path}: sha256 {digest[:12]} does not match the manifest "
+                               f"({man['shard_hashes'][n][:12]}); the shard was modified or truncated")
+        parts.append(read_shard(path))
+    K = len(man["param_names"])
+    P = len(man["probe_points"])
+    out: dict[str, Any] = {}
+    empty = {"sample_id": np.zeros(0, np.int64), "params": np.zeros((0, K)), "stress": np.zeros((0, P, 6)),
+             "strain": np.zeros((0, P, 6)), "converged": np.zeros(0, bool),
+             "newton_iterations": np.zeros(0, np.int64), "load_steps": np.zeros(0, np.int64)}
+    for f in SAMPLE_FIELDS:
+        arrs = [p[f] for p in parts]
+        out[f] = np.concatenate(arrs) if arrs else empty.get(f, np.zeros(0, "<U1"))
+    out["param_names"] = list(man["param_names"])
+    out["probe_points"] = np.asarray(man["probe_points"], dtype=np.float64)
+    if len(out["sample_id"]) != man["counts"][split]:
+        raise DatasetError(f"{split}: {len(out['sample_id'])} samples in shards but the manifest counts "
+                           f"{man['counts'][split]}")
+    return out
+
+
+def normalisation_stats(arrays: dict[str, Any]) -> dict[str, Any]:
+    """Per-component mean/std of stress and strain and per-column nanmean/nanstd of params."""
+    stats: dict[str, Any] = {}
+    for f in ("stress", "strain"):
+        a = arrays[f].reshape(-1, 6)
+        stats[f] = {"mean": a.mean(axis=0).tolist() if len(a) else None,
+                    "std": a.std(axis=0).tolist() if len(a) else None,
+                    "abs_max": np.abs(a).max(axis=0).tolist() if len(a) else None}
+    prm = arrays["params"]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are legitimate
+            stats["params"] = {n: {"mean": float(np.nanmean(prm[:, i])) if len(prm) else None,
+                                   "std": float(np.nanstd(prm[:, i])) if len(prm) else None}
+                               for i, n in enumerate(arrays["param_names"])}
+    return stats
