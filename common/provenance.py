@@ -15,9 +15,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Packages whose versions change numbers in this study.
 TRACKED_PACKAGES = (
-    "torch", "triton", "transformers", "tokenizers", "bitsandbytes", "hydra-core", "omegaconf",
-    "numpy", "scipy", "pandas", "wandb", "dolfinx-solver-real", "fenics-basix", "fenics-ffcx",
-    "fenics-ufl", "mpi4py", "petsc4py",
+    "torch",
+    "triton",
+    "transformers",
+    "tokenizers",
+    "bitsandbytes",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "scipy",
+    "pandas",
+    "wandb",
+    "dolfinx-solver-real",
+    "fenics-basix",
+    "fenics-ffcx",
+    "fenics-ufl",
+    "mpi4py",
+    "petsc4py",
 )
 
 
@@ -27,6 +41,7 @@ def now_iso() -> str:
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     """Commit SHA and whether the work tree differs from it (``None`` outside a git checkout)."""
+
     def _git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)

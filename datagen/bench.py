@@ -63,15 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     mean_s = sum(per_sample_s.values()) / len(per_sample_s)
     projected_h = total_requested * mean_s / 16 / 3600
     print(f"date: {now_iso()}  device: {device_label()}  command: python -m datagen.bench {' '.join(args)}")
-    print(f"mesh: {data.mesh.cells_per_axis}^3 Q{data.mesh.displacement_degree} hexahedra, "
-          f"dx degree {data.mesh.quadrature_degree}, ds degree {data.mesh.surface_quadrature_degree}; "
-          f"model build (JIT cache warm) {warm_s:.1f} s")
+    print(
+        f"mesh: {data.mesh.cells_per_axis}^3 Q{data.mesh.displacement_degree} hexahedra, "
+        f"dx degree {data.mesh.quadrature_degree}, ds degree {data.mesh.surface_quadrature_degree}; "
+        f"model build (JIT cache warm) {warm_s:.1f} s"
+    )
     print("\n| behaviour | samples | rejected | wall s | samples/s per core |")
     print("|---|---|---|---|---|")
     for b, k, r, el, rate in rows:
         print(f"| {b} | {k} | {r} | {el:.2f} | {rate:.2f} |")
-    print(f"\nProjection (not measured): {total_requested} samples (behaviours in equal thirds) on 16 cores "
-          f"= {projected_h:.2f} h, assuming perfect scaling from this single-core rate.")
+    print(
+        f"\nProjection (not measured): {total_requested} samples (behaviours in equal thirds) on 16 cores "
+        f"= {projected_h:.2f} h, assuming perfect scaling from this single-core rate."
+    )
     return 0
 
 

@@ -27,8 +27,19 @@ from common.ids import content_id, file_sha256
 # Bump when a change to the generator changes the numbers it writes (it is part of dataset_id).
 GENERATOR_VERSION = 2  # 2: QLV output no longer decays the committed history twice
 SCHEMA_VERSION = 1
-SAMPLE_FIELDS = ("sample_id", "tissue", "material_model", "scenario", "behaviour", "params", "stress",
-                 "strain", "converged", "newton_iterations", "load_steps")
+SAMPLE_FIELDS = (
+    "sample_id",
+    "tissue",
+    "material_model",
+    "scenario",
+    "behaviour",
+    "params",
+    "stress",
+    "strain",
+    "converged",
+    "newton_iterations",
+    "load_steps",
+)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 NON_RESULT_KEYS = ("name",)  # data keys that do not change the numbers
 
@@ -44,8 +55,9 @@ def _plain(data_cfg: Any) -> dict[str, Any]:
 def dataset_id(data_cfg: Any) -> str:
     """Content id of the result-changing data settings (not the name, worker counts or paths)."""
     settings = {k: v for k, v in _plain(data_cfg).items() if k not in NON_RESULT_KEYS}
-    return content_id({"data": settings, "generator_version": GENERATOR_VERSION,
-                       "schema_version": SCHEMA_VERSION})
+    return content_id(
+        {"data": settings, "generator_version": GENERATOR_VERSION, "schema_version": SCHEMA_VERSION}
+    )
 
 
 def dataset_dir(data_cfg: Any, results_root: str | Path = "results") -> Path:
@@ -93,8 +105,10 @@ class DatasetError(RuntimeError):
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / "manifest.json"
     if not path.exists():
-        raise DatasetError(f"{dataset_dir}: no manifest.json (dataset incomplete or missing); "
-                           "run `python -m datagen data=<name>`")
+        raise DatasetError(
+            f"{dataset_dir}: no manifest.json (dataset incomplete or missing); "
+            "run `python -m datagen data=<name>`"
+        )
     return read_json(path)  # type: ignore[no-any-return]
 
 
@@ -110,23 +124,33 @@ def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
         path = dataset_dir / "shards" / n
         digest = file_sha256(str(path))
         if digest != man["shard_hashes"][n]:
-            raise DatasetError(f"{path}: sha256 {digest[:12]} does not match the manifest "
-                               f"({man['shard_hashes'][n][:12]}); the shard was modified or truncated")
+            raise DatasetError(
+                f"{path}: sha256 {digest[:12]} does not match the manifest "
+                f"({man['shard_hashes'][n][:12]}); the shard was modified or truncated"
+            )
         parts.append(read_shard(path))
     K = len(man["param_names"])
     P = len(man["probe_points"])
     out: dict[str, Any] = {}
-    empty = {"sample_id": np.zeros(0, np.int64), "params": np.zeros((0, K)), "stress": np.zeros((0, P, 6)),
-             "strain": np.zeros((0, P, 6)), "converged": np.zeros(0, bool),
-             "newton_iterations": np.zeros(0, np.int64), "load_steps": np.zeros(0, np.int64)}
+    empty = {
+        "sample_id": np.zeros(0, np.int64),
+        "params": np.zeros((0, K)),
+        "stress": np.zeros((0, P, 6)),
+        "strain": np.zeros((0, P, 6)),
+        "converged": np.zeros(0, bool),
+        "newton_iterations": np.zeros(0, np.int64),
+        "load_steps": np.zeros(0, np.int64),
+    }
     for f in SAMPLE_FIELDS:
         arrs = [p[f] for p in parts]
         out[f] = np.concatenate(arrs) if arrs else empty.get(f, np.zeros(0, "<U1"))
     out["param_names"] = list(man["param_names"])
     out["probe_points"] = np.asarray(man["probe_points"], dtype=np.float64)
     if len(out["sample_id"]) != man["counts"][split]:
-        raise DatasetError(f"{split}: {len(out['sample_id'])} samples in shards but the manifest counts "
-                           f"{man['counts'][split]}")
+        raise DatasetError(
+            f"{split}: {len(out['sample_id'])} samples in shards but the manifest counts "
+            f"{man['counts'][split]}"
+        )
     return out
 
 
@@ -135,16 +159,22 @@ def normalisation_stats(arrays: dict[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     for f in ("stress", "strain"):
         a = arrays[f].reshape(-1, 6)
-        stats[f] = {"mean": a.mean(axis=0).tolist() if len(a) else None,
-                    "std": a.std(axis=0).tolist() if len(a) else None,
-                    "abs_max": np.abs(a).max(axis=0).tolist() if len(a) else None}
+        stats[f] = {
+            "mean": a.mean(axis=0).tolist() if len(a) else None,
+            "std": a.std(axis=0).tolist() if len(a) else None,
+            "abs_max": np.abs(a).max(axis=0).tolist() if len(a) else None,
+        }
     prm = arrays["params"]
     with np.errstate(all="ignore"):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are legitimate
-            stats["params"] = {n: {"mean": float(np.nanmean(prm[:, i])) if len(prm) else None,
-                                   "std": float(np.nanstd(prm[:, i])) if len(prm) else None}
-                               for i, n in enumerate(arrays["param_names"])}
+            stats["params"] = {
+                n: {
+                    "mean": float(np.nanmean(prm[:, i])) if len(prm) else None,
+                    "std": float(np.nanstd(prm[:, i])) if len(prm) else None,
+                }
+                for i, n in enumerate(arrays["param_names"])
+            }
     return stats

@@ -41,8 +41,15 @@ from datagen.spec import SPLITS, param_names, param_units
 
 log = logging.getLogger("datagen")
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-UNITS = {"length": "mm", "stress": "kPa (Cauchy)", "strain": "1 (Green-Lagrange)", "time": "s",
-         "permeability": "mm^2/(kPa s)", "angle": "deg", "voigt_order": ["xx", "yy", "zz", "yz", "xz", "xy"]}
+UNITS = {
+    "length": "mm",
+    "stress": "kPa (Cauchy)",
+    "strain": "1 (Green-Lagrange)",
+    "time": "s",
+    "permeability": "mm^2/(kPa s)",
+    "angle": "deg",
+    "voigt_order": ["xx", "yy", "zz", "yz", "xz", "xy"],
+}
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,22 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
     data, runner = _DATA, _RUNNER
     names = param_names(data)
     col = {n: i for i, n in enumerate(names)}
-    rows: dict[str, list[Any]] = {k: [] for k in ("sample_id", "tissue", "material_model", "scenario",
-                                                  "behaviour", "params", "stress", "strain", "converged",
-                                                  "newton_iterations", "load_steps")}
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "sample_id",
+            "tissue",
+            "material_model",
+            "scenario",
+            "behaviour",
+            "params",
+            "stress",
+            "strain",
+            "converged",
+            "newton_iterations",
+            "load_steps",
+        )
+    }
     rejected_ids, rejected_reasons = [], []
     for sid in range(spec.first_sample_id, spec.first_sample_id + spec.count):
         x = draw_sample(data, sid)
@@ -116,10 +136,19 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
         prm = np.full(len(names), np.nan)
         for k, v in x.params.items():
             prm[col[k]] = v
-        for k, v in (("sample_id", sid), ("tissue", x.tissue), ("material_model", x.material_model),
-                     ("scenario", x.scenario), ("behaviour", x.behaviour), ("params", prm),
-                     ("stress", res.stress), ("strain", res.strain), ("converged", res.converged),
-                     ("newton_iterations", res.newton_iterations), ("load_steps", res.load_steps)):
+        for k, v in (
+            ("sample_id", sid),
+            ("tissue", x.tissue),
+            ("material_model", x.material_model),
+            ("scenario", x.scenario),
+            ("behaviour", x.behaviour),
+            ("params", prm),
+            ("stress", res.stress),
+            ("strain", res.strain),
+            ("converged", res.converged),
+            ("newton_iterations", res.newton_iterations),
+            ("load_steps", res.load_steps),
+        ):
             rows[k].append(v)
     P = len(runner.specimen.probe_xyz)
     n = len(rows["sample_id"])
@@ -140,8 +169,13 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
         "rejected_reason": np.asarray(rejected_reasons, dtype="<U64"),
     }
     write_shard(Path(out_dir) / spec.name, arrays)
-    return {"name": spec.name, "accepted": n, "rejected": dict(Counter(rejected_reasons)),
-            "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+    return {
+        "name": spec.name,
+        "accepted": n,
+        "rejected": dict(Counter(rejected_reasons)),
+        "seconds": time.perf_counter() - t0,
+        "pid": os.getpid(),
+    }
 
 
 # ---- parent side -------------------------------------------------------------------------------
@@ -151,9 +185,15 @@ def _solver_versions() -> dict[str, Any]:
     from petsc4py import PETSc
 
     v = PETSc.Sys.getVersion()
-    return {"dolfinx": dolfinx.__version__, "petsc": ".".join(map(str, v)), "petsc4py": petsc4py.__version__,
-            **{k: package_versions((k,))[k] for k in ("fenics-basix", "fenics-ffcx", "fenics-ufl",
-                                                      "dolfinx-solver-real")}}
+    return {
+        "dolfinx": dolfinx.__version__,
+        "petsc": ".".join(map(str, v)),
+        "petsc4py": petsc4py.__version__,
+        **{
+            k: package_versions((k,))[k]
+            for k in ("fenics-basix", "fenics-ffcx", "fenics-ufl", "dolfinx-solver-real")
+        },
+    }
 
 
 def warm_jit(data: Any) -> tuple[Any, float]:
@@ -184,9 +224,15 @@ def generate(cfg: Any, *, shard_filter: Any = None) -> Path:
     if shard_filter is not None:
         todo = [s for s in todo if shard_filter(s)]
     total = sum(s.count for s in todo)
-    log.info("dataset %s: %d shards planned, %d done, %d to solve (%d samples), workers=%d",
-             dataset_id(data), len(plan), len(plan) - len([s for s in plan if not (shards_dir / s.name).exists()]),
-             len(todo), total, cfg.workers)
+    log.info(
+        "dataset %s: %d shards planned, %d done, %d to solve (%d samples), workers=%d",
+        dataset_id(data),
+        len(plan),
+        len(plan) - len([s for s in plan if not (shards_dir / s.name).exists()]),
+        len(todo),
+        total,
+        cfg.workers,
+    )
     t_start = time.perf_counter()
     if todo:
         for k in BLAS_ENV:
@@ -205,8 +251,9 @@ def generate(cfg: Any, *, shard_filter: Any = None) -> Path:
     return out
 
 
-def _run_pool(todo: list[ShardSpec], container: dict[str, Any], shards_dir: str, cfg: Any, total: int,
-              runner: Any) -> None:
+def _run_pool(
+    todo: list[ShardSpec], container: dict[str, Any], shards_dir: str, cfg: Any, total: int, runner: Any
+) -> None:
     t0 = time.perf_counter()
     done = acc = 0
     rejects: Counter[str] = Counter()
@@ -220,9 +267,17 @@ def _run_pool(todo: list[ShardSpec], container: dict[str, Any], shards_dir: str,
         now = time.perf_counter()
         if force or now - last >= cfg.progress_interval_s or done == total:
             el = now - t0
-            log.info("%d/%d samples (%.0f%%), %.1f samples/s, %d rejected %s, last %s %.1fs",
-                     done, total, 100 * done / max(total, 1), done / max(el, 1e-9),
-                     sum(rejects.values()), dict(rejects) if rejects else "", r["name"], r["seconds"])
+            log.info(
+                "%d/%d samples (%.0f%%), %.1f samples/s, %d rejected %s, last %s %.1fs",
+                done,
+                total,
+                100 * done / max(total, 1),
+                done / max(el, 1e-9),
+                sum(rejects.values()),
+                dict(rejects) if rejects else "",
+                r["name"],
+                r["seconds"],
+            )
             last = now
 
     if cfg.workers == 1:
@@ -231,8 +286,12 @@ def _run_pool(todo: list[ShardSpec], container: dict[str, Any], shards_dir: str,
             report(solve_shard(s, shards_dir))
         return
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(processes=min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(container,),
-                    maxtasksperchild=cfg.worker_max_shards)
+    pool = ctx.Pool(
+        processes=min(cfg.workers, len(todo)),
+        initializer=_init_worker,
+        initargs=(container,),
+        maxtasksperchild=cfg.worker_max_shards,
+    )
     try:
         results = [pool.apply_async(solve_shard, (s, shards_dir)) for s in todo]
         for res in results:
@@ -271,10 +330,13 @@ def write_manifest(cfg: Any, out: Path, plan: list[ShardSpec], wall_s: float) ->
         if s.split == "train":
             train_parts.append(sh)
         probe_points = sh["probe_points"]
-    train = {f: np.concatenate([p[f] for p in train_parts]) if train_parts else np.zeros((0, 1, 6))
-             for f in ("stress", "strain")}
-    train["params"] = (np.concatenate([p["params"] for p in train_parts]) if train_parts
-                       else np.zeros((0, len(names))))
+    train = {
+        f: np.concatenate([p[f] for p in train_parts]) if train_parts else np.zeros((0, 1, 6))
+        for f in ("stress", "strain")
+    }
+    train["params"] = (
+        np.concatenate([p["params"] for p in train_parts]) if train_parts else np.zeros((0, len(names)))
+    )
     train["param_names"] = names
     total_done = sum(counts.values()) + sum(rejected.values())
     manifest = {

@@ -62,8 +62,15 @@ def _trace_power(C: Any, k: int, d: int) -> Any:
     return ufl.tr(result) + (3 - d)
 
 
-def strain_energy(law: str, F: Any, c: dict[str, Any], *, ogden_alpha: int | None = None,
-                  fibre: Any = None, sheet: Any = None) -> Any:
+def strain_energy(
+    law: str,
+    F: Any,
+    c: dict[str, Any],
+    *,
+    ogden_alpha: int | None = None,
+    fibre: Any = None,
+    sheet: Any = None,
+) -> Any:
     """psi(F) in kPa for `law` with constants `c` (fem.Constant by parameter name)."""
     C, I1, I2, J = _invariants(F)
     d = F.ufl_shape[0]
@@ -95,11 +102,13 @@ def strain_energy(law: str, F: Any, c: dict[str, Any], *, ogden_alpha: int | Non
         mac_f = ufl.conditional(ufl.gt(I4f, 1.0), I4f - 1.0, 0.0)
         mac_s = ufl.conditional(ufl.gt(I4s, 1.0), I4s - 1.0, 0.0)
         kappa = bulk_modulus(c["a"] + c["a_f"] + c["a_s"], c["nu"])
-        return (c["a"] / (2 * c["b"]) * (ufl.exp(c["b"] * (I1b - 3)) - 1)
-                + c["a_f"] / (2 * c["b_f"]) * (ufl.exp(c["b_f"] * mac_f**2) - 1)
-                + c["a_s"] / (2 * c["b_s"]) * (ufl.exp(c["b_s"] * mac_s**2) - 1)
-                + c["a_fs"] / (2 * c["b_fs"]) * (ufl.exp(c["b_fs"] * I8fs**2) - 1)
-                + kappa / 2 * lnJ**2)
+        return (
+            c["a"] / (2 * c["b"]) * (ufl.exp(c["b"] * (I1b - 3)) - 1)
+            + c["a_f"] / (2 * c["b_f"]) * (ufl.exp(c["b_f"] * mac_f**2) - 1)
+            + c["a_s"] / (2 * c["b_s"]) * (ufl.exp(c["b_s"] * mac_s**2) - 1)
+            + c["a_fs"] / (2 * c["b_fs"]) * (ufl.exp(c["b_fs"] * I8fs**2) - 1)
+            + kappa / 2 * lnJ**2
+        )
     raise ValueError(f"unknown law {law!r}; one of {LAWS}")
 
 

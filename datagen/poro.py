@@ -42,8 +42,16 @@ UNDRAINED_DT = 0.0  # the first increment: dt = 0 enforces div u = div u_n exact
 class Biot:
     _counter = 0
 
-    def __init__(self, specimen: Specimen, *, degree: int, pressure_degree: int, quadrature_degree: int,
-                 surface_quadrature_degree: int, solver_cfg: Any) -> None:
+    def __init__(
+        self,
+        specimen: Specimen,
+        *,
+        degree: int,
+        pressure_degree: int,
+        quadrature_degree: int,
+        surface_quadrature_degree: int,
+        solver_cfg: Any,
+    ) -> None:
         Biot._counter += 1
         self.tag = f"biot{Biot._counter}_"
         self.sp = specimen
@@ -74,11 +82,18 @@ class Biot:
         sigma_eff = 2.0 * mu * eps + lam * ufl.tr(eps) * ufl.Identity(3)
         sigma = sigma_eff - p * ufl.Identity(3)
         dx = ufl.Measure("dx", domain=dom, metadata={"quadrature_degree": quadrature_degree})
-        ds = ufl.Measure("ds", domain=dom, subdomain_data=specimen.facet_tags,
-                         metadata={"quadrature_degree": surface_quadrature_degree})
-        self.residual = (ufl.inner(sigma, ufl.sym(ufl.grad(v))) * dx - ufl.dot(t0, v) * ds(FACE_TAGS["z1"])
-                         + (ufl.div(u) - ufl.div(u_n)) * q * dx
-                         + self.dt * self.c["permeability"] * ufl.dot(ufl.grad(p), ufl.grad(q)) * dx)
+        ds = ufl.Measure(
+            "ds",
+            domain=dom,
+            subdomain_data=specimen.facet_tags,
+            metadata={"quadrature_degree": surface_quadrature_degree},
+        )
+        self.residual = (
+            ufl.inner(sigma, ufl.sym(ufl.grad(v))) * dx
+            - ufl.dot(t0, v) * ds(FACE_TAGS["z1"])
+            + (ufl.div(u) - ufl.div(u_n)) * q * dx
+            + self.dt * self.c["permeability"] * ufl.dot(ufl.grad(p), ufl.grad(q)) * dx
+        )
         self.jacobian = ufl.derivative(self.residual, self.w)
         F = ufl.Identity(3) + ufl.grad(u)
         self._probe_sigma = _expression(voigt(sigma), specimen.probe_ref)
@@ -130,13 +145,20 @@ class Biot:
     def problem(self, scenario: str) -> tuple[NonlinearProblem, dict[str, Any]]:
         if scenario not in self._problems:
             bcs, vals = self.bcs_for(scenario)
-            prob = NonlinearProblem(self.residual, self.w, bcs=bcs, J=self.jacobian,
-                                    petsc_options_prefix=f"{self.tag}{scenario}_",
-                                    petsc_options={**_petsc_options(self.solver_cfg),
-                                                   # saddle point at dt = 0: zero pressure block
-                                                   # needs a pivoting LU
-                                                   "pc_factor_mat_solver_type": "mumps"},
-                                    jit_options=JIT_OPTIONS)
+            prob = NonlinearProblem(
+                self.residual,
+                self.w,
+                bcs=bcs,
+                J=self.jacobian,
+                petsc_options_prefix=f"{self.tag}{scenario}_",
+                petsc_options={
+                    **_petsc_options(self.solver_cfg),
+                    # saddle point at dt = 0: zero pressure block
+                    # needs a pivoting LU
+                    "pc_factor_mat_solver_type": "mumps",
+                },
+                jit_options=JIT_OPTIONS,
+            )
             self._problems[scenario] = (prob, vals)
         return self._problems[scenario]
 

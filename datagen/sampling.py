@@ -20,7 +20,7 @@ class SampleInputs:
     sample_id: int
     behaviour: str
     tissue: str
-    material_model: str          # law name, or "linear_biot" for poroelastic
+    material_model: str  # law name, or "linear_biot" for poroelastic
     scenario: str
     ogden_alpha: int | None
     params: dict[str, float] = field(default_factory=dict)  # "<group>.<name>" -> value (units in manifest)
@@ -48,7 +48,9 @@ def draw_sample(data: Any, sample_id: int) -> SampleInputs:
             params[f"biot.{p}"] = _draw(rng, tc.biot[p])
     else:
         laws = sorted(tc.hyperelastic.keys())
-        model = laws[int(rng.integers(len(laws)))] if behaviour == "hyperelastic" else str(tc.viscoelastic_law)
+        model = (
+            laws[int(rng.integers(len(laws)))] if behaviour == "hyperelastic" else str(tc.viscoelastic_law)
+        )
         for p in LAW_PARAMS[model]:
             params[f"{model}.{p}"] = _draw(rng, tc.hyperelastic[model][p])
         if model == "ogden":

@@ -42,8 +42,14 @@ def render(dataset: Path, index: int, split: str, out: Path) -> Path:
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     sc = ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=vm, cmap="viridis", s=120, depthshade=False)
     L = float(np.max(pts) + np.min(pts))  # probes are symmetric in the cube [0, L]
-    for a, b in [((0, 0, 0), (L, 0, 0)), ((0, 0, 0), (0, L, 0)), ((0, 0, 0), (0, 0, L)),
-                 ((L, L, L), (0, L, L)), ((L, L, L), (L, 0, L)), ((L, L, L), (L, L, 0))]:
+    for a, b in [
+        ((0, 0, 0), (L, 0, 0)),
+        ((0, 0, 0), (0, L, 0)),
+        ((0, 0, 0), (0, 0, L)),
+        ((L, L, L), (0, L, L)),
+        ((L, L, L), (L, 0, L)),
+        ((L, L, L), (L, L, 0)),
+    ]:
         ax.plot(*zip(a, b), color="grey", lw=0.8)
     ax.set_xlabel("x (mm)")
     ax.set_ylabel("y (mm)")
@@ -51,9 +57,11 @@ def render(dataset: Path, index: int, split: str, out: Path) -> Path:
     fig.colorbar(sc, ax=ax, shrink=0.7, label="von Mises Cauchy stress (kPa)")
     names = arr["param_names"]
     given = [f"{nm}={v:.4g}" for nm, v in zip(names, arr["params"][index]) if np.isfinite(v)]
-    ax.set_title(f"{split}[{index}] id={arr['sample_id'][index]} {arr['tissue'][index]} / "
-                 f"{arr['material_model'][index]}\n{arr['behaviour'][index]}, {arr['scenario'][index]}",
-                 fontsize=9)
+    ax.set_title(
+        f"{split}[{index}] id={arr['sample_id'][index]} {arr['tissue'][index]} / "
+        f"{arr['material_model'][index]}\n{arr['behaviour'][index]}, {arr['scenario'][index]}",
+        fontsize=9,
+    )
     ax2 = fig.add_subplot(2, 2, 2)
     ax3 = fig.add_subplot(2, 2, 4)
     x = np.arange(len(pts))

@@ -82,9 +82,18 @@ class Solid:
 
     _counter = 0
 
-    def __init__(self, specimen: Specimen, law: str, *, degree: int, quadrature_degree: int,
-                 surface_quadrature_degree: int, solver_cfg: Any, viscoelastic: bool = False,
-                 ogden_alpha: int | None = None) -> None:
+    def __init__(
+        self,
+        specimen: Specimen,
+        law: str,
+        *,
+        degree: int,
+        quadrature_degree: int,
+        surface_quadrature_degree: int,
+        solver_cfg: Any,
+        viscoelastic: bool = False,
+        ogden_alpha: int | None = None,
+    ) -> None:
         Solid._counter += 1
         self.tag = f"solid{Solid._counter}_"
         self.sp = specimen
@@ -136,8 +145,12 @@ class Solid:
         else:
             P = P_e
         dx = ufl.Measure("dx", domain=dom, metadata={"quadrature_degree": quadrature_degree})
-        ds = ufl.Measure("ds", domain=dom, subdomain_data=specimen.facet_tags,
-                         metadata={"quadrature_degree": surface_quadrature_degree})
+        ds = ufl.Measure(
+            "ds",
+            domain=dom,
+            subdomain_data=specimen.facet_tags,
+            metadata={"quadrature_degree": surface_quadrature_degree},
+        )
         from datagen.specimen import FACE_TAGS
 
         self.residual = ufl.inner(P, ufl.grad(v)) * dx - ufl.dot(t0, v) * ds(FACE_TAGS["z1"])
@@ -204,9 +217,15 @@ class Solid:
     def problem(self, scenario: str) -> tuple[NonlinearProblem, dict[str, Any]]:
         if scenario not in self._problems:
             bcs, vals = self.bcs_for(scenario)
-            prob = NonlinearProblem(self.residual, self.u, bcs=bcs, J=self.jacobian,
-                                    petsc_options_prefix=f"{self.tag}{scenario}_",
-                                    petsc_options=_petsc_options(self.solver_cfg), jit_options=JIT_OPTIONS)
+            prob = NonlinearProblem(
+                self.residual,
+                self.u,
+                bcs=bcs,
+                J=self.jacobian,
+                petsc_options_prefix=f"{self.tag}{scenario}_",
+                petsc_options=_petsc_options(self.solver_cfg),
+                jit_options=JIT_OPTIONS,
+            )
             self._problems[scenario] = (prob, vals)
         return self._problems[scenario]
 
@@ -265,8 +284,9 @@ class Solid:
         return float(np.min(self._detF_q.eval(self.sp.domain, self.sp.all_cells)))
 
     # ---- solving ---------------------------------------------------------------------------------
-    def _try_increment(self, prob: NonlinearProblem, set_load: Any, s: float, dt: float,
-                       stats: SolveStats) -> str | None:
+    def _try_increment(
+        self, prob: NonlinearProblem, set_load: Any, s: float, dt: float, stats: SolveStats
+    ) -> str | None:
         set_load(s)
         self._set_dt(dt)
         prob.solve()
@@ -282,8 +302,13 @@ class Solid:
             return "element_inversion"
         return None
 
-    def run_path(self, scenario: str, set_load: Any, path: list[tuple[float, float]],
-                 start: tuple[float, float] = (0.0, 0.0)) -> SolveStats:
+    def run_path(
+        self,
+        scenario: str,
+        set_load: Any,
+        path: list[tuple[float, float]],
+        start: tuple[float, float] = (0.0, 0.0),
+    ) -> SolveStats:
         """Follow (time s, load factor) points from `start`; bisect failed increments; raise SampleRejected."""
         prob, _ = self.problem(scenario)
         stats = SolveStats()
@@ -293,8 +318,17 @@ class Solid:
             t_prev, s_prev = t, s
         return stats
 
-    def _advance(self, prob: NonlinearProblem, set_load: Any, t0: float, s0: float, t1: float, s1: float,
-                 depth: int, stats: SolveStats) -> None:
+    def _advance(
+        self,
+        prob: NonlinearProblem,
+        set_load: Any,
+        t0: float,
+        s0: float,
+        t1: float,
+        s1: float,
+        depth: int,
+        stats: SolveStats,
+    ) -> None:
         saved = self._save()
         failure = self._try_increment(prob, set_load, s1, t1 - t0, stats)
         if failure is None:
@@ -328,8 +362,9 @@ def _expression(expr: Any, points: np.ndarray) -> fem.Expression:
 
     # Hazard: ufl's `strip_variables` is not memoised and takes exponential time on the shared
     # sub-expressions of an Ogden derivative; map_expr_dag visits each DAG node once.
-    return fem.Expression(map_expr_dag(_StripVariables(), expand_derivatives(expr)), points,
-                          jit_options=JIT_OPTIONS)
+    return fem.Expression(
+        map_expr_dag(_StripVariables(), expand_derivatives(expr)), points, jit_options=JIT_OPTIONS
+    )
 
 
 class _StripVariables(MultiFunction):

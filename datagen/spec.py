@@ -34,11 +34,34 @@ LAW_PARAMS: dict[str, tuple[str, ...]] = {
 PRONY_PARAMS = ("g1", "tau1", "g2", "tau2")
 BIOT_PARAMS = ("mu", "nu", "permeability")
 # Parameters that are moduli/stiffnesses/times and so must be strictly positive.
-POSITIVE_PARAMS = {"mu", "c10", "a", "a_f", "a_s", "a_fs", "b", "b_f", "b_s", "b_fs", "tau1", "tau2",
-                   "permeability", "c01"}
+POSITIVE_PARAMS = {
+    "mu",
+    "c10",
+    "a",
+    "a_f",
+    "a_s",
+    "a_fs",
+    "b",
+    "b_f",
+    "b_s",
+    "b_fs",
+    "tau1",
+    "tau2",
+    "permeability",
+    "c01",
+}
 # Load/scenario inputs stored with every sample (NaN where a scenario does not use them).
-LOAD_PARAMS = ("stretch", "shear_strain", "compression_strain", "pressure_kpa", "load_angle_deg",
-               "patch_x_mm", "patch_y_mm", "fibre_angle_deg", "time_s")
+LOAD_PARAMS = (
+    "stretch",
+    "shear_strain",
+    "compression_strain",
+    "pressure_kpa",
+    "load_angle_deg",
+    "patch_x_mm",
+    "patch_y_mm",
+    "fibre_angle_deg",
+    "time_s",
+)
 
 
 @dataclass
@@ -56,32 +79,32 @@ class ParamRange:
 @dataclass
 class TissueConfig:
     hyperelastic: dict[str, dict[str, ParamRange]] = MISSING  # law -> parameter -> range
-    prony: dict[str, ParamRange] = MISSING                    # QLV Prony series terms
-    biot: dict[str, ParamRange] = MISSING                     # drained skeleton + permeability
-    viscoelastic_law: str = "neo_hookean"                     # elastic law under the QLV kernel
+    prony: dict[str, ParamRange] = MISSING  # QLV Prony series terms
+    biot: dict[str, ParamRange] = MISSING  # drained skeleton + permeability
+    viscoelastic_law: str = "neo_hookean"  # elastic law under the QLV kernel
 
 
 @dataclass
 class MeshConfig:
-    specimen_size_mm: float = 10.0     # cube edge
-    cells_per_axis: int = 2            # hexahedra per edge
-    displacement_degree: int = 2       # Lagrange degree of u (Q2 resists volumetric locking)
-    pressure_degree: int = 1           # Taylor-Hood pressure for the Biot u-p mixture
-    quadrature_degree: int = 4         # dx; explicit: the estimated degree of log/det terms is huge
+    specimen_size_mm: float = 10.0  # cube edge
+    cells_per_axis: int = 2  # hexahedra per edge
+    displacement_degree: int = 2  # Lagrange degree of u (Q2 resists volumetric locking)
+    pressure_degree: int = 1  # Taylor-Hood pressure for the Biot u-p mixture
+    quadrature_degree: int = 4  # dx; explicit: the estimated degree of log/det terms is huge
     surface_quadrature_degree: int = 10  # ds (Gaussian pressure patch)
-    probes_per_axis: int = 2           # probes at cell-centre-like fractions (i+0.5)/n of the cube
+    probes_per_axis: int = 2  # probes at cell-centre-like fractions (i+0.5)/n of the cube
 
 
 @dataclass
 class ScenarioConfig:
-    stretch: ParamRange = MISSING             # uniaxial stretch lambda (1) of the top face
-    shear_strain: ParamRange = MISSING        # simple shear gamma (1)
+    stretch: ParamRange = MISSING  # uniaxial stretch lambda (1) of the top face
+    shear_strain: ParamRange = MISSING  # simple shear gamma (1)
     compression_strain: ParamRange = MISSING  # confined compression, engineering strain (1)
-    pressure_kpa: ParamRange = MISSING        # indentation patch pressure (kPa)
-    patch_radius_mm: float = 2.5              # Gaussian patch radius
-    load_angle_deg: ParamRange = MISSING      # direction of shear / tilt of indentation traction
-    fibre_angle_deg: ParamRange = MISSING     # myocardial fibre angle in the x-y plane
-    poro_strain_scale: float = 0.5            # poroelastic loads scaled (small-strain Biot)
+    pressure_kpa: ParamRange = MISSING  # indentation patch pressure (kPa)
+    patch_radius_mm: float = 2.5  # Gaussian patch radius
+    load_angle_deg: ParamRange = MISSING  # direction of shear / tilt of indentation traction
+    fibre_angle_deg: ParamRange = MISSING  # myocardial fibre angle in the x-y plane
+    poro_strain_scale: float = 0.5  # poroelastic loads scaled (small-strain Biot)
     indentation_tangential_fraction: float = 0.25  # tangential/normal traction ratio, azimuth load_angle
 
 
@@ -90,9 +113,9 @@ class SolverConfig:
     snes_rtol: float = 1e-10
     snes_atol: float = 1e-10
     snes_max_it: int = 25
-    initial_load_steps: int = 2       # ramp of the quasi-static load
-    max_cutbacks: int = 6             # halvings of the load increment before a sample is rejected
-    min_jacobian: float = 0.05        # J <= this at a probe -> reject as element inversion
+    initial_load_steps: int = 2  # ramp of the quasi-static load
+    max_cutbacks: int = 6  # halvings of the load increment before a sample is rejected
+    min_jacobian: float = 0.05  # J <= this at a probe -> reject as element inversion
     visco_ramp_steps: int = 4
     visco_hold_steps: int = 4
     visco_ramp_time_s: float = 1.0
@@ -122,12 +145,12 @@ class DatagenConfig:
 
     data: DataConfig = MISSING
     results_root: str = "results"
-    workers: int = 2                  # worker processes (each MPI.COMM_SELF, BLAS threads = 1)
-    worker_max_shards: int = 40       # recycle a worker after this many shards (MPI comm leak)
+    workers: int = 2  # worker processes (each MPI.COMM_SELF, BLAS threads = 1)
+    worker_max_shards: int = 40  # recycle a worker after this many shards (MPI comm leak)
     progress_interval_s: float = 5.0
     log_level: str = "INFO"
-    shard_groups: int = 1             # cluster: split the shards into this many independent jobs
-    shard_group: int = 0              # ... and solve only group k (shard ordinal mod shard_groups == k)
+    shard_groups: int = 1  # cluster: split the shards into this many independent jobs
+    shard_group: int = 0  # ... and solve only group k (shard ordinal mod shard_groups == k)
 
 
 def register() -> None:
@@ -150,8 +173,12 @@ def _check_range(key: str, r: Any, *, positive: bool = False, below_half: bool =
         require(k in _RANGE_KEYS, f"{key}.{k}", r[k], f"one of {sorted(_RANGE_KEYS)}")
     for k in ("low", "high", "units", "source", "verified"):
         require(k in r, f"{key}.{k}", None, "a value (every range states low, high, units, source, verified)")
-    require(isinstance(r["low"], int | float) and isinstance(r["high"], int | float), key,
-            (r["low"], r["high"]), "numbers low, high")
+    require(
+        isinstance(r["low"], int | float) and isinstance(r["high"], int | float),
+        key,
+        (r["low"], r["high"]),
+        "numbers low, high",
+    )
     choices = list(r.get("choices") or [])
     vals = choices or [r.low, r.high]
     require(all(math.isfinite(float(v)) for v in vals), key, vals, "finite numbers")
@@ -162,16 +189,24 @@ def _check_range(key: str, r: Any, *, positive: bool = False, below_half: bool =
     if positive:
         require(min(vals) > 0, key, min(vals), "a strictly positive value (a modulus/time/permeability)")
     if below_half:
-        require(min(vals) > -1.0 and max(vals) < 0.5, key, f"[{min(vals)}, {max(vals)}]",
-                "a Poisson ratio in (-1, 0.5) for a compressible law")
+        require(
+            min(vals) > -1.0 and max(vals) < 0.5,
+            key,
+            f"[{min(vals)}, {max(vals)}]",
+            "a Poisson ratio in (-1, 0.5) for a compressible law",
+        )
 
 
 def validate(data: Any) -> None:
     """Semantic checks of a composed `data` node; raises ConfigError (one line) on the first problem."""
-    require(bool(data.behaviours), "data.behaviours", list(data.behaviours), f"a non-empty subset of {BEHAVIOURS}")
+    require(
+        bool(data.behaviours), "data.behaviours", list(data.behaviours), f"a non-empty subset of {BEHAVIOURS}"
+    )
     for b in data.behaviours:
         require(b in BEHAVIOURS, "data.behaviours", b, f"one of {', '.join(BEHAVIOURS)}")
-    require(bool(data.scenarios), "data.scenarios", list(data.scenarios), f"a non-empty subset of {SCENARIOS}")
+    require(
+        bool(data.scenarios), "data.scenarios", list(data.scenarios), f"a non-empty subset of {SCENARIOS}"
+    )
     for s in data.scenarios:
         require(s in SCENARIOS, "data.scenarios", s, f"one of {', '.join(SCENARIOS)}")
     known = sorted(data.tissue_library.keys())
@@ -189,33 +224,54 @@ def validate(data: Any) -> None:
     require(m.specimen_size_mm > 0, "data.mesh.specimen_size_mm", m.specimen_size_mm, "> 0 (mm)")
     require(m.cells_per_axis >= 1, "data.mesh.cells_per_axis", m.cells_per_axis, "an integer >= 1")
     require(m.displacement_degree in (1, 2), "data.mesh.displacement_degree", m.displacement_degree, "1 or 2")
-    require(1 <= m.pressure_degree < m.displacement_degree or m.displacement_degree == 1,
-            "data.mesh.pressure_degree", m.pressure_degree, "1 <= degree < displacement_degree (Taylor-Hood)")
+    require(
+        1 <= m.pressure_degree < m.displacement_degree or m.displacement_degree == 1,
+        "data.mesh.pressure_degree",
+        m.pressure_degree,
+        "1 <= degree < displacement_degree (Taylor-Hood)",
+    )
     require(1 <= m.quadrature_degree <= 12, "data.mesh.quadrature_degree", m.quadrature_degree, "1..12")
-    require(1 <= m.surface_quadrature_degree <= 12, "data.mesh.surface_quadrature_degree",
-            m.surface_quadrature_degree, "1..12")
+    require(
+        1 <= m.surface_quadrature_degree <= 12,
+        "data.mesh.surface_quadrature_degree",
+        m.surface_quadrature_degree,
+        "1..12",
+    )
     require(m.probes_per_axis >= 1, "data.mesh.probes_per_axis", m.probes_per_axis, "an integer >= 1")
     ld = data.loads
     _check_range("data.loads.stretch", ld.stretch, positive=True)
     _check_range("data.loads.shear_strain", ld.shear_strain)
     _check_range("data.loads.compression_strain", ld.compression_strain)
-    require(ld.compression_strain.low >= 0 and ld.compression_strain.high < 1,
-            "data.loads.compression_strain", f"[{ld.compression_strain.low}, {ld.compression_strain.high}]",
-            "engineering strains in [0, 1)")
+    require(
+        ld.compression_strain.low >= 0 and ld.compression_strain.high < 1,
+        "data.loads.compression_strain",
+        f"[{ld.compression_strain.low}, {ld.compression_strain.high}]",
+        "engineering strains in [0, 1)",
+    )
     _check_range("data.loads.pressure_kpa", ld.pressure_kpa)
     _check_range("data.loads.load_angle_deg", ld.load_angle_deg)
     _check_range("data.loads.fibre_angle_deg", ld.fibre_angle_deg)
     require(ld.patch_radius_mm > 0, "data.loads.patch_radius_mm", ld.patch_radius_mm, "> 0 (mm)")
     require(0 < ld.poro_strain_scale <= 1, "data.loads.poro_strain_scale", ld.poro_strain_scale, "(0, 1]")
-    require(0 <= ld.indentation_tangential_fraction <= 1, "data.loads.indentation_tangential_fraction",
-            ld.indentation_tangential_fraction, "[0, 1]")
+    require(
+        0 <= ld.indentation_tangential_fraction <= 1,
+        "data.loads.indentation_tangential_fraction",
+        ld.indentation_tangential_fraction,
+        "[0, 1]",
+    )
     sv = data.solver
     require(sv.visco_ramp_time_s > 0, "data.solver.visco_ramp_time_s", sv.visco_ramp_time_s, "> 0 (s)")
     require(sv.snes_max_it >= 1, "data.solver.snes_max_it", sv.snes_max_it, ">= 1")
     require(sv.initial_load_steps >= 1, "data.solver.initial_load_steps", sv.initial_load_steps, ">= 1")
-    require(0 <= sv.max_cutbacks <= 20, "data.solver.max_cutbacks", sv.max_cutbacks, "0..20 (bounded retries)")
-    require(sv.visco_ramp_steps >= 1 and sv.visco_hold_steps >= 1, "data.solver.visco_*_steps",
-            (sv.visco_ramp_steps, sv.visco_hold_steps), ">= 1 each")
+    require(
+        0 <= sv.max_cutbacks <= 20, "data.solver.max_cutbacks", sv.max_cutbacks, "0..20 (bounded retries)"
+    )
+    require(
+        sv.visco_ramp_steps >= 1 and sv.visco_hold_steps >= 1,
+        "data.solver.visco_*_steps",
+        (sv.visco_ramp_steps, sv.visco_hold_steps),
+        ">= 1 each",
+    )
     require(sv.poro_steps >= 1, "data.solver.poro_steps", sv.poro_steps, ">= 1")
     _check_range("data.solver.visco_hold_time_s", sv.visco_hold_time_s, positive=True)
     _check_range("data.solver.poro_time_factor", sv.poro_time_factor, positive=True)
@@ -223,8 +279,12 @@ def validate(data: Any) -> None:
         tc = data.tissue_library[t]
         require(bool(tc.hyperelastic), f"data.tissue_library.{t}.hyperelastic", None, "at least one law")
         for law, params in tc.hyperelastic.items():
-            require(law in LAW_PARAMS, f"data.tissue_library.{t}.hyperelastic", law,
-                    f"one of {', '.join(LAW_PARAMS)}")
+            require(
+                law in LAW_PARAMS,
+                f"data.tissue_library.{t}.hyperelastic",
+                law,
+                f"one of {', '.join(LAW_PARAMS)}",
+            )
             for p in LAW_PARAMS[law]:
                 require(p in params, f"data.tissue_library.{t}.hyperelastic.{law}.{p}", None, "a range")
             for p, r in params.items():
@@ -232,22 +292,37 @@ def validate(data: Any) -> None:
                 require(p in LAW_PARAMS[law], key, p, f"one of {', '.join(LAW_PARAMS[law])}")
                 _check_range(key, r, positive=p in POSITIVE_PARAMS, below_half=p == "nu")
             if law == "ogden":
-                for a in (params["alpha"].get("choices") or [params["alpha"].low, params["alpha"].high]):
-                    require(a != 0 and float(a) % 2 == 0, f"data.tissue_library.{t}.hyperelastic.ogden.alpha",
-                            a, "non-zero even integers (sum of stretches^alpha = tr(C^(alpha/2)))")
-                require(bool(params["alpha"].get("choices")), f"data.tissue_library.{t}.hyperelastic.ogden.alpha.choices",
-                        [], "a non-empty list of even integers (alpha is compiled into the form)")
-        require(tc.viscoelastic_law in tc.hyperelastic, f"data.tissue_library.{t}.viscoelastic_law",
-                tc.viscoelastic_law, f"one of this tissue's laws {sorted(tc.hyperelastic)}")
+                for a in params["alpha"].get("choices") or [params["alpha"].low, params["alpha"].high]:
+                    require(
+                        a != 0 and float(a) % 2 == 0,
+                        f"data.tissue_library.{t}.hyperelastic.ogden.alpha",
+                        a,
+                        "non-zero even integers (sum of stretches^alpha = tr(C^(alpha/2)))",
+                    )
+                require(
+                    bool(params["alpha"].get("choices")),
+                    f"data.tissue_library.{t}.hyperelastic.ogden.alpha.choices",
+                    [],
+                    "a non-empty list of even integers (alpha is compiled into the form)",
+                )
+        require(
+            tc.viscoelastic_law in tc.hyperelastic,
+            f"data.tissue_library.{t}.viscoelastic_law",
+            tc.viscoelastic_law,
+            f"one of this tissue's laws {sorted(tc.hyperelastic)}",
+        )
         for group, names in (("prony", PRONY_PARAMS), ("biot", BIOT_PARAMS)):
             rs = getattr(tc, group)
             for p in names:
                 key = f"data.tissue_library.{t}.{group}.{p}"
                 require(p in rs, key, None, "a range")
-                _check_range(key, rs[p], positive=p in POSITIVE_PARAMS or p in ("g1", "g2"),
-                             below_half=p == "nu")
+                _check_range(
+                    key, rs[p], positive=p in POSITIVE_PARAMS or p in ("g1", "g2"), below_half=p == "nu"
+                )
         g_sum = tc.prony["g1"].high + tc.prony["g2"].high
-        require(g_sum < 1, f"data.tissue_library.{t}.prony", g_sum, "g1 + g2 < 1 (positive long-term modulus)")
+        require(
+            g_sum < 1, f"data.tissue_library.{t}.prony", g_sum, "g1 + g2 < 1 (positive long-term modulus)"
+        )
 
 
 def validate_datagen(cfg: Any) -> None:
@@ -255,8 +330,12 @@ def validate_datagen(cfg: Any) -> None:
     require(cfg.workers >= 1, "workers", cfg.workers, "an integer >= 1")
     require(cfg.worker_max_shards >= 1, "worker_max_shards", cfg.worker_max_shards, "an integer >= 1")
     require(cfg.shard_groups >= 1, "shard_groups", cfg.shard_groups, "an integer >= 1")
-    require(0 <= cfg.shard_group < cfg.shard_groups, "shard_group", cfg.shard_group,
-            f"0..{cfg.shard_groups - 1} (shard_groups - 1)")
+    require(
+        0 <= cfg.shard_group < cfg.shard_groups,
+        "shard_group",
+        cfg.shard_group,
+        f"0..{cfg.shard_groups - 1} (shard_groups - 1)",
+    )
 
 
 def param_names(data: Any) -> list[str]:
@@ -285,11 +364,31 @@ def param_units(data: Any) -> dict[str, str]:
             units[f"prony.{p}"] = r.units
         for p, r in tc.biot.items():
             units[f"biot.{p}"] = r.units
-    units.update({"load.stretch": "1", "load.shear_strain": "1", "load.compression_strain": "1",
-                  "load.pressure_kpa": "kPa", "load.load_angle_deg": "deg", "load.patch_x_mm": "mm",
-                  "load.patch_y_mm": "mm", "load.fibre_angle_deg": "deg", "load.time_s": "s"})
+    units.update(
+        {
+            "load.stretch": "1",
+            "load.shear_strain": "1",
+            "load.compression_strain": "1",
+            "load.pressure_kpa": "kPa",
+            "load.load_angle_deg": "deg",
+            "load.patch_x_mm": "mm",
+            "load.patch_y_mm": "mm",
+            "load.fibre_angle_deg": "deg",
+            "load.time_s": "s",
+        }
+    )
     return units
 
 
-__all__ = ["BEHAVIOURS", "SCENARIOS", "SPLITS", "ConfigError", "DataConfig", "DatagenConfig",
-           "param_names", "param_units", "validate", "validate_datagen"]
+__all__ = [
+    "BEHAVIOURS",
+    "SCENARIOS",
+    "SPLITS",
+    "ConfigError",
+    "DataConfig",
+    "DatagenConfig",
+    "param_names",
+    "param_units",
+    "validate",
+    "validate_datagen",
+]

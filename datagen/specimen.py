@@ -16,7 +16,12 @@ from dolfinx import fem, mesh
 from mpi4py import MPI
 
 FACES = {  # name -> (axis, coordinate as a fraction of L)
-    "x0": (0, 0.0), "x1": (0, 1.0), "y0": (1, 0.0), "y1": (1, 1.0), "z0": (2, 0.0), "z1": (2, 1.0),
+    "x0": (0, 0.0),
+    "x1": (0, 1.0),
+    "y0": (1, 0.0),
+    "y1": (1, 1.0),
+    "z0": (2, 0.0),
+    "z1": (2, 1.0),
 }
 FACE_TAGS = {name: i + 1 for i, name in enumerate(FACES)}
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))  # xx, yy, zz, yz, xz, xy
@@ -38,9 +43,9 @@ class Specimen:
     domain: Any
     size_mm: float
     facet_tags: Any
-    probe_xyz: np.ndarray        # (P, 3) mm, reference configuration
-    probe_cells: np.ndarray      # (P,) int32
-    probe_ref: np.ndarray        # (P, 3) reference-cell coordinates of each probe
+    probe_xyz: np.ndarray  # (P, 3) mm, reference configuration
+    probe_cells: np.ndarray  # (P,) int32
+    probe_ref: np.ndarray  # (P, 3) reference-cell coordinates of each probe
     all_cells: np.ndarray
 
     def facets(self, face: str) -> np.ndarray:
@@ -54,18 +59,26 @@ class Specimen:
         return vals[np.arange(P), np.arange(P), :].copy()
 
 
-def build_specimen(size_mm: float, cells_per_axis: int, probes_per_axis: int, *,
-                   cells: tuple[int, int, int] | None = None, probes: np.ndarray | None = None) -> Specimen:
+def build_specimen(
+    size_mm: float,
+    cells_per_axis: int,
+    probes_per_axis: int,
+    *,
+    cells: tuple[int, int, int] | None = None,
+    probes: np.ndarray | None = None,
+) -> Specimen:
     """Cube of edge `size_mm`; `cells`/`probes` override the uniform division/probe grid (tests)."""
     n = cells_per_axis
-    domain = mesh.create_box(MPI.COMM_SELF, [np.zeros(3), np.full(3, size_mm)], list(cells or (n, n, n)),
-                             mesh.CellType.hexahedron)
+    domain = mesh.create_box(
+        MPI.COMM_SELF, [np.zeros(3), np.full(3, size_mm)], list(cells or (n, n, n)), mesh.CellType.hexahedron
+    )
     fdim = domain.topology.dim - 1
     domain.topology.create_connectivity(fdim, domain.topology.dim)
     ents, tags = [], []
     for name, (axis, frac) in FACES.items():
         f = mesh.locate_entities_boundary(
-            domain, fdim, lambda x, a=axis, c=frac * size_mm: np.isclose(x[a], c))
+            domain, fdim, lambda x, a=axis, c=frac * size_mm: np.isclose(x[a], c)
+        )
         ents.append(f)
         tags.append(np.full(len(f), FACE_TAGS[name], dtype=np.int32))
     ents_a = np.concatenate(ents)

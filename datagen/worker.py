@@ -22,8 +22,8 @@ from datagen.specimen import build_specimen
 
 @dataclass
 class SampleResult:
-    stress: np.ndarray            # (P, 6) kPa, Cauchy
-    strain: np.ndarray            # (P, 6) Green-Lagrange
+    stress: np.ndarray  # (P, 6) kPa, Cauchy
+    strain: np.ndarray  # (P, 6) Green-Lagrange
     converged: bool
     newton_iterations: int
     load_steps: int
@@ -40,7 +40,9 @@ class SampleRunner:
         """
         self.data = data
         m = data.mesh
-        self.specimen = build_specimen(float(m.specimen_size_mm), int(m.cells_per_axis), int(m.probes_per_axis))
+        self.specimen = build_specimen(
+            float(m.specimen_size_mm), int(m.cells_per_axis), int(m.probes_per_axis)
+        )
         self._models: dict[tuple[str, str, int | None], Any] = {}
         if eager:
             self.warm(all_model_combos(data), list(data.scenarios))
@@ -50,16 +52,25 @@ class SampleRunner:
         if key not in self._models:
             m = self.data.mesh
             if behaviour == "poroelastic":
-                self._models[key] = Biot(self.specimen, degree=m.displacement_degree,
-                                         pressure_degree=m.pressure_degree, quadrature_degree=m.quadrature_degree,
-                                         surface_quadrature_degree=m.surface_quadrature_degree,
-                                         solver_cfg=self.data.solver)
+                self._models[key] = Biot(
+                    self.specimen,
+                    degree=m.displacement_degree,
+                    pressure_degree=m.pressure_degree,
+                    quadrature_degree=m.quadrature_degree,
+                    surface_quadrature_degree=m.surface_quadrature_degree,
+                    solver_cfg=self.data.solver,
+                )
             else:
-                self._models[key] = Solid(self.specimen, law, degree=m.displacement_degree,
-                                          quadrature_degree=m.quadrature_degree,
-                                          surface_quadrature_degree=m.surface_quadrature_degree,
-                                          solver_cfg=self.data.solver,
-                                          viscoelastic=behaviour == "viscoelastic", ogden_alpha=alpha)
+                self._models[key] = Solid(
+                    self.specimen,
+                    law,
+                    degree=m.displacement_degree,
+                    quadrature_degree=m.quadrature_degree,
+                    surface_quadrature_degree=m.surface_quadrature_degree,
+                    solver_cfg=self.data.solver,
+                    viscoelastic=behaviour == "viscoelastic",
+                    ogden_alpha=alpha,
+                )
         return self._models[key]
 
     def warm(self, combos: list[tuple[str, str, int | None]], scenarios: list[str]) -> None:
@@ -123,13 +134,16 @@ class SampleRunner:
             th = math.radians(p["load.load_angle_deg"])
             gx, gy = p["load.shear_strain"] * L * math.cos(th), p["load.shear_strain"] * L * math.sin(th)
             if "top_u" in vals:
+
                 def set_vec(s: float) -> None:
                     vals["top_u"].value[:] = (s * gx, s * gy, 0.0)
+
                 return set_vec
 
             def set_split(s: float) -> None:
                 vals["top_ux"].value = s * gx
                 vals["top_uy"].value = s * gy
+
             return set_split
         if x.scenario == "indentation":
             th = math.radians(p["load.load_angle_deg"])

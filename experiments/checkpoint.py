@@ -21,8 +21,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -37,12 +40,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save(run_dir: Path, *, model: Any, optimizer: Any, step: int, micro_batches: int,
-         progress: dict[str, Any]) -> int:
+def save(
+    run_dir: Path, *, model: Any, optimizer: Any, step: int, micro_batches: int, progress: dict[str, Any]
+) -> int:
     """Write the checkpoint atomically; returns its size on disk in bytes."""
     path = run_dir / CHECKPOINT_NAME
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-               "step": step, "micro_batches": micro_batches, "progress": progress}
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "step": step,
+        "micro_batches": micro_batches,
+        "progress": progress,
+    }
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=run_dir)
     os.close(fd)
     try:
@@ -63,5 +73,9 @@ def load(run_dir: Path, *, model: Any, optimizer: Any, device: torch.device) -> 
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     set_rng_state(payload["rng"])
-    return {"step": payload["step"], "micro_batches": payload["micro_batches"], "progress": payload["progress"],
-            "checkpoint_bytes": path.stat().st_size}
+    return {
+        "step": payload["step"],
+        "micro_batches": payload["micro_batches"],
+        "progress": payload["progress"],
+        "checkpoint_bytes": path.stat().st_size,
+    }

@@ -38,17 +38,17 @@ class OptimizerConfig:
     (e.g. torchao's AdamW8bit) is one YAML file, no code.
     """
 
-    name: str = MISSING                 # arm name used in run names, gates and the report
-    target: str = MISSING               # "torch.optim.AdamW", "bitsandbytes.optim.AdamW8bit", ...
+    name: str = MISSING  # arm name used in run names, gates and the report
+    target: str = MISSING  # "torch.optim.AdamW", "bitsandbytes.optim.AdamW8bit", ...
     kwargs: dict[str, Any] = field(default_factory=dict)
-    param_dtype: str = "float32"        # dtype of the parameters the optimizer updates (master weights)
+    param_dtype: str = "float32"  # dtype of the parameters the optimizer updates (master weights)
     autocast_dtype: str | None = "bfloat16"  # CUDA compute dtype via autocast; null: compute in param dtype
-    cast_model: bool = False            # flashoptim.cast_model: bf16 params, keeps fp32 where it must
-    gradient_release: bool = False      # step each parameter inside backward, free its gradient at once
-    fused_on_cuda: bool = False         # pass fused=True when the device is CUDA
-    requires: str | None = None         # importable package the arm needs (checked before any work)
+    cast_model: bool = False  # flashoptim.cast_model: bf16 params, keeps fp32 where it must
+    gradient_release: bool = False  # step each parameter inside backward, free its gradient at once
+    fused_on_cuda: bool = False  # pass fused=True when the device is CUDA
+    requires: str | None = None  # importable package the arm needs (checked before any work)
     state_dtypes_required: list[str] = field(default_factory=list)  # must appear among the state tensors
-    state_dtypes_allowed: list[str] = field(default_factory=list)   # every large state tensor is one of these
+    state_dtypes_allowed: list[str] = field(default_factory=list)  # every large state tensor is one of these
     nominal_bytes_per_param: float = 0.0  # what the arm should cost (params+grads+state), for the reader
 
 
@@ -62,7 +62,7 @@ class ModelConfig:
     num_attention_heads: int = MISSING
     num_key_value_heads: int = MISSING
     intermediate_size: int = MISSING
-    vocab_size: int | None = 32000      # null: the tokenizer's vocabulary (tiny CPU model only)
+    vocab_size: int | None = 32000  # null: the tokenizer's vocabulary (tiny CPU model only)
     max_position_embeddings: int = 4096
     rms_norm_eps: float = 1e-5
     attn_implementation: str = "sdpa"
@@ -80,34 +80,34 @@ class DivergenceConfig:
 
 @dataclass
 class TextConfig:
-    significant_digits: int = 3         # every number as d.dd e<exp>: fixed, compact, parseable
-    zero_below_kpa: float = 1.0e-6      # |stress| below this is written "0" (solver round-off), kPa
-    tokenizer_vocab_size: int = 384     # BPE vocabulary trained on the train split (random init only)
+    significant_digits: int = 3  # every number as d.dd e<exp>: fixed, compact, parseable
+    zero_below_kpa: float = 1.0e-6  # |stress| below this is written "0" (solver round-off), kPa
+    tokenizer_vocab_size: int = 384  # BPE vocabulary trained on the train split (random init only)
 
 
 @dataclass
 class EvalConfig:
-    val_samples: int = 500              # first N of the val split (gate D uses 500 at protocol)
-    test_samples: int = 500             # first N of the test split
-    batch_size: int = 16                # prompts generated together (left-padded)
-    max_new_tokens: int | None = None   # null: longest training target + 8
+    val_samples: int = 500  # first N of the val split (gate D uses 500 at protocol)
+    test_samples: int = 500  # first N of the test split
+    batch_size: int = 16  # prompts generated together (left-padded)
+    max_new_tokens: int | None = None  # null: longest training target + 8
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = MISSING            # optimizer steps
-    micro_batch_size: int = MISSING     # packed sequences per forward
-    grad_accum_steps: int = 1           # micro-batches per optimizer step
-    max_seq_len: int = MISSING          # tokens per packed sequence
+    max_steps: int = MISSING  # optimizer steps
+    micro_batch_size: int = MISSING  # packed sequences per forward
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    max_seq_len: int = MISSING  # tokens per packed sequence
     lr: float = MISSING
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
-    weight_decay: float = 0.1           # on matrices only (norm gains and biases get 0)
-    warmup_steps: int = 0               # linear warm-up, then cosine to min_lr_ratio * lr
+    weight_decay: float = 0.1  # on matrices only (norm gains and biases get 0)
+    warmup_steps: int = 0  # linear warm-up, then cosine to min_lr_ratio * lr
     min_lr_ratio: float = 0.1
-    grad_clip_norm: float = 0.0         # 0: off (gradient release cannot clip a global norm)
-    cpu_autocast: bool = False          # on CPU, fp32-parameter arms compute in fp32 unless this is set
-    timing_warmup_steps: int = 3        # steps left out of the throughput medians
+    grad_clip_norm: float = 0.0  # 0: off (gradient release cannot clip a global norm)
+    cpu_autocast: bool = False  # on CPU, fp32-parameter arms compute in fp32 unless this is set
+    timing_warmup_steps: int = 3  # steps left out of the throughput medians
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     text: TextConfig = field(default_factory=TextConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -117,12 +117,12 @@ class TrainConfig:
 class HarnessConfig:
     """How the run is watched, not what it computes: none of this enters the run id."""
 
-    device: str = "auto"                # auto | cpu | cuda
-    sync_every_steps: int = 1           # read losses back (one host-device sync) every N steps
-    checkpoint_every_steps: int = 0     # 0: only on SIGINT/SIGTERM
-    keep_checkpoint: bool = True        # false: delete the last checkpoint once the run completes
-    memory_snapshot: bool = False       # one-step torch.cuda memory history as HTML (CUDA only)
-    measure_step: int = 2               # step whose fwd/bwd is split into the memory breakdown (>= 2)
+    device: str = "auto"  # auto | cpu | cuda
+    sync_every_steps: int = 1  # read losses back (one host-device sync) every N steps
+    checkpoint_every_steps: int = 0  # 0: only on SIGINT/SIGTERM
+    keep_checkpoint: bool = True  # false: delete the last checkpoint once the run completes
+    memory_snapshot: bool = False  # one-step torch.cuda memory history as HTML (CUDA only)
+    measure_step: int = 2  # step whose fwd/bwd is split into the memory breakdown (>= 2)
     stop_after_steps: int | None = None  # operator stop (e.g. a time-limited slot): same path as SIGTERM
     cuda_memory_cap_gib: float | None = None  # cap the caching allocator (GiB): emulate a smaller GPU
     peak_tflops: dict[str, float] = field(default_factory=dict)  # device-name substring -> bf16 dense TFLOP/s
@@ -130,7 +130,7 @@ class HarnessConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"               # offline | online | disabled
+    mode: str = "offline"  # offline | online | disabled
     project: str = "flashoptim-tissue"
     entity: str | None = None
 
@@ -139,9 +139,9 @@ class WandbConfig:
 class RunConfig:
     optimizer: OptimizerConfig = MISSING
     model: ModelConfig = MISSING
-    data: Any = MISSING                 # datagen.spec.DataConfig
+    data: Any = MISSING  # datagen.spec.DataConfig
     train: TrainConfig = MISSING
-    gates: Any = MISSING                # experiments.gates.GatesConf
+    gates: Any = MISSING  # experiments.gates.GatesConf
     wandb: WandbConfig = field(default_factory=WandbConfig)
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     scale: str = MISSING
@@ -172,72 +172,146 @@ def _available(module: str) -> bool:
 def _validate_optimizer(o: Any, t: Any) -> None:
     require("." in o.target, "optimizer.target", o.target, "an import path package.module.Class")
     if o.requires:
-        require(_available(o.requires), "optimizer", o.name,
-                f"an arm whose package is installed ({o.requires!r} is not importable; install it "
-                f"or pick another optimizer)")
+        require(
+            _available(o.requires),
+            "optimizer",
+            o.name,
+            f"an arm whose package is installed ({o.requires!r} is not importable; install it "
+            f"or pick another optimizer)",
+        )
     require(o.param_dtype in PARAM_DTYPES, "optimizer.param_dtype", o.param_dtype, f"one of {PARAM_DTYPES}")
-    require(o.autocast_dtype is None or o.autocast_dtype in AUTOCAST_DTYPES, "optimizer.autocast_dtype",
-            o.autocast_dtype, f"null or one of {AUTOCAST_DTYPES}")
+    require(
+        o.autocast_dtype is None or o.autocast_dtype in AUTOCAST_DTYPES,
+        "optimizer.autocast_dtype",
+        o.autocast_dtype,
+        f"null or one of {AUTOCAST_DTYPES}",
+    )
     if o.cast_model or o.target.startswith("flashoptim."):
-        require(o.param_dtype == "bfloat16", "optimizer.param_dtype", o.param_dtype,
-                "bfloat16 for FlashOptim arms (24-bit master weights = bf16 params + 8-bit correction)")
+        require(
+            o.param_dtype == "bfloat16",
+            "optimizer.param_dtype",
+            o.param_dtype,
+            "bfloat16 for FlashOptim arms (24-bit master weights = bf16 params + 8-bit correction)",
+        )
     if o.gradient_release:
-        require(t.grad_accum_steps == 1, "train.grad_accum_steps", t.grad_accum_steps,
-                f"1 with a gradient-release arm ({o.name}): each gradient is consumed inside backward")
-        require(t.grad_clip_norm == 0, "train.grad_clip_norm", t.grad_clip_norm,
-                f"0 with a gradient-release arm ({o.name}): no global gradient norm exists to clip")
-    require(not (o.state_dtypes_required and not set(o.state_dtypes_required) <= set(o.state_dtypes_allowed)),
-            "optimizer.state_dtypes_required", list(o.state_dtypes_required),
-            f"a subset of state_dtypes_allowed {list(o.state_dtypes_allowed)}")
+        require(
+            t.grad_accum_steps == 1,
+            "train.grad_accum_steps",
+            t.grad_accum_steps,
+            f"1 with a gradient-release arm ({o.name}): each gradient is consumed inside backward",
+        )
+        require(
+            t.grad_clip_norm == 0,
+            "train.grad_clip_norm",
+            t.grad_clip_norm,
+            f"0 with a gradient-release arm ({o.name}): no global gradient norm exists to clip",
+        )
+    require(
+        not (o.state_dtypes_required and not set(o.state_dtypes_required) <= set(o.state_dtypes_allowed)),
+        "optimizer.state_dtypes_required",
+        list(o.state_dtypes_required),
+        f"a subset of state_dtypes_allowed {list(o.state_dtypes_allowed)}",
+    )
 
 
 def _validate_model(m: Any) -> None:
-    for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-              "intermediate_size", "max_position_embeddings"):
+    for k in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ):
         require(m[k] >= 1, f"model.{k}", m[k], "an integer >= 1")
-    require(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads", m.num_attention_heads,
-            f"a divisor of hidden_size={m.hidden_size}")
-    require(m.num_attention_heads % m.num_key_value_heads == 0, "model.num_key_value_heads",
-            m.num_key_value_heads, f"a divisor of num_attention_heads={m.num_attention_heads}")
+    require(
+        m.hidden_size % m.num_attention_heads == 0,
+        "model.num_attention_heads",
+        m.num_attention_heads,
+        f"a divisor of hidden_size={m.hidden_size}",
+    )
+    require(
+        m.num_attention_heads % m.num_key_value_heads == 0,
+        "model.num_key_value_heads",
+        m.num_key_value_heads,
+        f"a divisor of num_attention_heads={m.num_attention_heads}",
+    )
     require(m.vocab_size is None or m.vocab_size >= 1, "model.vocab_size", m.vocab_size, "null or >= 1")
-    require(m.attn_implementation in ("sdpa", "eager"), "model.attn_implementation", m.attn_implementation,
-            "sdpa or eager")
+    require(
+        m.attn_implementation in ("sdpa", "eager"),
+        "model.attn_implementation",
+        m.attn_implementation,
+        "sdpa or eager",
+    )
     if m.pretrained_path is not None:
         p = Path(m.pretrained_path)
-        require((p / "config.json").is_file(), "model.pretrained_path", m.pretrained_path,
-                "a local directory saved with save_pretrained (config.json, weights, tokenizer)")
+        require(
+            (p / "config.json").is_file(),
+            "model.pretrained_path",
+            m.pretrained_path,
+            "a local directory saved with save_pretrained (config.json, weights, tokenizer)",
+        )
 
 
 def _validate_train(t: Any, m: Any) -> None:
     require(t.max_steps >= 1, "train.max_steps", t.max_steps, "an integer >= 1")
     require(t.micro_batch_size >= 1, "train.micro_batch_size", t.micro_batch_size, "an integer >= 1")
     require(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "an integer >= 1")
-    require(16 <= t.max_seq_len <= m.max_position_embeddings, "train.max_seq_len", t.max_seq_len,
-            f"16..model.max_position_embeddings={m.max_position_embeddings}")
+    require(
+        16 <= t.max_seq_len <= m.max_position_embeddings,
+        "train.max_seq_len",
+        t.max_seq_len,
+        f"16..model.max_position_embeddings={m.max_position_embeddings}",
+    )
     require(t.lr > 0, "train.lr", t.lr, "a learning rate > 0")
-    require(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas", list(t.betas),
-            "two values in [0, 1)")
+    require(
+        len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+        "train.betas",
+        list(t.betas),
+        "two values in [0, 1)",
+    )
     require(t.eps > 0, "train.eps", t.eps, "> 0")
     require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
-    require(0 <= t.warmup_steps < max(t.max_steps, 1) or t.warmup_steps == 0, "train.warmup_steps",
-            t.warmup_steps, f"0..max_steps-1 ({t.max_steps - 1})")
+    require(
+        0 <= t.warmup_steps < max(t.max_steps, 1) or t.warmup_steps == 0,
+        "train.warmup_steps",
+        t.warmup_steps,
+        f"0..max_steps-1 ({t.max_steps - 1})",
+    )
     require(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "a ratio in [0, 1]")
     require(t.grad_clip_norm >= 0, "train.grad_clip_norm", t.grad_clip_norm, ">= 0 (0 = off)")
     require(t.timing_warmup_steps >= 0, "train.timing_warmup_steps", t.timing_warmup_steps, ">= 0")
     require(t.divergence.factor > 1, "train.divergence.factor", t.divergence.factor, "> 1")
     require(t.divergence.after_step >= 0, "train.divergence.after_step", t.divergence.after_step, ">= 0")
-    require(1 <= t.text.significant_digits <= 8, "train.text.significant_digits", t.text.significant_digits, "1..8")
+    require(
+        1 <= t.text.significant_digits <= 8,
+        "train.text.significant_digits",
+        t.text.significant_digits,
+        "1..8",
+    )
     require(t.text.zero_below_kpa >= 0, "train.text.zero_below_kpa", t.text.zero_below_kpa, ">= 0 (kPa)")
-    require(t.text.tokenizer_vocab_size >= 300, "train.text.tokenizer_vocab_size", t.text.tokenizer_vocab_size,
-            ">= 300 (256 byte symbols + specials + merges)")
+    require(
+        t.text.tokenizer_vocab_size >= 300,
+        "train.text.tokenizer_vocab_size",
+        t.text.tokenizer_vocab_size,
+        ">= 300 (256 byte symbols + specials + merges)",
+    )
     if m.vocab_size is not None and m.pretrained_path is None:  # pretrained: its own tokenizer and vocab
-        require(t.text.tokenizer_vocab_size <= m.vocab_size, "train.text.tokenizer_vocab_size",
-                t.text.tokenizer_vocab_size, f"<= model.vocab_size={m.vocab_size}")
+        require(
+            t.text.tokenizer_vocab_size <= m.vocab_size,
+            "train.text.tokenizer_vocab_size",
+            t.text.tokenizer_vocab_size,
+            f"<= model.vocab_size={m.vocab_size}",
+        )
     require(t.eval.val_samples >= 0, "train.eval.val_samples", t.eval.val_samples, ">= 0")
     require(t.eval.test_samples >= 1, "train.eval.test_samples", t.eval.test_samples, ">= 1")
     require(t.eval.batch_size >= 1, "train.eval.batch_size", t.eval.batch_size, ">= 1")
-    require(t.eval.max_new_tokens is None or t.eval.max_new_tokens >= 1, "train.eval.max_new_tokens",
-            t.eval.max_new_tokens, "null or >= 1")
+    require(
+        t.eval.max_new_tokens is None or t.eval.max_new_tokens >= 1,
+        "train.eval.max_new_tokens",
+        t.eval.max_new_tokens,
+        "null or >= 1",
+    )
 
 
 def _validate_harness(h: Any) -> None:
@@ -248,12 +322,24 @@ def _validate_harness(h: Any) -> None:
         require(torch.cuda.is_available(), "harness.device", h.device, "auto or cpu (no CUDA device here)")
     require(h.sync_every_steps >= 1, "harness.sync_every_steps", h.sync_every_steps, ">= 1")
     require(h.checkpoint_every_steps >= 0, "harness.checkpoint_every_steps", h.checkpoint_every_steps, ">= 0")
-    require(h.measure_step >= 2, "harness.measure_step", h.measure_step,
-            ">= 2 (optimizer state exists only after the first step)")
-    require(h.stop_after_steps is None or h.stop_after_steps >= 1, "harness.stop_after_steps",
-            h.stop_after_steps, "null or >= 1")
-    require(h.cuda_memory_cap_gib is None or h.cuda_memory_cap_gib > 0, "harness.cuda_memory_cap_gib",
-            h.cuda_memory_cap_gib, "null or > 0 (GiB)")
+    require(
+        h.measure_step >= 2,
+        "harness.measure_step",
+        h.measure_step,
+        ">= 2 (optimizer state exists only after the first step)",
+    )
+    require(
+        h.stop_after_steps is None or h.stop_after_steps >= 1,
+        "harness.stop_after_steps",
+        h.stop_after_steps,
+        "null or >= 1",
+    )
+    require(
+        h.cuda_memory_cap_gib is None or h.cuda_memory_cap_gib > 0,
+        "harness.cuda_memory_cap_gib",
+        h.cuda_memory_cap_gib,
+        "null or > 0 (GiB)",
+    )
 
 
 def _validate_dataset(cfg: Any) -> None:
@@ -261,8 +347,12 @@ def _validate_dataset(cfg: Any) -> None:
 
     d = dataset_dir(cfg.data, cfg.results_root)
     name = cfg.data.get("name", "?")
-    require((d / "manifest.json").is_file(), "data", name,
-            f"a generated dataset: none at {d} (no manifest.json); run `python -m datagen data={name}` first")
+    require(
+        (d / "manifest.json").is_file(),
+        "data",
+        name,
+        f"a generated dataset: none at {d} (no manifest.json); run `python -m datagen data={name}` first",
+    )
 
 
 def validate(cfg: Any) -> None:
@@ -272,11 +362,20 @@ def validate(cfg: Any) -> None:
 
     require(cfg.scale in SCALES, "scale", cfg.scale, f"one of {SCALES}")
     require(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    require(bool(cfg.sweep_id) and "/" not in cfg.sweep_id, "sweep_id", cfg.sweep_id, "a non-empty name without '/'")
+    require(
+        bool(cfg.sweep_id) and "/" not in cfg.sweep_id,
+        "sweep_id",
+        cfg.sweep_id,
+        "a non-empty name without '/'",
+    )
     require(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode, f"one of {WANDB_MODES}")
     if cfg.wandb.mode == "online":
-        require(bool(os.environ.get("WANDB_API_KEY")) or Path("~/.netrc").expanduser().exists(), "wandb.mode",
-                "online", "offline or disabled, unless WANDB_API_KEY is set in the environment")
+        require(
+            bool(os.environ.get("WANDB_API_KEY")) or Path("~/.netrc").expanduser().exists(),
+            "wandb.mode",
+            "online",
+            "offline or disabled, unless WANDB_API_KEY is set in the environment",
+        )
     _validate_optimizer(cfg.optimizer, cfg.train)
     _validate_model(cfg.model)
     _validate_train(cfg.train, cfg.model)
@@ -296,5 +395,13 @@ def load_run_config(overrides: list[str]) -> Any:
     return cfg
 
 
-__all__ = ["ConfigError", "ModelConfig", "OptimizerConfig", "RunConfig", "TrainConfig", "load_run_config",
-           "register", "validate"]
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_run_config",
+    "register",
+    "validate",
+]

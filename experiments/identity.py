@@ -23,8 +23,13 @@ def _plain(node: Any) -> Any:
 def run_settings(cfg: Any) -> dict[str, Any]:
     from datagen.dataset import dataset_id
 
-    return {"optimizer": _plain(cfg.optimizer), "model": _plain(cfg.model), "dataset_id": dataset_id(cfg.data),
-            "train": _plain(cfg.train), "seed": int(cfg.seed)}
+    return {
+        "optimizer": _plain(cfg.optimizer),
+        "model": _plain(cfg.model),
+        "dataset_id": dataset_id(cfg.data),
+        "train": _plain(cfg.train),
+        "seed": int(cfg.seed),
+    }
 
 
 def run_id(cfg: Any) -> str:

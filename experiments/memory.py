@@ -107,9 +107,16 @@ def tensor_bytes(tensors: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def breakdown(*, measurable: bool, params_bytes: int, grads_bytes: int | None, state_bytes: int,
-              before_fwd_bytes: int | None, fwd_bwd_peak_bytes: int | None,
-              peak_bytes: int | None) -> dict[str, int | None]:
+def breakdown(
+    *,
+    measurable: bool,
+    params_bytes: int,
+    grads_bytes: int | None,
+    state_bytes: int,
+    before_fwd_bytes: int | None,
+    fwd_bwd_peak_bytes: int | None,
+    peak_bytes: int | None,
+) -> dict[str, int | None]:
     keys = ("params_bytes", "grads_bytes", "optimizer_state_bytes", "activations_bytes", "other_bytes")
     if not measurable or before_fwd_bytes is None or fwd_bwd_peak_bytes is None or peak_bytes is None:
         return dict.fromkeys(keys)

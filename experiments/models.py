@@ -42,8 +42,9 @@ def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int
 
     torch.manual_seed(seed)
     if model_cfg.pretrained_path:
-        model = LlamaForCausalLM.from_pretrained(model_cfg.pretrained_path, dtype=torch.float32,
-                                                 attn_implementation=model_cfg.attn_implementation)
+        model = LlamaForCausalLM.from_pretrained(
+            model_cfg.pretrained_path, dtype=torch.float32, attn_implementation=model_cfg.attn_implementation
+        )
         model.to(device)
         init = "pretrained"
     else:
@@ -61,8 +62,12 @@ def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int
 def estimated_n_params(model_cfg: Any, vocab_size: int) -> int:
     """Parameters of the Llama shape without building it: per layer q, o (d x d), k, v (d x kv*hd),
     gate/up/down (3 d m), two norms; plus input embedding, untied lm_head and the final norm."""
-    d, m, heads, kv = (model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_attention_heads,
-                       model_cfg.num_key_value_heads)
+    d, m, heads, kv = (
+        model_cfg.hidden_size,
+        model_cfg.intermediate_size,
+        model_cfg.num_attention_heads,
+        model_cfg.num_key_value_heads,
+    )
     head_dim = d // heads
     per_layer = 2 * d * d + 2 * d * kv * head_dim + 3 * d * m + 2 * d
     return model_cfg.num_hidden_layers * per_layer + 2 * vocab_size * d + d

@@ -69,13 +69,13 @@ def autocast_dtype(opt_cfg: Any, device: torch.device, cpu_autocast: bool) -> to
 
 @dataclass
 class StateAudit:
-    state_bytes: int               # bytes of every tensor in optimizer.state
-    bytes_per_param: float         # state_bytes / trainable parameters
-    dtypes: list[str]              # dtypes of state tensors with more than one element, sorted
+    state_bytes: int  # bytes of every tensor in optimizer.state
+    bytes_per_param: float  # state_bytes / trainable parameters
+    dtypes: list[str]  # dtypes of state tensors with more than one element, sorted
     params_with_state: int
-    trainable_params: int          # tensors
-    materialised: bool             # every trainable tensor has state, dtypes as the arm promises
-    problem: str | None            # why not materialised
+    trainable_params: int  # tensors
+    materialised: bool  # every trainable tensor has state, dtypes as the arm promises
+    problem: str | None  # why not materialised
 
 
 def audit_state(optimizer: Any, opt_cfg: Any) -> StateAudit:
@@ -102,6 +102,12 @@ def audit_state(optimizer: Any, opt_cfg: Any) -> StateAudit:
         problem = f"state dtypes {sorted(dtypes)} lack the arm's required {sorted(missing)}"
     elif extra:
         problem = f"state dtypes {sorted(extra)} are not among the arm's allowed {list(opt_cfg.state_dtypes_allowed)}"
-    return StateAudit(state_bytes=total, bytes_per_param=total / max(n_elems, 1), dtypes=sorted(dtypes),
-                      params_with_state=with_state, trainable_params=len(params),
-                      materialised=problem is None, problem=problem)
+    return StateAudit(
+        state_bytes=total,
+        bytes_per_param=total / max(n_elems, 1),
+        dtypes=sorted(dtypes),
+        params_with_state=with_state,
+        trainable_params=len(params),
+        materialised=problem is None,
+        problem=problem,
+    )

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         from common.config import compose
 
         i = args.index("--cfg")
-        rest = args[:i] + args[i + 1 + (i + 1 < len(args) and args[i + 1] in ("job", "all")):]
+        rest = args[:i] + args[i + 1 + (i + 1 < len(args) and args[i + 1] in ("job", "all")) :]
         with exit_on_config_error():
             print(OmegaConf.to_yaml(compose("run", rest)))
         return 0

@@ -75,17 +75,25 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     train = encode_samples(codec, samples["train"], names, sig, zero)
     longest = max(len(e.prompt_ids) + len(e.target_ids) for e in train)
     if longest > t.max_seq_len:
-        raise ConfigError("train.max_seq_len", t.max_seq_len,
-                          f">= {longest} (the longest training sample in tokens), or fewer train.text.significant_digits")
+        raise ConfigError(
+            "train.max_seq_len",
+            t.max_seq_len,
+            f">= {longest} (the longest training sample in tokens), or fewer train.text.significant_digits",
+        )
     max_new = t.eval.max_new_tokens or max(len(e.target_ids) for e in train) + 8
     return PreparedData(
-        dataset_id=dataset_id(cfg.data), codec=codec, train=train,
+        dataset_id=dataset_id(cfg.data),
+        codec=codec,
+        train=train,
         val=encode_samples(codec, samples["val"][:n_val], names, sig, zero),
         test=encode_samples(codec, samples["test"][:n_test], names, sig, zero),
         train_stress=np.asarray(splits["train"]["stress"], dtype=np.float64),
         val_stress=np.asarray(splits["val"]["stress"][:n_val], dtype=np.float64),
         test_stress=np.asarray(splits["test"]["stress"][:n_test], dtype=np.float64),
-        max_new_tokens=max_new, val_available=len(samples["val"]), test_available=len(samples["test"]))
+        max_new_tokens=max_new,
+        val_available=len(samples["val"]),
+        test_available=len(samples["test"]),
+    )
 
 
 def existing_status(run_dir: Path) -> str | None:
@@ -126,15 +134,24 @@ class RunSession:
         write_text(rd / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         if not data.codec.hf:
             data.codec.save(rd)
-        self.manifest = {"run_id": self.run_id, "sweep_id": self.cfg.sweep_id, "dataset_id": data.dataset_id,
-                         "seed": self.cfg.seed, "start_time": now_iso(), "end_time": None,
-                         "resumed": bool(resuming), **provenance()}
+        self.manifest = {
+            "run_id": self.run_id,
+            "sweep_id": self.cfg.sweep_id,
+            "dataset_id": data.dataset_id,
+            "seed": self.cfg.seed,
+            "start_time": now_iso(),
+            "end_time": None,
+            "resumed": bool(resuming),
+            **provenance(),
+        }
         write_json(rd / "manifest.json", self.manifest)
         log.info("run %s -> %s%s", self.run_id, rd, " (resuming)" if resuming else "")
         from experiments.wandb_log import WandbLogger
 
         try:
-            self.wandb = WandbLogger(self.cfg, rd, self.run_id, OmegaConf.to_container(self.cfg, resolve=True))
+            self.wandb = WandbLogger(
+                self.cfg, rd, self.run_id, OmegaConf.to_container(self.cfg, resolve=True)
+            )
         except Exception as exc:  # W&B is a mirror; metrics.jsonl is the record. Say so, go on.
             log.error("W&B init failed (%s): logging to metrics.jsonl only", exc)
             self.manifest["wandb_error"] = str(exc)[:500]
@@ -149,14 +166,23 @@ class RunSession:
         elif is_oom(exc):
             self.status, self.status_reason = "oom", f"out of memory: {str(exc).splitlines()[0][:300]}"
         elif isinstance(exc, KeyboardInterrupt):
-            self.status, self.status_reason = "aborted", "interrupted twice (KeyboardInterrupt): no checkpoint"
+            self.status, self.status_reason = (
+                "aborted",
+                "interrupted twice (KeyboardInterrupt): no checkpoint",
+            )
         else:
             self.status, self.status_reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
             self.traceback_file = "traceback.txt"
-            write_text(self.run_dir / self.traceback_file,
-                       "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        log.log(logging.INFO if self.status == "aborted" else logging.ERROR, "run ended %s: %s",
-                self.status, self.status_reason)
+            write_text(
+                self.run_dir / self.traceback_file,
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            )
+        log.log(
+            logging.INFO if self.status == "aborted" else logging.ERROR,
+            "run ended %s: %s",
+            self.status,
+            self.status_reason,
+        )
 
     def close(self, trainer: Any, data: PreparedData) -> bool:
         """Write the summary last (atomically) and close W&B; False if the summary could not be written."""
@@ -183,8 +209,12 @@ class RunSession:
         except Exception:
             log.exception("summary.json could not be written")
             return False
-        log.info("summary: status=%s final_loss=%s rel_l2_error=%s", summary.get("status"),
-                 summary.get("final_loss"), summary.get("rel_l2_error"))
+        log.info(
+            "summary: status=%s final_loss=%s rel_l2_error=%s",
+            summary.get("status"),
+            summary.get("final_loss"),
+            summary.get("rel_l2_error"),
+        )
         return True
 
 
@@ -205,20 +235,31 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
     audit = st.audit
     measurable = st.mem_measurable
     breakdown = st.mem_breakdown or dict.fromkeys(
-        ("params_bytes", "grads_bytes", "optimizer_state_bytes", "activations_bytes", "other_bytes"))
+        ("params_bytes", "grads_bytes", "optimizer_state_bytes", "activations_bytes", "other_bytes")
+    )
     if not measurable:
         breakdown = dict.fromkeys(breakdown)
     return {
-        "run_id": session.run_id, "sweep_id": cfg.sweep_id, "optimizer": cfg.optimizer.name,
-        "model": cfg.model.name, "n_params": st.n_params, "seed": cfg.seed, "scale": cfg.scale,
-        "device": st.device_label or st.device, "status": session.status or "failed",
-        "status_reason": session.status_reason, "resumable": (session.run_dir / checkpoint.CHECKPOINT_NAME).is_file()
-        and session.status == "aborted",
+        "run_id": session.run_id,
+        "sweep_id": cfg.sweep_id,
+        "optimizer": cfg.optimizer.name,
+        "model": cfg.model.name,
+        "n_params": st.n_params,
+        "seed": cfg.seed,
+        "scale": cfg.scale,
+        "device": st.device_label or st.device,
+        "status": session.status or "failed",
+        "status_reason": session.status_reason,
+        "resumable": (session.run_dir / checkpoint.CHECKPOINT_NAME).is_file() and session.status == "aborted",
         "gates": st.gates.decisions() if st.gates is not None else [],
-        "grid": {"model": cfg.model.name, "seq_len": t.max_seq_len,
-                 "global_batch": t.micro_batch_size * t.grad_accum_steps,
-                 "behaviour": ",".join(cfg.data.behaviours)},
-        "dataset_id": data.dataset_id, "model_init": st.model_init,
+        "grid": {
+            "model": cfg.model.name,
+            "seq_len": t.max_seq_len,
+            "global_batch": t.micro_batch_size * t.grad_accum_steps,
+            "behaviour": ",".join(cfg.data.behaviours),
+        },
+        "dataset_id": data.dataset_id,
+        "model_init": st.model_init,
         "mem_measurable": measurable,
         "cuda_memory_cap_gib": cfg.harness.cuda_memory_cap_gib if measurable else None,
         "peak_mem_allocated_bytes": peak_alloc if measurable else None,
@@ -233,20 +274,28 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "optimizer_state_dtypes": audit.dtypes if audit else [],
         "state_materialised": audit.materialised if audit else False,
         "state_problem": audit.problem if audit else "no optimizer step was taken",
-        "tokens_per_s": tps, "median_step_time_s": median_step, "mfu": mfu,
+        "tokens_per_s": tps,
+        "median_step_time_s": median_step,
+        "mfu": mfu,
         "tokens_per_step": st.tokens_per_step,
         "harness_time_fraction": st.harness_s / st.train_s if st.train_s > 0 else None,
         "train_wall_s": st.train_s,
-        "initial_loss": st.initial_loss, "final_loss": st.final_loss,
-        "steps_completed": st.step, "max_steps": t.max_steps,
-        "rel_l2_error": test.get("rel_l2_error"), "parse_failure_rate": test.get("parse_failure_rate"),
-        "trivial_rel_l2_error": test.get("trivial_rel_l2_error"), "eval_samples": test.get("eval_samples"),
-        "val_rel_l2_error": val.get("rel_l2_error"), "val_parse_failure_rate": val.get("parse_failure_rate"),
+        "initial_loss": st.initial_loss,
+        "final_loss": st.final_loss,
+        "steps_completed": st.step,
+        "max_steps": t.max_steps,
+        "rel_l2_error": test.get("rel_l2_error"),
+        "parse_failure_rate": test.get("parse_failure_rate"),
+        "trivial_rel_l2_error": test.get("trivial_rel_l2_error"),
+        "eval_samples": test.get("eval_samples"),
+        "val_rel_l2_error": val.get("rel_l2_error"),
+        "val_parse_failure_rate": val.get("parse_failure_rate"),
         "val_eval_samples": val.get("eval_samples"),
         "eval_samples_requested": {"val": t.eval.val_samples, "test": t.eval.test_samples},
         "eval_samples_available": {"val": data.val_available, "test": data.test_available},
         "example_output": test.get("example_output"),
-        "checkpoint_bytes": st.checkpoint_bytes, "traceback_file": session.traceback_file,
+        "checkpoint_bytes": st.checkpoint_bytes,
+        "traceback_file": session.traceback_file,
         "tokenizer": "pretrained" if data.codec.hf else "bpe:tokenizer.json",
         "tokenizer_vocab_size": data.codec.vocab_size,
     }

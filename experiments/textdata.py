@@ -46,14 +46,17 @@ def format_number(x: float, significant_digits: int, zero_below: float = 0.0) ->
 
 def prompt_text(sample: dict[str, Any], param_names: list[str], sig: int) -> str:
     head = " ".join(str(sample[k]) for k in ("tissue", "behaviour", "material_model", "scenario"))
-    params = " ".join(f"{n}={format_number(v, sig)}" for n, v in zip(param_names, sample["params"])
-                      if not math.isnan(v))
+    params = " ".join(
+        f"{n}={format_number(v, sig)}" for n, v in zip(param_names, sample["params"]) if not math.isnan(v)
+    )
     return f"BC: {head} | {params}{STRESS_MARK}"
 
 
 def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0) -> str:
     """Stress (P, 6) in kPa, row-major, each value preceded by one space."""
-    return "".join(" " + format_number(v, sig, zero_below) for v in np.asarray(stress, dtype=np.float64).ravel())
+    return "".join(
+        " " + format_number(v, sig, zero_below) for v in np.asarray(stress, dtype=np.float64).ravel()
+    )
 
 
 def parse_stress(text: str, n_probes: int) -> np.ndarray | None:
@@ -103,14 +106,19 @@ class TextCodec:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[PAD, EOS, UNK],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok, hf=False)
 
@@ -147,14 +155,19 @@ class TextCodec:
 @dataclass
 class EncodedSample:
     prompt_ids: list[int]
-    target_ids: list[int]   # ends with eos
+    target_ids: list[int]  # ends with eos
 
 
-def encode_samples(codec: TextCodec, samples: list[dict[str, Any]], param_names: list[str],
-                   sig: int, zero_below: float) -> list[EncodedSample]:
-    return [EncodedSample(codec.encode(prompt_text(s, param_names, sig), first=True),
-                          [*codec.encode(target_text(s["stress"], sig, zero_below), first=False), codec.eos_id])
-            for s in samples]
+def encode_samples(
+    codec: TextCodec, samples: list[dict[str, Any]], param_names: list[str], sig: int, zero_below: float
+) -> list[EncodedSample]:
+    return [
+        EncodedSample(
+            codec.encode(prompt_text(s, param_names, sig), first=True),
+            [*codec.encode(target_text(s["stress"], sig, zero_below), first=False), codec.eos_id],
+        )
+        for s in samples
+    ]
 
 
 class PackedStream:
@@ -166,8 +179,9 @@ class PackedStream:
     at an epoch boundary.
     """
 
-    def __init__(self, samples: list[EncodedSample], *, max_seq_len: int, micro_batch_size: int,
-                 seed: int, pad_id: int) -> None:
+    def __init__(
+        self, samples: list[EncodedSample], *, max_seq_len: int, micro_batch_size: int, seed: int, pad_id: int
+    ) -> None:
         too_long = max(len(s.prompt_ids) + len(s.target_ids) for s in samples)
         if too_long > max_seq_len:
             raise ValueError(f"a sample needs {too_long} tokens > max_seq_len {max_seq_len}")
@@ -198,8 +212,12 @@ class PackedStream:
 
     def _flush(self, ids: list[int], labels: list[int]) -> None:
         pad = self.max_seq_len - len(ids)
-        self._seqs.append((np.array(ids + [self.pad_id] * pad, dtype=np.int64),
-                           np.array(labels + [IGNORE_INDEX] * pad, dtype=np.int64)))
+        self._seqs.append(
+            (
+                np.array(ids + [self.pad_id] * pad, dtype=np.int64),
+                np.array(labels + [IGNORE_INDEX] * pad, dtype=np.int64),
+            )
+        )
 
     def micro_batch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, labels), each (micro_batch_size, max_seq_len) int64."""
@@ -211,7 +229,7 @@ class PackedStream:
         drop = start - self._first
         del self._seqs[:drop]
         self._first = start
-        seqs = self._seqs[:self.micro_batch_size]
+        seqs = self._seqs[: self.micro_batch_size]
         return np.stack([s[0] for s in seqs]), np.stack([s[1] for s in seqs])
 
     def epochs_started(self) -> int:

@@ -80,10 +80,10 @@ class RunState:
     device: str | None = None
     device_label: str | None = None
     param_bytes_per_param: float | None = None  # from the parameter tensors (device-independent)
-    grad_bytes_per_param: float | None = None   # gradient dtype size; 0 with gradient release
+    grad_bytes_per_param: float | None = None  # gradient dtype size; 0 with gradient release
     initial_loss: float | None = None
     final_loss: float | None = None
-    step_times: dict[int, float] = field(default_factory=dict)   # step -> s (interval mean)
+    step_times: dict[int, float] = field(default_factory=dict)  # step -> s (interval mean)
     tokens_per_step: int = 0
     flops_per_token: float | None = None
     peak_flops: float | None = None
@@ -94,8 +94,8 @@ class RunState:
     gates: Any = None
     mem_measurable: bool = False
     peaks: tuple[int | None, int | None, int | None] = (None, None, None)
-    harness_s: float = 0.0      # host time spent logging after the loss read-back (s)
-    train_s: float = 0.0        # wall time of the training loop (s)
+    harness_s: float = 0.0  # host time spent logging after the loss read-back (s)
+    train_s: float = 0.0  # wall time of the training loop (s)
 
 
 def lr_at(step: int, t: Any) -> float:
@@ -138,8 +138,12 @@ class Trainer:
 
         ref = self.cfg.gates.reference_arm
         ref_dir = identity.reference_run_dir(self.cfg, ref) if ref != self.cfg.optimizer.name else None
-        return InRunGates(self.cfg.gates, arm=self.cfg.optimizer.name, reference_run_dir=ref_dir,
-                          total_steps=self.cfg.train.max_steps)
+        return InRunGates(
+            self.cfg.gates,
+            arm=self.cfg.optimizer.name,
+            reference_run_dir=ref_dir,
+            total_steps=self.cfg.train.max_steps,
+        )
 
     def setup(self) -> int:
         """Build model, arm and optimizer; restore a checkpoint when resuming. Returns the start step."""
@@ -164,13 +168,24 @@ class Trainer:
         if o.gradient_release:
             self._release_handle = optim_arms.enable_gradient_release(self.model, self.optimizer)
         self.autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
-        self.stream = PackedStream(self.data.train, max_seq_len=t.max_seq_len, micro_batch_size=t.micro_batch_size,
-                                   seed=cfg.seed, pad_id=self.data.codec.pad_id)
+        self.stream = PackedStream(
+            self.data.train,
+            max_seq_len=t.max_seq_len,
+            micro_batch_size=t.micro_batch_size,
+            seed=cfg.seed,
+            pad_id=self.data.codec.pad_id,
+        )
         self.state.tokens_per_step = t.micro_batch_size * t.max_seq_len * t.grad_accum_steps
         self.state.flops_per_token = models.flops_per_token(self.model, t.max_seq_len)
         self.state.peak_flops = models.peak_flops_per_s(self.device, dict(cfg.harness.peak_tflops))
-        log.info("model %s (%s init): %.3fM params on %s; arm %s", cfg.model.name, self.state.model_init,
-                 self.state.n_params / 1e6, self.device, o.name)
+        log.info(
+            "model %s (%s init): %.3fM params on %s; arm %s",
+            cfg.model.name,
+            self.state.model_init,
+            self.state.n_params / 1e6,
+            self.device,
+            o.name,
+        )
         start = 0
         if cfg.resume:
             start = self._resume()
@@ -186,8 +201,11 @@ class Trainer:
         need = n * (4 + max(self.cfg.optimizer.nominal_bytes_per_param, 16.0))  # fp32 build + training
         available = psutil.virtual_memory().available
         if need > available:
-            raise Stop("oom", f"out of memory (host): {n / 1e9:.2f}B parameters need about {need / 2**30:.1f} GiB, "
-                              f"{available / 2**30:.1f} GiB available; not allocated")
+            raise Stop(
+                "oom",
+                f"out of memory (host): {n / 1e9:.2f}B parameters need about {need / 2**30:.1f} GiB, "
+                f"{available / 2**30:.1f} GiB available; not allocated",
+            )
 
     def _resume(self) -> int:
         ck = checkpoint.load(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device)
@@ -202,7 +220,11 @@ class Trainer:
         self.state.mem_breakdown = p.get("mem_breakdown")
         self.state.audit = optim_arms.StateAudit(**p["audit"]) if p.get("audit") else None
         # Metrics after the checkpoint are redone: keep rows up to it, replay them into the gates.
-        rows = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= step] if self.metrics_path.exists() else []
+        rows = (
+            [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= step]
+            if self.metrics_path.exists()
+            else []
+        )
         write_text(self.metrics_path, "".join(_jsonl(r) for r in rows))
         for r in rows:
             self._account(r)
@@ -217,7 +239,9 @@ class Trainer:
             self._loop(start)
         finally:
             self.state.train_s += time.perf_counter() - loop_start
-            log.info("training: %d steps in %.1f s", self.state.step - start, time.perf_counter() - loop_start)
+            log.info(
+                "training: %d steps in %.1f s", self.state.step - start, time.perf_counter() - loop_start
+            )
 
     def _loop(self, start: int) -> None:
         t, h = self.cfg.train, self.cfg.harness
@@ -227,10 +251,20 @@ class Trainer:
             last = step == t.max_steps
             operator_stop = h.stop_after_steps is not None and step >= h.stop_after_steps and not last
             ckpt_due = h.checkpoint_every_steps and step % h.checkpoint_every_steps == 0 and not last
-            if len(self._pending) >= h.sync_every_steps or last or self.stop.requested or operator_stop or ckpt_due:
+            if (
+                len(self._pending) >= h.sync_every_steps
+                or last
+                or self.stop.requested
+                or operator_stop
+                or ckpt_due
+            ):
                 self._flush()
             if self.stop.requested or operator_stop:
-                why = f"{self.stop.signal_name} received" if self.stop.requested else f"harness.stop_after_steps={step}"
+                why = (
+                    f"{self.stop.signal_name} received"
+                    if self.stop.requested
+                    else f"harness.stop_after_steps={step}"
+                )
                 self._checkpoint(step)
                 raise Stop("aborted", f"{why} at step {step}; checkpoint saved, resumable with resume=true")
             if ckpt_due:
@@ -241,15 +275,19 @@ class Trainer:
         t, h = self.cfg.train, self.cfg.harness
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(step, t)
-        measure = step == h.measure_step or (step == t.max_steps and self.state.mem_breakdown is None
-                                             and step >= 2)
+        measure = step == h.measure_step or (
+            step == t.max_steps and self.state.mem_breakdown is None and step >= 2
+        )
         snap = memory.Snapshot(measure and h.memory_snapshot)
         if measure:
             snap.start()
             self.meter.reset()
             before = self.meter.current()[0]
-        ctx = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
-               else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
         for _ in range(t.grad_accum_steps):
             ids, labels = self.stream.micro_batch(self.state.micro_batches)
@@ -280,9 +318,13 @@ class Trainer:
             peak = self.meter.peaks()[0]
             self.state.mem_breakdown = memory.breakdown(
                 measurable=self.meter.measurable,
-                params_bytes=memory.tensor_bytes(self.model.parameters()), grads_bytes=grads,
-                state_bytes=self.state.audit.state_bytes, before_fwd_bytes=before,
-                fwd_bwd_peak_bytes=fwd_bwd_peak, peak_bytes=peak)
+                params_bytes=memory.tensor_bytes(self.model.parameters()),
+                grads_bytes=grads,
+                state_bytes=self.state.audit.state_bytes,
+                before_fwd_bytes=before,
+                fwd_bwd_peak_bytes=fwd_bwd_peak,
+                peak_bytes=peak,
+            )
             snap.stop(self.run_dir / "memory_snapshot.html")
             self.meter.sample_nvml()
         self.state.step = step
@@ -299,11 +341,20 @@ class Trainer:
         alloc, reserved = self.meter.current()
         peak_alloc, peak_reserved = self.meter.peaks()
         pending, self._pending = self._pending, []
-        rows = [{"step": step, "loss": loss, "lr": lr, "step_time_s": step_time,
-                 "tokens_per_s": self.state.tokens_per_step / step_time,
-                 "mem_allocated_bytes": alloc, "mem_reserved_bytes": reserved,
-                 "peak_mem_allocated_bytes": peak_alloc, "peak_mem_reserved_bytes": peak_reserved}
-                for (step, _, lr), loss in zip(pending, losses)]
+        rows = [
+            {
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "step_time_s": step_time,
+                "tokens_per_s": self.state.tokens_per_step / step_time,
+                "mem_allocated_bytes": alloc,
+                "mem_reserved_bytes": reserved,
+                "peak_mem_allocated_bytes": peak_alloc,
+                "peak_mem_reserved_bytes": peak_reserved,
+            }
+            for (step, _, lr), loss in zip(pending, losses)
+        ]
         # Every computed step is recorded before any verdict on it, so metrics.jsonl always reaches
         # steps_completed even when divergence or a gate ends the run inside this interval.
         for row in rows:
@@ -333,17 +384,28 @@ class Trainer:
             raise Stop("diverged", f"loss is {loss} at step {step}")
         init = self.state.initial_loss
         if init is not None and step > d.after_step and loss > d.factor * init:
-            raise Stop("diverged", f"loss {loss:.4g} > {d.factor} x initial {init:.4g} at step {step} "
-                                   f"(after step {d.after_step})")
+            raise Stop(
+                "diverged",
+                f"loss {loss:.4g} > {d.factor} x initial {init:.4g} at step {step} "
+                f"(after step {d.after_step})",
+            )
 
     def _checkpoint(self, step: int) -> None:
         audit = self.state.audit.__dict__ if self.state.audit else None
-        progress = {"peaks": (*self.meter.peaks(), self.meter.peak_nvml()), "mem_breakdown": self.state.mem_breakdown,
-                    "audit": audit}
+        progress = {
+            "peaks": (*self.meter.peaks(), self.meter.peak_nvml()),
+            "mem_breakdown": self.state.mem_breakdown,
+            "audit": audit,
+        }
         try:
-            self.state.checkpoint_bytes = checkpoint.save(self.run_dir, model=self.model, optimizer=self.optimizer,
-                                                          step=step, micro_batches=self.state.micro_batches,
-                                                          progress=progress)
+            self.state.checkpoint_bytes = checkpoint.save(
+                self.run_dir,
+                model=self.model,
+                optimizer=self.optimizer,
+                step=step,
+                micro_batches=self.state.micro_batches,
+                progress=progress,
+            )
             log.info("checkpoint at step %d: %.1f MB", step, self.state.checkpoint_bytes / 1e6)
         except OSError as exc:  # disk full: the run goes on; the summary says no checkpoint
             log.error("checkpoint at step %d failed: %s", step, exc)
@@ -353,13 +415,22 @@ class Trainer:
     def evaluate(self) -> None:
         t0 = time.perf_counter()
         self._evaluate()
-        log.info("evaluation: %d val + %d test samples in %.1f s", len(self.data.val), len(self.data.test),
-                 time.perf_counter() - t0)
+        log.info(
+            "evaluation: %d val + %d test samples in %.1f s",
+            len(self.data.val),
+            len(self.data.test),
+            time.perf_counter() - t0,
+        )
 
     def _evaluate(self) -> None:
         e, d = self.cfg.train.eval, self.data
-        kw = {"max_new_tokens": d.max_new_tokens, "batch_size": e.batch_size, "device": self.device,
-              "autocast": self.autocast, "should_stop": lambda: self.stop.requested}
+        kw = {
+            "max_new_tokens": d.max_new_tokens,
+            "batch_size": e.batch_size,
+            "device": self.device,
+            "autocast": self.autocast,
+            "should_stop": lambda: self.stop.requested,
+        }
         if d.val:
             val = evaluate.evaluate_split(self.model, d.codec, d.val, d.val_stress, d.train_stress, **kw)
             self._stopped_in_eval(val)
@@ -374,8 +445,11 @@ class Trainer:
     def _stopped_in_eval(self, result: Any) -> None:
         if result is None:
             self._checkpoint(self.state.step)
-            raise Stop("aborted", f"{self.stop.signal_name} received during evaluation; checkpoint saved, "
-                                  "resume=true re-runs the evaluation")
+            raise Stop(
+                "aborted",
+                f"{self.stop.signal_name} received during evaluation; checkpoint saved, "
+                "resume=true re-runs the evaluation",
+            )
 
     def finish(self) -> None:
         self.meter.sample_nvml()

@@ -47,9 +47,16 @@ class WandbLogger:
         os.environ["WANDB_DIR"] = str(run_dir)
         name = f"{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}"
         self.run = wandb.init(
-            mode=self.mode, project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(run_dir),
-            name=name, group=cfg.sweep_id, tags=[cfg.optimizer.name, cfg.model.name, cfg.scale],
-            config=config, id=f"{run_id}-{os.getpid()}", reinit="create_new",
+            mode=self.mode,
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            dir=str(run_dir),
+            name=name,
+            group=cfg.sweep_id,
+            tags=[cfg.optimizer.name, cfg.model.name, cfg.scale],
+            config=config,
+            id=f"{run_id}-{os.getpid()}",
+            reinit="create_new",
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
         )
         self._worker = threading.Thread(target=self._drain, name="wandb-log", daemon=True)
@@ -58,8 +65,10 @@ class WandbLogger:
     def _drain(self) -> None:
         while (row := self._queue.get()) is not None:
             try:
-                self.run.log({k: v for k, v in row.items() if k != "step" and v is not None},  # type: ignore[union-attr]
-                             step=row["step"])
+                self.run.log(
+                    {k: v for k, v in row.items() if k != "step" and v is not None},  # type: ignore[union-attr]
+                    step=row["step"],
+                )
             except Exception as exc:  # keep the first error; metrics.jsonl has the rows anyway
                 self.error = self.error or exc
 
@@ -105,9 +114,9 @@ def _records(data: bytes) -> list[bytes]:
         if block_left < _HEADER:  # block trailer: zero padding
             pos += block_left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
         pos += _HEADER
-        chunk = data[pos:pos + length]
+        chunk = data[pos : pos + length]
         pos += length
         if kind == 0 and length == 0:
             continue

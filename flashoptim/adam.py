@@ -54,8 +54,13 @@ class _FlashAdamBase(FlashOptimizer):
         _check_range("eps", float(eps), 0.0, math.inf, hi_open=True)
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(
-            params, defaults, master_weight_bits=master_weight_bits, quantize_states=quantize_states,
-            compander=compander, learned_refit_every=learned_refit_every, backend=backend,
+            params,
+            defaults,
+            master_weight_bits=master_weight_bits,
+            quantize_states=quantize_states,
+            compander=compander,
+            learned_refit_every=learned_refit_every,
+            backend=backend,
             compress_state_dict=compress_state_dict,
         )
 
@@ -91,8 +96,15 @@ class FlashAdamW(_FlashAdamBase):
 
     _decoupled = True
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, **kwargs)
 
 

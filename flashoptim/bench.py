@@ -72,8 +72,14 @@ def _run_worker(arm: str, steps: int, workdir: Path, published_root: Path | None
         keep = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and "site" in p]
         env["PYTHONPATH"] = os.pathsep.join([str(published_root), *keep])
         cwd = tempfile.gettempdir()
-    proc = subprocess.run([sys.executable, str(WORKER), arm, str(out), str(steps)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), arm, str(out), str(steps)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if out.exists():
         result: dict[str, Any] = json.loads(out.read_text())
     else:
@@ -124,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"{arm:26s} error: {r['error'][:80]}")
             continue
-        print(f"{arm:26s} {r['step_ms_median']:9.2f} {r['resident_bytes_per_param']:8.3f} "
-              f"{r['min_bytes_moved_per_param']:11.3f} {r['achieved_GBps']:7.0f} {100 * r['frac_of_copy_bw']:6.1f}%")
+        print(
+            f"{arm:26s} {r['step_ms_median']:9.2f} {r['resident_bytes_per_param']:8.3f} "
+            f"{r['min_bytes_moved_per_param']:11.3f} {r['achieved_GBps']:7.0f} {100 * r['frac_of_copy_bw']:6.1f}%"
+        )
     return 0
 
 

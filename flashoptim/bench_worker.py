@@ -33,7 +33,9 @@ MIN_BYTES_PER_PARAM: dict[str, float] = {
 }
 
 
-def llama7b_layer_shapes(hidden: int = 4096, intermediate: int = 11008, layers: int = 5) -> list[tuple[int, ...]]:
+def llama7b_layer_shapes(
+    hidden: int = 4096, intermediate: int = 11008, layers: int = 5
+) -> list[tuple[int, ...]]:
     shapes: list[tuple[int, ...]] = []
     for _ in range(layers):
         shapes += [(hidden, hidden)] * 4 + [(intermediate, hidden)] * 2 + [(hidden, intermediate)]

@@ -48,8 +48,13 @@ class FlashLion(FlashOptimizer):
         _check_range("betas[1]", float(betas[1]), 0.0, 1.0)
         defaults = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay}
         super().__init__(
-            params, defaults, master_weight_bits=master_weight_bits, quantize_states=quantize_states,
-            compander=compander, learned_refit_every=learned_refit_every, backend=backend,
+            params,
+            defaults,
+            master_weight_bits=master_weight_bits,
+            quantize_states=quantize_states,
+            compander=compander,
+            learned_refit_every=learned_refit_every,
+            backend=backend,
             compress_state_dict=compress_state_dict,
         )
 

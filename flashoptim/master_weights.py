@@ -91,7 +91,9 @@ def reconstruct_master(p: torch.Tensor, code: torch.Tensor | None) -> torch.Tens
     return pf + code.float() * (ulp16(p) * (0.5 / levels))
 
 
-def reconstruction_error_bound(p: torch.Tensor, correction_dtype: torch.dtype, x: torch.Tensor) -> torch.Tensor:
+def reconstruction_error_bound(
+    p: torch.Tensor, correction_dtype: torch.dtype, x: torch.Tensor
+) -> torch.Tensor:
     """The docstring's bound on ``|x̂ - x|``, elementwise in fp64."""
     levels = _LEVELS[correction_dtype]
     ulp = ulp16(p).double()

@@ -20,9 +20,15 @@ __all__ = ["GradientReleaseHandle", "cast_model", "enable_gradient_release"]
 
 # Layers whose parameters stay fp32: their weights are few and their statistics are precision-sensitive.
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
 
@@ -68,7 +74,12 @@ def cast_model(
     for mod_name, module in model.named_modules():
         keep = keep_norms_fp32 and _is_norm(module)
         has_params = any(True for _ in module.parameters(recurse=False))
-        if keep and has_params and dtype != torch.float32 and not getattr(module, "_flashoptim_cast_hook", False):
+        if (
+            keep
+            and has_params
+            and dtype != torch.float32
+            and not getattr(module, "_flashoptim_cast_hook", False)
+        ):
             module.register_forward_hook(_output_to_input_dtype)
             module._flashoptim_cast_hook = True
         for name, param in module.named_parameters(recurse=False):

@@ -141,7 +141,9 @@ class FlashOptimizer(torch.optim.Optimizer):
             if self.quantize_states:
                 code_dtype = torch.int8 if signed else torch.uint8
                 state[f"{name}_codes"] = torch.zeros(p.numel(), dtype=code_dtype, device=p.device)
-                state[f"{name}_scales"] = torch.zeros(num_groups(p.numel()), dtype=torch.float16, device=p.device)
+                state[f"{name}_scales"] = torch.zeros(
+                    num_groups(p.numel()), dtype=torch.float16, device=p.device
+                )
                 state[f"{name}_compander"] = self._fixed_compander(signed).as_tensor()
             else:
                 state[name] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -152,13 +154,19 @@ class FlashOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         return state if state else self._init_state(p, group)
 
-    def _load_states(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _load_states(
+        self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         out = {}
         for name, signed, root in self._state_specs(group):
             if self.quantize_states:
                 comp = Compander.from_tensor(state[f"{name}_compander"])
                 out[name] = dequantize_groups(
-                    state[f"{name}_codes"], state[f"{name}_scales"], comp, signed=signed, scale_root=root,
+                    state[f"{name}_codes"],
+                    state[f"{name}_scales"],
+                    comp,
+                    signed=signed,
+                    scale_root=root,
                     shape=p.shape,
                 )
             else:
@@ -255,7 +263,12 @@ class FlashOptimizer(torch.optim.Optimizer):
     # ----------------------------------------------------------------- accounting
     def state_nbytes(self) -> int:
         """Bytes held by optimizer state tensors (corrections, codes, scales, compander params)."""
-        return sum(v.numel() * v.element_size() for s in self.state.values() for v in s.values() if torch.is_tensor(v))
+        return sum(
+            v.numel() * v.element_size()
+            for s in self.state.values()
+            for v in s.values()
+            if torch.is_tensor(v)
+        )
 
     def state_dtypes(self) -> list[str]:
         """Sorted dtypes of the state tensors, e.g. ``['torch.float16', 'torch.int8', 'torch.uint8']``."""
@@ -335,8 +348,12 @@ class FlashOptimizer(torch.optim.Optimizer):
             if f"{name}_codes" in saved:
                 comp = Compander.from_tensor(saved[f"{name}_compander"])
                 value = dequantize_groups(
-                    saved[f"{name}_codes"].to(p.device), saved[f"{name}_scales"].to(p.device), comp,
-                    signed=signed, scale_root=root, shape=p.shape,
+                    saved[f"{name}_codes"].to(p.device),
+                    saved[f"{name}_scales"].to(p.device),
+                    comp,
+                    signed=signed,
+                    scale_root=root,
+                    shape=p.shape,
                 )
                 if self.quantize_states and comp == Compander.from_tensor(state[f"{name}_compander"]):
                     state[f"{name}_codes"].copy_(saved[f"{name}_codes"])
@@ -345,10 +362,14 @@ class FlashOptimizer(torch.optim.Optimizer):
             elif name in saved:
                 value = saved[name].to(p.device, torch.float32).reshape(p.shape)
             else:
-                raise KeyError(f"load_state_dict: state {name!r} missing for a param of shape {tuple(p.shape)}")
+                raise KeyError(
+                    f"load_state_dict: state {name!r} missing for a param of shape {tuple(p.shape)}"
+                )
             if self.quantize_states:
                 if self.compander == "learned":
-                    state[f"{name}_compander"] = fit_compander(value, signed=signed, scale_root=root).as_tensor()
+                    state[f"{name}_compander"] = fit_compander(
+                        value, signed=signed, scale_root=root
+                    ).as_tensor()
                 comp = Compander.from_tensor(state[f"{name}_compander"])
                 codes, scales = quantize_groups(value, comp, signed=signed, scale_root=root)
                 state[f"{name}_codes"].copy_(codes)

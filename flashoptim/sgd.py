@@ -49,11 +49,21 @@ class _FlashSGDBase(FlashOptimizer):
         _check_range("dampening", float(dampening), 0.0, 1.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+        }
         super().__init__(
-            params, defaults, master_weight_bits=master_weight_bits, quantize_states=quantize_states,
-            compander=compander, learned_refit_every=learned_refit_every, backend=backend,
+            params,
+            defaults,
+            master_weight_bits=master_weight_bits,
+            quantize_states=quantize_states,
+            compander=compander,
+            learned_refit_every=learned_refit_every,
+            backend=backend,
             compress_state_dict=compress_state_dict,
         )
 

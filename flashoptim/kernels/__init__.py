@@ -57,14 +57,28 @@ def triton_unsupported_reason(opt: Any, p: torch.Tensor) -> str | None:
 def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
     lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
     decoupled = getattr(opt, "_decoupled", True)
-    out = dict(lr=lr, decay=1.0 - lr * wd if decoupled and wd != 0 else 1.0, l2=0.0 if decoupled else wd,
-               beta1=0.0, beta2=0.0, eps=0.0, step_size=0.0, bc2_sqrt=1.0, one_minus_dampening=1.0,
-               first_step=int(step == 1))
+    out = dict(
+        lr=lr,
+        decay=1.0 - lr * wd if decoupled and wd != 0 else 1.0,
+        l2=0.0 if decoupled else wd,
+        beta1=0.0,
+        beta2=0.0,
+        eps=0.0,
+        step_size=0.0,
+        bc2_sqrt=1.0,
+        one_minus_dampening=1.0,
+        first_step=int(step == 1),
+    )
     kind = opt._fused_kind
     if kind == "adam":
         beta1, beta2 = group["betas"]
-        out.update(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=lr / (1 - beta1**step),
-                   bc2_sqrt=math.sqrt(1 - beta2**step))
+        out.update(
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            step_size=lr / (1 - beta1**step),
+            bc2_sqrt=math.sqrt(1 - beta2**step),
+        )
     elif kind == "sgd":
         out.update(beta1=group["momentum"], one_minus_dampening=1.0 - group["dampening"])
     elif kind == "lion":
@@ -100,10 +114,26 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
     sc = _scalars(opt, group, state["step"])
     grid = (triton.cdiv(n, GROUPS_PER_PROGRAM * 32),)
     flash_step_kernel[grid](
-        work, corr if corr is not None else work, grad, s1, s1s, s2, s2s,
+        work,
+        corr if corr is not None else work,
+        grad,
+        s1,
+        s1s,
+        s2,
+        s2s,
         n,
-        sc["lr"], sc["decay"], sc["l2"], sc["beta1"], sc["beta2"], sc["one_minus_beta1"], sc["one_minus_beta2"],
-        sc["eps"], sc["step_size"], sc["bc2_sqrt"], sc["one_minus_dampening"], sc["first_step"],
+        sc["lr"],
+        sc["decay"],
+        sc["l2"],
+        sc["beta1"],
+        sc["beta2"],
+        sc["one_minus_beta1"],
+        sc["one_minus_beta2"],
+        sc["eps"],
+        sc["step_size"],
+        sc["bc2_sqrt"],
+        sc["one_minus_dampening"],
+        sc["first_step"],
         ALGO=algo,
         HAS_CORR=corr is not None,
         CORR_LEVELS=32767 if corr is not None and corr.dtype == torch.int16 else 127,
@@ -120,8 +150,9 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         target.copy_(work)
 
 
-def fused_step_many(opt: Any, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]) -> None:
+def fused_step_many(
+    opt: Any, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+) -> None:
     """Step several params of one group (one launch each; launches are asynchronous)."""
     for p, state in zip(params, states):
         fused_step(opt, p, state, group)
-

@@ -34,7 +34,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         (["datagen", "data=nope"], ["data", "nope", "smoke"]),
     ],
 )
-def test_bad_config_fails_in_one_line_with_exit_2(tmp_path: Path, args: list[str], must_name: list[str]) -> None:
+def test_bad_config_fails_in_one_line_with_exit_2(
+    tmp_path: Path, args: list[str], must_name: list[str]
+) -> None:
     results = tmp_path / "results"
     results.mkdir()
     proc = _run([*args, f"results_root={results}"], REPO)

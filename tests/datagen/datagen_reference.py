@@ -25,6 +25,7 @@ def psi_neo_hookean(mu: float, nu: float) -> Energy:
     def psi(s: np.ndarray) -> complex:
         J = s[0] * s[1] * s[2]
         return mu / 2 * (np.sum(s**2) - 3) - mu * np.log(J) + lam / 2 * np.log(J) ** 2
+
     return psi
 
 
@@ -35,8 +36,8 @@ def psi_mooney_rivlin(c10: float, c01: float, nu: float) -> Energy:
         J = s[0] * s[1] * s[2]
         I1 = np.sum(s**2)
         I2 = s[0] ** 2 * s[1] ** 2 + s[1] ** 2 * s[2] ** 2 + s[2] ** 2 * s[0] ** 2
-        return (c10 * (J ** (-2 / 3) * I1 - 3) + c01 * (J ** (-4 / 3) * I2 - 3)
-                + kappa / 2 * np.log(J) ** 2)
+        return c10 * (J ** (-2 / 3) * I1 - 3) + c01 * (J ** (-4 / 3) * I2 - 3) + kappa / 2 * np.log(J) ** 2
+
     return psi
 
 
@@ -47,6 +48,7 @@ def psi_ogden(mu: float, alpha: float, nu: float) -> Energy:
         J = s[0] * s[1] * s[2]
         sb = J ** (-1 / 3) * s
         return 2 * mu / alpha**2 * (np.sum(sb**alpha) - 3) + kappa / 2 * np.log(J) ** 2
+
     return psi
 
 
@@ -63,8 +65,10 @@ def principal_cauchy(psi: Energy, stretches: np.ndarray, h: float = 1e-30) -> np
 
 def uniaxial_stress(psi: Energy, stretch: float) -> tuple[float, float]:
     """(axial Cauchy stress, lateral stretch) for stretch along axis 3 with free lateral faces."""
+
     def lateral(lat: float) -> float:
         return principal_cauchy(psi, np.array([lat, lat, stretch]))[0]
+
     lat = brentq(lateral, 0.3, 2.0, xtol=1e-15, rtol=1e-15, maxiter=500)
     return principal_cauchy(psi, np.array([lat, lat, stretch]))[2], lat
 

@@ -46,9 +46,19 @@ def test_every_data_option_validates() -> None:
 
 
 def test_cli_exits_2_with_one_line_before_work(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "datagen", "data=smoke", f"results_root={tmp_path}",
-                        f"{LIB}.liver.hyperelastic.neo_hookean.nu.high=0.5"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datagen",
+            "data=smoke",
+            f"results_root={tmp_path}",
+            f"{LIB}.liver.hyperelastic.neo_hookean.nu.high=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "neo_hookean.nu" in lines[0], r.stderr

@@ -82,9 +82,16 @@ def test_dataset_id_ignores_execution_knobs(tmp_path: Path) -> None:
 
 def test_failed_samples_are_rejected_counted_and_not_stored(tmp_path: Path) -> None:
     """A 95% compression in one increment with one cut-back allowed cannot converge."""
-    cfg = tiny_cfg(tmp_path, "workers=1", "data.behaviours=[hyperelastic]", "data.scenarios=[uniaxial]",
-                   "data.loads.stretch.low=0.04", "data.loads.stretch.high=0.05",
-                   "data.solver.initial_load_steps=1", "data.solver.max_cutbacks=1")
+    cfg = tiny_cfg(
+        tmp_path,
+        "workers=1",
+        "data.behaviours=[hyperelastic]",
+        "data.scenarios=[uniaxial]",
+        "data.loads.stretch.low=0.04",
+        "data.loads.stretch.high=0.05",
+        "data.solver.initial_load_steps=1",
+        "data.solver.max_cutbacks=1",
+    )
     d = generate(cfg)
     man = json.loads((d / "manifest.json").read_text())
     assert sum(man["rejected"].values()) > 0

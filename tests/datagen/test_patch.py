@@ -22,7 +22,9 @@ REL_TOL = 1e-8  # worst seen: ~1e-12 (Newton converged to atol 1e-10 kPa mm^2)
 
 def make_solid(solver_cfg: Any, law: str, **kw: Any) -> Solid:
     sp = build_specimen(L, 1, 2)
-    return Solid(sp, law, degree=2, quadrature_degree=4, surface_quadrature_degree=4, solver_cfg=solver_cfg, **kw)
+    return Solid(
+        sp, law, degree=2, quadrature_degree=4, surface_quadrature_degree=4, solver_cfg=solver_cfg, **kw
+    )
 
 
 def solve_top_displacement(solid: Solid, scenario: str, uz: float) -> np.ndarray:
@@ -34,16 +36,21 @@ def solve_top_displacement(solid: Solid, scenario: str, uz: float) -> np.ndarray
 
 CASES = [
     ("neo_hookean", {"mu": 1.7, "nu": 0.47}, None, lambda c: ref.psi_neo_hookean(c["mu"], c["nu"])),
-    ("mooney_rivlin", {"c10": 0.6, "c01": 0.3, "nu": 0.48}, None,
-     lambda c: ref.psi_mooney_rivlin(c["c10"], c["c01"], c["nu"])),
+    (
+        "mooney_rivlin",
+        {"c10": 0.6, "c01": 0.3, "nu": 0.48},
+        None,
+        lambda c: ref.psi_mooney_rivlin(c["c10"], c["c01"], c["nu"]),
+    ),
     ("ogden", {"mu": 0.9, "nu": 0.47}, -20, lambda c: ref.psi_ogden(c["mu"], -20.0, c["nu"])),
 ]
 
 
 @pytest.mark.parametrize(("law", "consts", "alpha", "psi"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("stretch", [0.85, 1.15])
-def test_uniaxial_stress_matches_lateral_stretch_solution(solver_cfg: Any, law: str, consts: dict[str, float],
-                                                          alpha: int | None, psi: Any, stretch: float) -> None:
+def test_uniaxial_stress_matches_lateral_stretch_solution(
+    solver_cfg: Any, law: str, consts: dict[str, float], alpha: int | None, psi: Any, stretch: float
+) -> None:
     solid = make_solid(solver_cfg, law, ogden_alpha=alpha)
     for k, v in consts.items():
         solid.c[k].value = v
@@ -75,6 +82,7 @@ def test_simple_shear_neo_hookean_sigma12_is_mu_gamma(solver_cfg: Any) -> None:
     def set_load(s: float) -> None:
         for g in vals.values():
             g.interpolate(lambda x: np.vstack([s * gamma * x[2], 0 * x[0], 0 * x[0]]))
+
     solid.reset()
     solid.run_path("homogeneous", set_load, [(0.0, 0.5), (0.0, 1.0)])
     sigma, strain = solid.probe_outputs()

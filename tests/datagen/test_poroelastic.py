@@ -41,8 +41,14 @@ def test_terzaghi_consolidation(solver_cfg: Any) -> None:
     z = np.linspace(0.5, H - 0.5, 8)
     probes = np.stack([np.full_like(z, H / 2), np.full_like(z, H / 2), z], axis=1)
     sp = build_specimen(H, 1, 1, cells=(1, 1, 16), probes=probes)
-    biot = Biot(sp, degree=2, pressure_degree=1, quadrature_degree=4, surface_quadrature_degree=4,
-                solver_cfg=solver_cfg)
+    biot = Biot(
+        sp,
+        degree=2,
+        pressure_degree=1,
+        quadrature_degree=4,
+        surface_quadrature_degree=4,
+        solver_cfg=solver_cfg,
+    )
     biot.c["mu"].value, biot.c["nu"].value, biot.c["permeability"].value = mu, nu, k
     _, _vals = biot.problem("terzaghi")
     biot.patch_radius.value = 1e8  # uniform load: exp(-r^2/R^2) = 1 to rounding

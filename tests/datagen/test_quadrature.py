@@ -16,15 +16,18 @@ from datagen.specimen import build_specimen
 
 def indentation_stress(solver_cfg: Any, q: int, qs: int, cells: int) -> np.ndarray:
     sp = build_specimen(10.0, cells, 2)
-    solid = Solid(sp, "neo_hookean", degree=2, quadrature_degree=q, surface_quadrature_degree=qs,
-                  solver_cfg=solver_cfg)
+    solid = Solid(
+        sp, "neo_hookean", degree=2, quadrature_degree=q, surface_quadrature_degree=qs, solver_cfg=solver_cfg
+    )
     solid.c["mu"].value, solid.c["nu"].value = 1.5, 0.47
     solid.patch_xy.value[:] = (4.0, 6.0)
     solid.patch_radius.value = 2.5
     solid.traction_dir.value[:] = (0.2, -0.1, -1.0)
     solid.problem("indentation")
     solid.reset()
-    solid.run_path("indentation", lambda s: setattr(solid.pressure, "value", s * 0.4), [(0.0, 0.5), (0.0, 1.0)])
+    solid.run_path(
+        "indentation", lambda s: setattr(solid.pressure, "value", s * 0.4), [(0.0, 0.5), (0.0, 1.0)]
+    )
     return solid.probe_outputs()[0]
 
 

@@ -28,8 +28,15 @@ def neo_hookean_cauchy(F: np.ndarray, mu: float, nu: float) -> np.ndarray:
 def test_step_strain_relaxation_matches_prony_closed_form(solver_cfg: Any) -> None:
     mu, nu, g, tau = 1.1, 0.46, (0.4, 0.2), (1.5, 20.0)
     sp = build_specimen(10.0, 1, 2)
-    solid = Solid(sp, "neo_hookean", degree=2, quadrature_degree=4, surface_quadrature_degree=4,
-                  solver_cfg=solver_cfg, viscoelastic=True)
+    solid = Solid(
+        sp,
+        "neo_hookean",
+        degree=2,
+        quadrature_degree=4,
+        surface_quadrature_degree=4,
+        solver_cfg=solver_cfg,
+        viscoelastic=True,
+    )
     solid.c["mu"].value, solid.c["nu"].value = mu, nu
     for i in range(2):
         solid.g[i].value, solid.tau[i].value = g[i], tau[i]
@@ -38,6 +45,7 @@ def test_step_strain_relaxation_matches_prony_closed_form(solver_cfg: Any) -> No
     def set_load(s: float) -> None:
         for fn in vals.values():
             fn.interpolate(lambda x: s * (H @ x))
+
     solid.reset()
     solid.run_path("homogeneous", set_load, [(0.0, 1.0)])  # the step, dt = 0
     sigma_e = neo_hookean_cauchy(np.eye(3) + H, mu, nu)

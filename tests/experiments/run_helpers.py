@@ -35,7 +35,9 @@ TISSUES = ("liver", "brain_grey", "myocardium")
 LAWS = {"liver": "neo_hookean", "brain_grey": "ogden", "myocardium": "holzapfel_ogden"}
 
 
-def _split_arrays(rng: np.random.Generator, n: int, names: list[str], start_id: int, n_probes: int) -> dict[str, Any]:
+def _split_arrays(
+    rng: np.random.Generator, n: int, names: list[str], start_id: int, n_probes: int
+) -> dict[str, Any]:
     k = len(names)
     params = np.full((n, k), np.nan)
     tissue = rng.choice(TISSUES, size=n)
@@ -63,8 +65,14 @@ def _split_arrays(rng: np.random.Generator, n: int, names: list[str], start_id: 
     }
 
 
-def write_fixture_dataset(data_cfg: Any, results_root: Path, *, counts: dict[str, int] | None = None,
-                          n_probes: int = 2, seed: int = 0) -> Path:
+def write_fixture_dataset(
+    data_cfg: Any,
+    results_root: Path,
+    *,
+    counts: dict[str, int] | None = None,
+    n_probes: int = 2,
+    seed: int = 0,
+) -> Path:
     """Write a contract-conforming dataset for ``data_cfg`` under ``results_root``; returns its dir."""
     counts = counts or {"train": 48, "val": 4, "test": 4}
     out = ds.dataset_dir(data_cfg, results_root)
@@ -80,10 +88,15 @@ def write_fixture_dataset(data_cfg: Any, results_root: Path, *, counts: dict[str
         name = ds.shard_name(split, 0)
         hashes[name] = ds.write_shard(out / "shards" / name, arrays)
     manifest = {
-        "dataset_id": ds.dataset_id(data_cfg), "schema_version": ds.SCHEMA_VERSION,
-        "counts": counts, "shard_hashes": hashes, "param_names": names,
-        "probe_points": np.zeros((n_probes, 3)).tolist(), "units": {"stress": "kPa"},
-        "rejected": {}, "generator": "tests/experiments/run_helpers.py (fixture, not FEM)",
+        "dataset_id": ds.dataset_id(data_cfg),
+        "schema_version": ds.SCHEMA_VERSION,
+        "counts": counts,
+        "shard_hashes": hashes,
+        "param_names": names,
+        "probe_points": np.zeros((n_probes, 3)).tolist(),
+        "units": {"stress": "kPa"},
+        "rejected": {},
+        "generator": "tests/experiments/run_helpers.py (fixture, not FEM)",
     }
     write_json(out / "manifest.json", manifest)
     return out
@@ -98,9 +111,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # Short runs: 4 steps of 2 x 256-token sequences, 2 val + 2 test samples, no W&B, no periodic checkpoint.
-FAST = ["wandb=disabled", "train.max_steps=4", "train.micro_batch_size=2", "train.max_seq_len=256",
-        "train.warmup_steps=1", "train.eval.val_samples=2", "train.eval.test_samples=2",
-        "harness.checkpoint_every_steps=0"]
+FAST = [
+    "wandb=disabled",
+    "train.max_steps=4",
+    "train.micro_batch_size=2",
+    "train.max_seq_len=256",
+    "train.warmup_steps=1",
+    "train.eval.val_samples=2",
+    "train.eval.test_samples=2",
+    "harness.checkpoint_every_steps=0",
+]
 
 
 def compose_run(results_root: Path, overrides: list[str]) -> Any:

@@ -25,8 +25,9 @@ ARMS = [
 
 
 @pytest.mark.parametrize(("arm", "max_bytes_per_param", "state_dtype"), ARMS)
-def test_arm_trains_and_its_state_is_what_it_claims(results_root: Path, arm: str, max_bytes_per_param: float,
-                                                    state_dtype: str) -> None:
+def test_arm_trains_and_its_state_is_what_it_claims(
+    results_root: Path, arm: str, max_bytes_per_param: float, state_dtype: str
+) -> None:
     code, run_dir = run_in_process(results_root, [f"optimizer={arm}", *FAST])
     s = read_summary(run_dir)
     assert code == 0

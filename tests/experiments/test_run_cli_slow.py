@@ -32,16 +32,28 @@ def _cmd(root: Path, overrides: list[str]) -> list[str]:
 def test_sigterm_then_resume_matches_an_uninterrupted_run(results_root: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [*FAST, "train.max_steps=60", "harness.checkpoint_every_steps=10"]
-    ref = subprocess.run(_cmd(results_root, [*base, "sweep_id=cli-ref"]), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    ref = subprocess.run(
+        _cmd(results_root, [*base, "sweep_id=cli-ref"]),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ref.returncode == 0, ref.stderr[-2000:]
     ref_dir = identity.run_dir(compose_run(results_root, [*base, "sweep_id=cli-ref"]))
     reference = [r["loss"] for r in read_metrics(ref_dir)]
 
     ov = [*base, "sweep_id=cli-kill"]
     run_dir = identity.run_dir(compose_run(results_root, ov))
-    proc = subprocess.Popen(_cmd(results_root, ov), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(results_root, ov),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         m = run_dir / "metrics.jsonl"
@@ -54,8 +66,14 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(results_root: Path) ->
     s = read_summary(run_dir)
     assert s["status"] == "aborted" and "SIGTERM" in s["status_reason"] and s["resumable"] is True
 
-    res = subprocess.run(_cmd(results_root, [*ov, "resume=true"]), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        _cmd(results_root, [*ov, "resume=true"]),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert read_summary(run_dir)["status"] == "completed"
     assert [r["loss"] for r in read_metrics(run_dir)] == reference

@@ -31,14 +31,25 @@ def _complete(run_dir: Path) -> dict:
 def test_nan_or_exploding_loss_is_diverged(results_root: Path) -> None:
     # losses read back every 3 steps: the verdict may fall inside an interval, yet every computed
     # step is in metrics.jsonl
-    code, run_dir = run_in_process(results_root, [*FAST, "train.max_steps=8", "train.lr=1000",
-                                                  "train.divergence.after_step=1", "harness.sync_every_steps=3"])
+    code, run_dir = run_in_process(
+        results_root,
+        [
+            *FAST,
+            "train.max_steps=8",
+            "train.lr=1000",
+            "train.divergence.after_step=1",
+            "harness.sync_every_steps=3",
+        ],
+    )
     s = _complete(run_dir)
     assert code == 0 and s["status"] == "diverged", s["status_reason"]
     rows = read_metrics(run_dir)
     # the recorded reason is true of the recorded numbers
-    assert any(r["loss"] is None or not math.isfinite(r["loss"]) or r["loss"] > 2 * rows[0]["loss"]
-               for r in rows if r["step"] > 1)
+    assert any(
+        r["loss"] is None or not math.isfinite(r["loss"]) or r["loss"] > 2 * rows[0]["loss"]
+        for r in rows
+        if r["step"] > 1
+    )
     assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
     assert s["steps_completed"] == rows[-1]["step"] < 8 and len(rows) % 3 == 0
     assert s["rel_l2_error"] is None  # no evaluation of a diverged model
@@ -46,8 +57,9 @@ def test_nan_or_exploding_loss_is_diverged(results_root: Path) -> None:
 
 def test_other_exception_is_failed_with_traceback(results_root: Path) -> None:
     # An arm added by config whose class rejects the shared hyper-parameters (SGD has no betas).
-    code, run_dir = run_in_process(results_root, [*FAST, "optimizer.target=torch.optim.SGD",
-                                                  "optimizer.name=sgd_by_config"])
+    code, run_dir = run_in_process(
+        results_root, [*FAST, "optimizer.target=torch.optim.SGD", "optimizer.name=sgd_by_config"]
+    )
     s = _complete(run_dir)
     assert code == 0 and s["status"] == "failed"
     assert "TypeError" in s["status_reason"]
@@ -61,7 +73,9 @@ def test_operator_stop_aborts_with_checkpoint_and_resume_is_bit_identical(result
     assert code == 0 and read_summary(ref_dir)["status"] == "completed"
     reference = [r["loss"] for r in read_metrics(ref_dir)]
 
-    code, run_dir = run_in_process(results_root, [*base, "sweep_id=interrupted", "harness.stop_after_steps=3"])
+    code, run_dir = run_in_process(
+        results_root, [*base, "sweep_id=interrupted", "harness.stop_after_steps=3"]
+    )
     s = _complete(run_dir)
     assert code == 0 and s["status"] == "aborted" and s["resumable"] is True
     assert s["steps_completed"] == 3 and s["checkpoint_bytes"] > 0

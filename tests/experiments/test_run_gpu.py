@@ -10,13 +10,25 @@ from run_helpers import fixture_results_root, read_summary, run_in_process
 
 torch = pytest.importorskip("torch")
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
-GPU_1B = ["model=llama-1b", "wandb=disabled", "train.max_steps=4", "train.micro_batch_size=1",
-          "train.max_seq_len=2048", "train.lr=1e-4", "train.warmup_steps=1", "train.timing_warmup_steps=1",
-          "train.eval.val_samples=0", "train.eval.test_samples=1", "train.eval.max_new_tokens=16",
-          "harness.checkpoint_every_steps=0"]
+GPU_1B = [
+    "model=llama-1b",
+    "wandb=disabled",
+    "train.max_steps=4",
+    "train.micro_batch_size=1",
+    "train.max_seq_len=2048",
+    "train.lr=1e-4",
+    "train.warmup_steps=1",
+    "train.timing_warmup_steps=1",
+    "train.eval.val_samples=0",
+    "train.eval.test_samples=1",
+    "train.eval.max_new_tokens=16",
+    "harness.checkpoint_every_steps=0",
+]
 
 
 @pytest.fixture(scope="module")

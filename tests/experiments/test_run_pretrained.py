@@ -22,8 +22,15 @@ def _save_pretrained(out: Path) -> None:
 
     codec = TextCodec.train_bpe(["BC: liver | mu=1.50 -> STRESS: 1.20 -3.40e-1 0 5.60e2"] * 50, 320)
     tok = PreTrainedTokenizerFast(tokenizer_object=codec.tok, eos_token=EOS, pad_token=PAD)
-    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                      intermediate_size=64, vocab_size=len(tok), tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        vocab_size=len(tok),
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(123)
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -31,7 +38,9 @@ def _save_pretrained(out: Path) -> None:
 
 def test_pretrained_weights_and_tokenizer_are_loaded_and_reported(results_root: Path, tmp_path: Path) -> None:
     _save_pretrained(tmp_path / "tiny-pretrained")
-    code, run_dir = run_in_process(results_root, [*FAST, f"model.pretrained_path={tmp_path / 'tiny-pretrained'}"])
+    code, run_dir = run_in_process(
+        results_root, [*FAST, f"model.pretrained_path={tmp_path / 'tiny-pretrained'}"]
+    )
     s = read_summary(run_dir)
     assert code == 0 and s["status"] == "completed", s["status_reason"]
     assert s["model_init"] == "pretrained" and s["tokenizer"] == "pretrained"

@@ -33,16 +33,16 @@ def test_parse_inverts_target_text_and_rejects_short_or_garbled_output() -> None
     back = parse_stress(target_text(stress, 4), 2)
     assert back is not None and np.allclose(back, stress, rtol=1e-3)
     assert parse_stress(target_text(stress, 4) + " 1.0e0 9.9e9", 2) is not None  # extra values ignored
-    assert parse_stress(target_text(stress[:1], 4), 2) is None                    # short
-    assert parse_stress(target_text(stress, 4).replace("e", "x", 1), 2) is None   # garbled
-    assert parse_stress(" nan" * 12, 2) is None                                   # not finite
+    assert parse_stress(target_text(stress[:1], 4), 2) is None  # short
+    assert parse_stress(target_text(stress, 4).replace("e", "x", 1), 2) is None  # garbled
+    assert parse_stress(" nan" * 12, 2) is None  # not finite
 
 
 def test_rel_l2_error_is_sum_of_norms_over_sum_of_norms() -> None:
     true = np.zeros((2, 1, 6))
     true[0, 0, 0], true[1, 0, :2] = 3.0, (4.0, 0.0)
     pred = true.copy()
-    pred[0, 0, 0] = 0.0          # error norm 3 on a sample of norm 3
+    pred[0, 0, 0] = 0.0  # error norm 3 on a sample of norm 3
     # sum ||e|| / sum ||t|| = (3 + 0) / (3 + 4)
     assert rel_l2_error(pred, true) == pytest.approx(3 / 7)
     assert rel_l2_error(np.zeros_like(true), true) == pytest.approx(1.0)  # the parse-failure rule
@@ -69,8 +69,8 @@ def test_packing_is_deterministic_full_length_and_masks_prompts() -> None:
         ib, lb = b.micro_batch(k)
         assert ia.shape == (2, 16) and np.array_equal(ia, ib) and np.array_equal(la, lb)
         target = la != IGNORE_INDEX
-        assert np.all(ia[target] == la[target])             # labels are the tokens themselves
-        assert not np.any(np.isin(la[target], [1, 0]))      # never a prompt (1) or pad (0) token
+        assert np.all(ia[target] == la[target])  # labels are the tokens themselves
+        assert not np.any(np.isin(la[target], [1, 0]))  # never a prompt (1) or pad (0) token
     fresh = PackedStream(samples, max_seq_len=16, micro_batch_size=2, seed=0, pad_id=0)
     fresh.micro_batch(40)
     assert fresh.epochs_started() >= 2  # k=40 lies beyond the first epoch

@@ -18,8 +18,9 @@ def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fixture_results_root(tmp_path_factory)
 
 
-def test_offline_run_reads_back_and_never_holds_the_api_key(results_root: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_run_reads_back_and_never_holds_the_api_key(
+    results_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     fast = [o for o in FAST if not o.startswith("wandb=")]

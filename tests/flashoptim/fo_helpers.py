@@ -16,8 +16,12 @@ def regression_task(seed: int = 0, n: int = 4096, d_in: int = 16) -> tuple[torch
 def small_mlp(seed: int = 0, d_in: int = 16, hidden: int = 64) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Sequential(
-        torch.nn.Linear(d_in, hidden), torch.nn.GELU(), torch.nn.LayerNorm(hidden),
-        torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1),
+        torch.nn.Linear(d_in, hidden),
+        torch.nn.GELU(),
+        torch.nn.LayerNorm(hidden),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.GELU(),
+        torch.nn.Linear(hidden, 1),
     )
 
 

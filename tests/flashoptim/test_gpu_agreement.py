@@ -34,7 +34,10 @@ SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (1000, 33), (4097,)]
 
 def _random_params() -> list[torch.nn.Parameter]:
     g = torch.Generator(device="cuda").manual_seed(0)
-    ps = [torch.nn.Parameter((torch.randn(s, device="cuda", generator=g) * 0.1).to(torch.bfloat16)) for s in SHAPES]
+    ps = [
+        torch.nn.Parameter((torch.randn(s, device="cuda", generator=g) * 0.1).to(torch.bfloat16))
+        for s in SHAPES
+    ]
     base = (torch.randn(48, 40, device="cuda", generator=g) * 0.1).to(torch.bfloat16)
     ps.append(torch.nn.Parameter(base.t()))  # non-contiguous
     ps.append(torch.nn.Parameter(torch.randn(65, device="cuda", generator=g)))  # fp32 (norm-like)
@@ -43,8 +46,14 @@ def _random_params() -> list[torch.nn.Parameter]:
 
 def _model_params() -> list[torch.nn.Parameter]:
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(hidden_size=72, intermediate_size=200, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=1001)
+    cfg = transformers.LlamaConfig(
+        hidden_size=72,
+        intermediate_size=200,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1001,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).cuda()
     fo.cast_model(model)
@@ -90,7 +99,11 @@ def _lion_sign_ambiguous(opt, params) -> list[torch.Tensor | None]:
         group = opt.param_groups[0]
         b1 = group["betas"][0]
         state = opt.state[q]
-        m = opt._load_states(q, state, group)["exp_avg"] if state else torch.zeros_like(q, dtype=torch.float32)
+        m = (
+            opt._load_states(q, state, group)["exp_avg"]
+            if state
+            else torch.zeros_like(q, dtype=torch.float32)
+        )
         g = q.grad.float()
         u = b1 * m + (1 - b1) * g
         out.append(u.abs() <= 2.0**-20 * (b1 * m.abs() + (1 - b1) * g.abs()))
@@ -121,7 +134,9 @@ def _compare(o1, ps, o2, qs, x_old, lr, exempt=None) -> dict[str, float]:
             same_p = p.detach() == q.detach()
             dm = (m1.double() - m2.double()).abs()[same_p]
             if dm.numel():
-                worst["master"] = max(worst["master"], float((dm / torch.maximum(one_code, floor)[same_p]).max()))
+                worst["master"] = max(
+                    worst["master"], float((dm / torch.maximum(one_code, floor)[same_p]).max())
+                )
         else:
             dm = (m1.double() - m2.double()).abs()
             worst["master"] = max(worst["master"], float((dm / floor).max()))
@@ -185,7 +200,9 @@ def test_trajectory_100_steps(cls, kwargs, source) -> None:
     for p, q in zip(ps, qs):
         if p.dtype != torch.bfloat16 or p.numel() == 0:
             continue
-        allowed = torch.maximum(ulp16(q.detach()).double(), _fp32_floor(q.detach().float(), 100 * kwargs["lr"]))
+        allowed = torch.maximum(
+            ulp16(q.detach()).double(), _fp32_floor(q.detach().float(), 100 * kwargs["lr"])
+        )
         ratio = (p.detach().double() - q.detach().double()).abs() / allowed
         within += int((ratio <= 1).sum())
         total += ratio.numel()

@@ -60,10 +60,12 @@ print("RESULT" + json.dumps(out))
 
 def test_triton_kernel_logic_matches_reference_under_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    results = json.loads(line[len("RESULT"):])
+    results = json.loads(line[len("RESULT") :])
     assert len(results) == 9
     for name, w in results.items():
         assert w["param_ulps"] <= 1.0, (name, w)

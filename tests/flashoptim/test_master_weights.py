@@ -18,7 +18,9 @@ from flashoptim.master_weights import (
 )
 
 # fp32 values from subnormal (1e-45) to large (2^127), both signs and zeros
-fp32_values = st.floats(width=32, allow_nan=False, allow_infinity=False, min_value=-(2.0**127), max_value=2.0**127)
+fp32_values = st.floats(
+    width=32, allow_nan=False, allow_infinity=False, min_value=-(2.0**127), max_value=2.0**127
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,8 +16,13 @@ from flashoptim.master_weights import reconstruct_master, ulp16
 
 def _bf16_model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256),
-                                torch.nn.GELU(), torch.nn.Linear(256, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, 512),
+        torch.nn.GELU(),
+        torch.nn.Linear(512, 256),
+        torch.nn.GELU(),
+        torch.nn.Linear(256, 1),
+    )
     return fo.cast_model(model)
 
 
@@ -50,7 +55,9 @@ def test_resident_bytes_per_param(bits, limit) -> None:
     assert all(p.grad.dtype == torch.bfloat16 for p in model.parameters())
     assert _resident_bytes_per_param(model, opt) <= limit
     numel = sum(p.numel() for p in model.parameters())
-    assert opt.state_nbytes() / numel == pytest.approx(1 + 2 * 1.0625 if bits == 24 else 2 + 2 * 1.0625, rel=0.01)
+    assert opt.state_nbytes() / numel == pytest.approx(
+        1 + 2 * 1.0625 if bits == 24 else 2 + 2 * 1.0625, rel=0.01
+    )
     corr = "torch.int8" if bits == 24 else "torch.int16"
     assert set(opt.state_dtypes()) == {corr, "torch.uint8", "torch.int8", "torch.float16", "torch.float32"}
 
@@ -84,8 +91,13 @@ def _nbytes(obj) -> int:
 
 def test_compressed_checkpoint_half_of_torch() -> None:
     x, y = _data()
-    ref = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256),
-                              torch.nn.GELU(), torch.nn.Linear(256, 1))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(256, 512),
+        torch.nn.GELU(),
+        torch.nn.Linear(512, 256),
+        torch.nn.GELU(),
+        torch.nn.Linear(256, 1),
+    )
     ref_opt = torch.optim.AdamW(ref.parameters())
     torch.nn.functional.mse_loss(ref(x), y).backward()
     ref_opt.step()
@@ -96,7 +108,12 @@ def test_compressed_checkpoint_half_of_torch() -> None:
     ours_opt, torch_opt = _nbytes(opt.state_dict()), _nbytes(ref_opt.state_dict())
     ours_all = ours_opt + _nbytes(model.state_dict())
     torch_all = torch_opt + _nbytes(ref.state_dict())
-    assert ours_opt <= 0.5 * torch_opt and ours_all <= 0.5 * torch_all, (ours_opt, torch_opt, ours_all, torch_all)
+    assert ours_opt <= 0.5 * torch_opt and ours_all <= 0.5 * torch_all, (
+        ours_opt,
+        torch_opt,
+        ours_all,
+        torch_all,
+    )
     assert _nbytes(opt.uncompressed_state_dict()) > torch_opt  # fp32 moments + fp32 masters
 
 

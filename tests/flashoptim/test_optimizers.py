@@ -34,8 +34,11 @@ def _train(model, opt, steps, x, y, *, scheduler=None) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize(("cls", "ref_cls", "kwargs"), EQUIVALENT,
-                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(EQUIVALENT)])
+@pytest.mark.parametrize(
+    ("cls", "ref_cls", "kwargs"),
+    EQUIVALENT,
+    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(EQUIVALENT)],
+)
 def test_compression_off_matches_torch(cls, ref_cls, kwargs) -> None:
     """fp32 params, fp32 states: the same update as the torch optimizer, to fp32 rounding."""
     x, y = regression_task()
@@ -58,7 +61,9 @@ CONVERGENCE = [
 ]
 
 
-@pytest.mark.parametrize(("cls", "ref_cls", "kwargs"), CONVERGENCE, ids=[c.__name__ for c, _, _ in CONVERGENCE])
+@pytest.mark.parametrize(
+    ("cls", "ref_cls", "kwargs"), CONVERGENCE, ids=[c.__name__ for c, _, _ in CONVERGENCE]
+)
 def test_compressed_300_steps_within_5_percent(cls, ref_cls, kwargs) -> None:
     """bf16 params (norms fp32), 24-bit master, 8-bit states vs the fp32 optimizer: final loss within 5%."""
     x, y = regression_task()
@@ -92,7 +97,9 @@ def test_param_groups_and_scheduler() -> None:
     model = fo.cast_model(small_mlp())
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     no_decay = [p for n, p in model.named_parameters() if not n.endswith("weight")]
-    opt = fo.FlashAdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2)
+    opt = fo.FlashAdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2
+    )
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
     _train(model, opt, 12, x, y, scheduler=sched)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2.5e-3, 2.5e-3])
@@ -167,8 +174,15 @@ def test_updates_below_half_ulp_accumulate() -> None:
 def test_cast_model_on_a_transformers_llama_trains() -> None:
     """The run engine's path: a tiny Llama, cast_model, FlashAdamW, gradient release, a few steps."""
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=101, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=101,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = fo.cast_model(transformers.LlamaForCausalLM(cfg))
     dtypes = {n: p.dtype for n, p in model.named_parameters()}

@@ -85,8 +85,10 @@ def state_snapshot() -> dict[str, torch.Tensor]:
         torch.nn.functional.mse_loss(model(x), y).backward()
         opt.step()
     st = [opt.state[p] for p in model.parameters() if p.dim() == 2]
-    return {"exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in st]),
-            "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in st])}
+    return {
+        "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in st]),
+        "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in st]),
+    }
 
 
 def _error(x: torch.Tensor, comp: Compander, signed: bool, root: int) -> float:
