@@ -39,7 +39,9 @@ class WandbLogger:
         self.error: BaseException | None = None
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self.mode = cfg.wandb.mode
+        # WANDB_MODE=disabled in the environment wins, as it does for wandb itself (GPU boxes
+        # without wandb installed set it; see scripts/gpu_env.sh).
+        self.mode = "disabled" if os.environ.get("WANDB_MODE") == "disabled" else cfg.wandb.mode
         if self.mode == "disabled":
             return
         import wandb

@@ -20,6 +20,7 @@ case "$part" in
     python3 -m experiments.gpu_table --model llama2-7b --steps 6 --timing-warmup 2 --micro-batch 1 --out "$out" 2>&1 | tail -12
     ;;
   pilot)
-    timeout "${PILOT_TIMEOUT_S:-540}" python3 -m experiments.sweep sweep=mvt scale=pilot wandb=disabled "${@:2}" 2>&1 | tee -a "$out/pilot.log" | tail -40
+    export WANDB_MODE=disabled   # wandb is not carried to the GPU box (transfer limit)
+    timeout "${PILOT_TIMEOUT_S:-540}" python3 -m experiments.sweep sweep=mvt scale=pilot "${@:2}" 2>&1 | tee -a "$out/pilot.log" | tail -40
     ;;
 esac
