@@ -29,6 +29,7 @@ from common.ids import file_sha256
 from common.provenance import git_state, now_iso, package_versions
 from datagen.dataset import (
     GENERATOR_VERSION,
+    SAMPLE_FIELDS,
     SCHEMA_VERSION,
     dataset_dir,
     dataset_id,
@@ -103,22 +104,7 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
     data, runner = _DATA, _RUNNER
     names = param_names(data)
     col = {n: i for i, n in enumerate(names)}
-    rows: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "sample_id",
-            "tissue",
-            "material_model",
-            "scenario",
-            "behaviour",
-            "params",
-            "stress",
-            "strain",
-            "converged",
-            "newton_iterations",
-            "load_steps",
-        )
-    }
+    rows: dict[str, list[Any]] = {k: [] for k in SAMPLE_FIELDS}
     rejected_ids, rejected_reasons = [], []
     for sid in range(spec.first_sample_id, spec.first_sample_id + spec.count):
         x = draw_sample(data, sid)
