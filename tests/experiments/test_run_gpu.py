@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from run_helpers import fixture_results_root, read_summary, run_in_process
-
-torch = pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.gpu,

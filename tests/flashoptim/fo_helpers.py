@@ -1,4 +1,4 @@
-"""Shared helpers for the flashoptim tests: a small regression task and a Lion reference."""
+"""Shared helpers for the flashoptim tests: a small regression task, a tiny Llama, a Lion reference."""
 
 from __future__ import annotations
 
@@ -23,6 +23,23 @@ def small_mlp(seed: int = 0, d_in: int = 16, hidden: int = 64) -> torch.nn.Modul
         torch.nn.GELU(),
         torch.nn.Linear(hidden, 1),
     )
+
+
+def tiny_llama(hidden: int, intermediate: int, vocab: int, seed: int = 0, **extra: int) -> torch.nn.Module:
+    """A random-init 2-layer transformers Llama (fp32, CPU): real model tensors for the tests."""
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(cfg)
 
 
 class LionReference(torch.optim.Optimizer):

@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+from fo_helpers import tiny_llama
 
 import flashoptim as fo
 from flashoptim.master_weights import reconstruct_master, ulp16
@@ -45,17 +46,7 @@ def _random_params() -> list[torch.nn.Parameter]:
 
 
 def _model_params() -> list[torch.nn.Parameter]:
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        hidden_size=72,
-        intermediate_size=200,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1001,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).cuda()
+    model = tiny_llama(hidden=72, intermediate=200, vocab=1001).cuda()
     fo.cast_model(model)
     return list(model.parameters())
 

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from fo_helpers import LionReference, regression_task, small_mlp
+from fo_helpers import LionReference, regression_task, small_mlp, tiny_llama
 
 import flashoptim as fo
 
@@ -173,18 +173,7 @@ def test_updates_below_half_ulp_accumulate() -> None:
 
 def test_cast_model_on_a_transformers_llama_trains() -> None:
     """The run engine's path: a tiny Llama, cast_model, FlashAdamW, gradient release, a few steps."""
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=101,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    model = fo.cast_model(transformers.LlamaForCausalLM(cfg))
+    model = fo.cast_model(tiny_llama(hidden=64, intermediate=96, vocab=101, max_position_embeddings=64))
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
     assert dtypes["model.layers.0.self_attn.q_proj.weight"] == torch.bfloat16
     assert dtypes["model.layers.0.input_layernorm.weight"] == torch.float32
