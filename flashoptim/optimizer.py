@@ -37,6 +37,14 @@ _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 # The learned compander scores candidates on at most this many values (a strided sample of whole
 # groups), so a refit of a 100M-value state costs a few ms, not seconds.
 _REFIT_SAMPLE = 1 << 20
+# Alignment (bytes) of each state view inside the arena: keeps Triton's 16-byte pointer
+# specialisation (vectorised loads) for every state tensor.
+_ARENA_ALIGN = 256
+
+
+def _plain_tensor(p: torch.Tensor) -> bool:
+    """True for ordinary (non-subclass) tensors and Parameters: the only ones that take arena views."""
+    return type(p) in (torch.Tensor, torch.nn.Parameter)
 
 
 def _check_range(name: str, value: float, lo: float, hi: float, *, hi_open: bool = False) -> None:
@@ -84,6 +92,7 @@ class FlashOptimizer(torch.optim.Optimizer):
         self.compress_state_dict = compress_state_dict
         super().__init__(params, defaults)
         self._group_index: dict[int, int] = {}
+        self._arena_views: dict[int, dict[str, torch.Tensor]] = {}
         all_params = [p for g in self.param_groups for p in g["params"]]
         for p in all_params:
             if p.is_complex() or not p.is_floating_point():
@@ -132,21 +141,65 @@ class FlashOptimizer(torch.optim.Optimizer):
     def _fixed_compander(self, signed: bool) -> Compander:
         return default_compander(self.compander, signed=signed)
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state: dict[str, Any] = {"step": 0}
+    def _state_layout(
+        self, p: torch.Tensor, group: dict[str, Any]
+    ) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """``(key, dtype, shape)`` of each tensor state of ``p`` except the compander parameters."""
+        out: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
         corr = self._correction_dtype(p)
         if corr is not None:
-            state["correction"] = torch.zeros_like(p, dtype=corr, memory_format=torch.contiguous_format)
+            out.append(("correction", corr, tuple(p.shape)))
         for name, signed, _root in self._state_specs(group):
             if self.quantize_states:
-                code_dtype = torch.int8 if signed else torch.uint8
-                state[f"{name}_codes"] = torch.zeros(p.numel(), dtype=code_dtype, device=p.device)
-                state[f"{name}_scales"] = torch.zeros(
-                    num_groups(p.numel()), dtype=torch.float16, device=p.device
-                )
-                state[f"{name}_compander"] = self._fixed_compander(signed).as_tensor()
+                out.append((f"{name}_codes", torch.int8 if signed else torch.uint8, (p.numel(),)))
+                out.append((f"{name}_scales", torch.float16, (num_groups(p.numel()),)))
             else:
-                state[name] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
+                out.append((name, torch.float32, tuple(p.shape)))
+        return out
+
+    @torch.no_grad()
+    def _allocate_states(self, params: list[tuple[torch.Tensor, dict[str, Any]]]) -> None:
+        """One zeroed allocation per (device, dtype) holding the states of all ``params`` without any.
+
+        Why: the CUDA caching allocator rounds each block up (a block is not split when less than
+        1 MiB would remain), and with five state tensors per param this rounding cost 0.29 GiB at 7B
+        (measured; flashoptim/BENCHMARKS.md). One arena per dtype costs at most one rounding each;
+        each state is a view aligned to ``_ARENA_ALIGN`` bytes, handed out by ``_init_state``.  One
+        dtype per arena because ``torch.save`` refuses views of one storage as different dtypes;
+        like any view, a state saved alone serialises its whole arena (save the state_dict, or
+        ``.clone()``).  DTensor params (FSDP2) keep per-tensor allocations.
+        """
+        by_device: dict[torch.device, list[tuple[torch.Tensor, dict[str, Any]]]] = {}
+        for p, group in params:
+            if self.state.get(p) or id(p) in self._arena_views or not _plain_tensor(p):
+                continue
+            by_device.setdefault(p.device, []).append((p, group))
+        for device, items in by_device.items():
+            plans: dict[torch.dtype, list[tuple[torch.Tensor, str, tuple[int, ...], int, int]]] = {}
+            ends: dict[torch.dtype, int] = {}
+            align: dict[torch.dtype, int] = {}  # in elements
+            for p, group in items:
+                for key, dtype, shape in self._state_layout(p, group):
+                    numel, start = math.prod(shape), ends.get(dtype, 0)
+                    plans.setdefault(dtype, []).append((p, key, shape, start, numel))
+                    align[dtype] = _ARENA_ALIGN // dtype.itemsize
+                    ends[dtype] = start + -(-numel // align[dtype]) * align[dtype]
+            for dtype, plan in plans.items():
+                arena = torch.zeros(ends[dtype], dtype=dtype, device=device)
+                for p, key, shape, start, numel in plan:
+                    self._arena_views.setdefault(id(p), {})[key] = arena[start : start + numel].view(shape)
+
+    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state: dict[str, Any] = {"step": 0}
+        views = self._arena_views.pop(id(p), None)
+        for key, dtype, shape in self._state_layout(p, group):
+            if views is not None:
+                state[key] = views[key]
+            else:
+                state[key] = torch.zeros(shape, dtype=dtype, device=p.device)
+        if self.quantize_states:
+            for name, signed, _root in self._state_specs(group):
+                state[f"{name}_compander"] = self._fixed_compander(signed).as_tensor()
         self.state[p] = state
         return state
 
@@ -233,6 +286,14 @@ class FlashOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._allocate_states(
+            [
+                (p, g)
+                for g in self.param_groups
+                for p in g["params"]
+                if p.grad is not None and not self.state.get(p)
+            ]
+        )
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             triton_params = [p for p in params if self._use_triton(p)]
@@ -258,6 +319,16 @@ class FlashOptimizer(torch.optim.Optimizer):
             self._group_index = {id(q): i for i, g in enumerate(self.param_groups) for q in g["params"]}
         if id(p) not in self._group_index:
             raise KeyError("step_param: this tensor is not a parameter of this optimizer")
+        if not self.state.get(p) and id(p) not in self._arena_views:
+            # gradient release: the first hook allocates the states of every trainable param at once
+            self._allocate_states(
+                [
+                    (q, g)
+                    for g in self.param_groups
+                    for q in g["params"]
+                    if q.requires_grad and not self.state.get(q)
+                ]
+            )
         self._step_param(p, self.param_groups[self._group_index[id(p)]])
 
     # ----------------------------------------------------------------- accounting
@@ -318,6 +389,9 @@ class FlashOptimizer(torch.optim.Optimizer):
         saved_state = state_dict["state"]
         super().load_state_dict(state_dict)
         by_id = self._params_by_saved_id(state_dict["param_groups"])
+        for saved_id in saved_state:
+            self.state[by_id[saved_id][0]] = {}  # the torch-cast copies; replaced by _import_state
+        self._allocate_states([by_id[saved_id] for saved_id in saved_state])
         for saved_id, saved in saved_state.items():
             p, group = by_id[saved_id]
             self.state[p] = self._import_state(p, group, saved)
