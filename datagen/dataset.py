@@ -25,7 +25,9 @@ from common.atomic import read_json, write_bytes
 from common.ids import content_id, file_sha256
 
 # Bump when a change to the generator changes the numbers it writes (it is part of dataset_id).
-GENERATOR_VERSION = 2  # 2: QLV output no longer decays the committed history twice
+# 2: QLV history no longer decayed twice. 3: mixed u-p solid (no volumetric locking); QLV relaxes the
+# non-volumetric stress only, history sampled at interior points (Legendre DG) instead of cell corners.
+GENERATOR_VERSION = 3
 SCHEMA_VERSION = 1
 SAMPLE_FIELDS = (
     "sample_id",

@@ -21,6 +21,13 @@ kappa = 2 mu_ref (1 + nu) / (3 (1 - 2 nu)); U(J) = kappa/2 (ln J)^2):
   psi = a/(2b)(exp(b(bar I1 - 3)) - 1) + sum_{i=f,s} a_i/(2 b_i)(exp(b_i <I4i - 1>^2) - 1)
         + a_fs/(2 b_fs)(exp(b_fs I8fs^2) - 1) + U(J),  <x> = max(x, 0) (fibres bear no compression),
   mu_ref = a + a_f + a_s (hazard: kappa from `a` alone would make the tissue compressible along fibres).
+- guccione (Guccione, McCulloch & Waldman 1991, transversely isotropic Fung-type):
+  psi = C/2 (exp(Q) - 1) + U(J), Q = b_f E_ff^2 + b_t (E_ss^2 + E_nn^2 + 2 E_sn^2) + b_fs (2 E_fs^2 + 2 E_fn^2),
+  E_ab = a . bar E b, bar E = (J^(-2/3) C - I)/2 the isochoric Green-Lagrange strain, n = f x s;
+  mu_ref = C b_f / 2 (the fibre-direction small-strain modulus; the stiffest direction sets kappa).
+- mooney_rivlin_incompressible, ogden_incompressible: the isochoric parts above with J = 1 exactly,
+  enforced by a pressure Lagrange multiplier (mixed formulation only; no nu). At J = 1 the
+  barred invariants equal the plain ones, so the classical closed forms apply.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from typing import Any
 
 import ufl
 
-LAWS = ("neo_hookean", "mooney_rivlin", "ogden", "holzapfel_ogden")
+INCOMPRESSIBLE_LAWS = ("mooney_rivlin_incompressible", "ogden_incompressible")
+LAWS = ("neo_hookean", "mooney_rivlin", "ogden", "holzapfel_ogden", "guccione", *INCOMPRESSIBLE_LAWS)
 
 
 def _invariants(F: Any) -> tuple[Any, Any, Any, Any]:
@@ -71,27 +79,53 @@ def strain_energy(
     fibre: Any = None,
     sheet: Any = None,
 ) -> Any:
-    """psi(F) in kPa for `law` with constants `c` (fem.Constant by parameter name)."""
+    """psi(F) in kPa for a compressible `law` with constants `c` (fem.Constant by parameter name):
+    psi = psi_rest + K/2 (ln J)^2 with (psi_rest, K) from `strain_energy_parts`."""
+    if law in INCOMPRESSIBLE_LAWS:
+        raise ValueError(f"{law} is incompressible: it has no psi(F) alone (use strain_energy_parts)")
+    rest, K = strain_energy_parts(law, F, c, ogden_alpha=ogden_alpha, fibre=fibre, sheet=sheet)
+    return rest + K / 2 * ufl.ln(ufl.det(F)) ** 2
+
+
+def strain_energy_parts(
+    law: str,
+    F: Any,
+    c: dict[str, Any],
+    *,
+    ogden_alpha: int | None = None,
+    fibre: Any = None,
+    sheet: Any = None,
+) -> tuple[Any, Any]:
+    """(psi_rest, K) with psi = psi_rest + K/2 (ln J)^2 (kPa); K is None for an incompressible law.
+
+    The split feeds the mixed displacement-pressure formulation (datagen/solid.py), which replaces
+    K/2 (ln J)^2 by p ln J - p^2/(2K) (p eliminated pointwise gives back the same psi) and, for
+    an incompressible law, by p ln J alone: p is then the Lagrange multiplier of ln J = 0 (J = 1).
+    """
     C, I1, I2, J = _invariants(F)
     d = F.ufl_shape[0]
     lnJ = ufl.ln(J)
     if law == "neo_hookean":
         mu, nu = c["mu"], c["nu"]
         lam = 2.0 * mu * nu / (1.0 - 2.0 * nu)
-        return mu / 2 * (I1 - 3) - mu * lnJ + lam / 2 * lnJ**2
-    if law == "mooney_rivlin":
-        kappa = bulk_modulus(2.0 * (c["c10"] + c["c01"]), c["nu"])
+        return mu / 2 * (I1 - 3) - mu * lnJ, lam
+    if law in ("mooney_rivlin", "mooney_rivlin_incompressible"):
         I1b = J ** (-2.0 / 3.0) * I1
         I2b = J ** (-4.0 / 3.0) * I2
-        return c["c10"] * (I1b - 3) + c["c01"] * (I2b - 3) + kappa / 2 * lnJ**2
-    if law == "ogden":
+        rest = c["c10"] * (I1b - 3) + c["c01"] * (I2b - 3)
+        if law == "mooney_rivlin_incompressible":
+            return rest, None
+        return rest, bulk_modulus(2.0 * (c["c10"] + c["c01"]), c["nu"])
+    if law in ("ogden", "ogden_incompressible"):
         if ogden_alpha is None or ogden_alpha == 0 or ogden_alpha % 2:
             raise ValueError(f"ogden needs a non-zero even integer alpha, got {ogden_alpha!r}")
         alpha = int(ogden_alpha)
         k = alpha // 2
         sum_stretch = J ** (-alpha / 3.0) * _trace_power(C, k, d)
-        kappa = bulk_modulus(c["mu"], c["nu"])
-        return 2.0 * c["mu"] / alpha**2 * (sum_stretch - 3) + kappa / 2 * lnJ**2
+        rest = 2.0 * c["mu"] / alpha**2 * (sum_stretch - 3)
+        if law == "ogden_incompressible":
+            return rest, None
+        return rest, bulk_modulus(c["mu"], c["nu"])
     if law == "holzapfel_ogden":
         if fibre is None or sheet is None:
             raise ValueError("holzapfel_ogden needs fibre and sheet directions")
@@ -101,14 +135,35 @@ def strain_energy(
         I8fs = ufl.dot(fibre, C * sheet)
         mac_f = ufl.conditional(ufl.gt(I4f, 1.0), I4f - 1.0, 0.0)
         mac_s = ufl.conditional(ufl.gt(I4s, 1.0), I4s - 1.0, 0.0)
-        kappa = bulk_modulus(c["a"] + c["a_f"] + c["a_s"], c["nu"])
-        return (
+        rest = (
             c["a"] / (2 * c["b"]) * (ufl.exp(c["b"] * (I1b - 3)) - 1)
             + c["a_f"] / (2 * c["b_f"]) * (ufl.exp(c["b_f"] * mac_f**2) - 1)
             + c["a_s"] / (2 * c["b_s"]) * (ufl.exp(c["b_s"] * mac_s**2) - 1)
             + c["a_fs"] / (2 * c["b_fs"]) * (ufl.exp(c["b_fs"] * I8fs**2) - 1)
-            + kappa / 2 * lnJ**2
         )
+        return rest, bulk_modulus(c["a"] + c["a_f"] + c["a_s"], c["nu"])
+    if law == "guccione":
+        if fibre is None or sheet is None:
+            raise ValueError("guccione needs fibre and sheet directions")
+        normal = ufl.cross(fibre, sheet)
+        Eb = 0.5 * (J ** (-2.0 / 3.0) * C - ufl.Identity(d))
+        e = {
+            (a, b): ufl.dot(va, Eb * vb)
+            for (a, va), (b, vb) in (
+                (("f", fibre), ("f", fibre)),
+                (("s", sheet), ("s", sheet)),
+                (("n", normal), ("n", normal)),
+                (("f", fibre), ("s", sheet)),
+                (("f", fibre), ("n", normal)),
+                (("s", sheet), ("n", normal)),
+            )
+        }
+        Q = (
+            c["b_f"] * e["f", "f"] ** 2
+            + c["b_t"] * (e["s", "s"] ** 2 + e["n", "n"] ** 2 + 2 * e["s", "n"] ** 2)
+            + c["b_fs"] * (2 * e["f", "s"] ** 2 + 2 * e["f", "n"] ** 2)
+        )
+        return c["C"] / 2 * (ufl.exp(Q) - 1), bulk_modulus(c["C"] * c["b_f"] / 2, c["nu"])
     raise ValueError(f"unknown law {law!r}; one of {LAWS}")
 
 

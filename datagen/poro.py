@@ -29,17 +29,16 @@ import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
 import numpy as np
 import ufl
 from dolfinx import default_scalar_type, fem
-from dolfinx.fem.petsc import NonlinearProblem
 from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
 
+from datagen.compiled import CompiledModel, SampleRejected, SolveStats, expression, reason_name
 from datagen.materials import green_lagrange
-from datagen.solid import JIT_OPTIONS, SampleRejected, SolveStats, _expression, _petsc_options, _reason_name
 from datagen.specimen import FACE_TAGS, Specimen, voigt
 
 UNDRAINED_DT = 0.0  # the first increment: dt = 0 enforces div u = div u_n exactly
 
 
-class Biot:
+class Biot(CompiledModel):
     _counter = 0
 
     def __init__(
@@ -61,8 +60,11 @@ class Biot:
         Ue = basix.ufl.element("Lagrange", cell, degree, shape=(3,))
         Pe = basix.ufl.element("Lagrange", cell, pressure_degree)
         self.W = fem.functionspace(dom, basix.ufl.mixed_element([Ue, Pe]))
-        self.w = fem.Function(self.W)
+        self.w = self.state = fem.Function(self.W)
         self.w_n = fem.Function(self.W)
+        self.Vu = self.W.sub(0)
+        self.mixed = True
+        self.saddle_point = True  # zero pressure block at dt = 0 (undrained step)
         u, p = ufl.split(self.w)
         u_n, _ = ufl.split(self.w_n)
         v, q = ufl.TestFunctions(self.W)
@@ -96,71 +98,18 @@ class Biot:
         )
         self.jacobian = ufl.derivative(self.residual, self.w)
         F = ufl.Identity(3) + ufl.grad(u)
-        self._probe_sigma = _expression(voigt(sigma), specimen.probe_ref)
-        self._probe_E = _expression(voigt(green_lagrange(F)), specimen.probe_ref)
-        self._probe_p = _expression(p, specimen.probe_ref)
-        self._problems: dict[str, tuple[NonlinearProblem, dict[str, Any]]] = {}
-
-    def _bc_component(self, face: str, comp: int) -> tuple[Any, fem.Constant]:
-        Vi = self.W.sub(0).sub(comp)
-        dofs = fem.locate_dofs_topological(Vi, 2, self.sp.facets(face))
-        c = fem.Constant(self.sp.domain, default_scalar_type(0.0))
-        return fem.dirichletbc(c, dofs, Vi), c
+        self.cauchy = sigma  # UFL total Cauchy stress (kPa), for datagen.show
+        self._probe_sigma = expression(voigt(sigma), specimen.probe_ref)
+        self._probe_E = expression(voigt(green_lagrange(F)), specimen.probe_ref)
+        self._probe_p = expression(p, specimen.probe_ref)
 
     def bcs_for(self, scenario: str) -> tuple[list[Any], dict[str, Any]]:
-        """As datagen.solid.Solid.bcs_for, plus drainage p = 0 on the top face z = L."""
-        bcs, vals = [], {}
-        if scenario == "uniaxial":
-            for face, comp in (("x0", 0), ("y0", 1), ("z0", 2)):
-                bcs.append(self._bc_component(face, comp)[0])
-            bc, vals["top_uz"] = self._bc_component("z1", 2)
-            bcs.append(bc)
-        elif scenario == "simple_shear":
-            for comp in range(3):
-                bcs.append(self._bc_component("z0", comp)[0])
-            for comp, key in ((0, "top_ux"), (1, "top_uy"), (2, None)):
-                bc, c = self._bc_component("z1", comp)
-                bcs.append(bc)
-                if key:
-                    vals[key] = c
-        elif scenario == "confined_compression":
-            for face, comp in (("x0", 0), ("x1", 0), ("y0", 1), ("y1", 1), ("z0", 2)):
-                bcs.append(self._bc_component(face, comp)[0])
-            bc, vals["top_uz"] = self._bc_component("z1", 2)
-            bcs.append(bc)
-        elif scenario in ("indentation", "terzaghi"):
-            if scenario == "indentation":
-                for comp in range(3):
-                    bcs.append(self._bc_component("z0", comp)[0])
-            else:  # 1-D column: rollers on the sides and the base, load on top
-                for face, comp in (("x0", 0), ("x1", 0), ("y0", 1), ("y1", 1), ("z0", 2)):
-                    bcs.append(self._bc_component(face, comp)[0])
-        else:
-            raise ValueError(f"unknown scenario {scenario!r}")
+        """The displacement BCs of CompiledModel.bcs_for plus drainage p = 0 on the top face z = L."""
+        bcs, vals = super().bcs_for(scenario)
         Wp = self.W.sub(1)
         pdofs = fem.locate_dofs_topological(Wp, 2, self.sp.facets("z1"))
         bcs.append(fem.dirichletbc(default_scalar_type(0.0), pdofs, Wp))
         return bcs, vals
-
-    def problem(self, scenario: str) -> tuple[NonlinearProblem, dict[str, Any]]:
-        if scenario not in self._problems:
-            bcs, vals = self.bcs_for(scenario)
-            prob = NonlinearProblem(
-                self.residual,
-                self.w,
-                bcs=bcs,
-                J=self.jacobian,
-                petsc_options_prefix=f"{self.tag}{scenario}_",
-                petsc_options={
-                    **_petsc_options(self.solver_cfg),
-                    # saddle point at dt = 0: zero pressure block
-                    # needs a pivoting LU
-                    "pc_factor_mat_solver_type": "mumps",
-                },
-                jit_options=JIT_OPTIONS,
-            )
-            self._problems[scenario] = (prob, vals)
-        return self._problems[scenario]
 
     def reset(self) -> None:
         self.w.x.array[:] = 0.0
@@ -183,7 +132,7 @@ class Biot:
             reason = prob.solver.getConvergedReason()
             stats.newton_iterations += prob.solver.getIterationNumber()
             if reason <= 0:
-                raise SampleRejected(f"newton_{_reason_name(reason)}")
+                raise SampleRejected(f"newton_{reason_name(reason)}")
             if not np.all(np.isfinite(self.w.x.array)):
                 raise SampleRejected("nan_solution")
             self.w_n.x.array[:] = self.w.x.array

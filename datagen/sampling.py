@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.spec import BIOT_PARAMS, LAW_PARAMS, PRONY_PARAMS
+from datagen.spec import BIOT_PARAMS, FIBRE_LAWS, LAW_PARAMS, OGDEN_LAWS, PRONY_PARAMS
 
 
 @dataclass
@@ -53,8 +53,8 @@ def draw_sample(data: Any, sample_id: int) -> SampleInputs:
         )
         for p in LAW_PARAMS[model]:
             params[f"{model}.{p}"] = _draw(rng, tc.hyperelastic[model][p])
-        if model == "ogden":
-            alpha = int(params["ogden.alpha"])
+        if model in OGDEN_LAWS:
+            alpha = int(params[f"{model}.alpha"])
         if behaviour == "viscoelastic":
             for p in PRONY_PARAMS:
                 params[f"prony.{p}"] = _draw(rng, tc.prony[p])
@@ -73,7 +73,7 @@ def draw_sample(data: Any, sample_id: int) -> SampleInputs:
         r, L = float(ld.patch_radius_mm), float(data.mesh.specimen_size_mm)
         params["load.patch_x_mm"] = float(rng.uniform(r, L - r)) if 2 * r < L else L / 2
         params["load.patch_y_mm"] = float(rng.uniform(r, L - r)) if 2 * r < L else L / 2
-    if model == "holzapfel_ogden":
+    if model in FIBRE_LAWS:
         params["load.fibre_angle_deg"] = _draw(rng, ld.fibre_angle_deg)
     sv = data.solver
     if behaviour == "viscoelastic":

@@ -5,18 +5,37 @@ Weak form (total Lagrangian, dead nominal traction t0 on the top face z = L):
 
     R(u; v) = int_Omega P(F) : grad v dX - int_{z=L} t0 . v dA = 0,   F = I + grad u.
 
-Hyperelastic: P = d psi / dF (datagen/materials.py). QLV with a two-term Prony series,
-G(t) = g_inf + sum_i g_i exp(-t/tau_i), g_inf = 1 - sum_i g_i, acting on the elastic second
-Piola-Kirchhoff stress S_e = F^-1 dpsi/dF:
+Hyperelastic: P = d psi / dF (datagen/materials.py).
 
-    S(t) = g_inf S_e(t) + sum_i H_i(t),
+Mixed displacement-pressure (Taylor-Hood Q2/Q1, `pressure_degree` given; the production
+formulation): with psi = psi_rest + K/2 (ln J)^2 (materials.strain_energy_parts), the energy is
+written psi_rest + p ln J - p^2/(2K), whose stationarity in p gives p = K ln J pointwise, i.e. the
+same continuum law, but the discrete volumetric constraint is only imposed against the Q1
+pressures, which removes volumetric locking (pure-displacement Q2 loses 19% of the Cook's membrane
+tip deflection at nu = 0.49 on a 2 x 2 mesh: tests/datagen/test_cook.py). Residuals:
+
+    int P : grad v dX - int t0 . v dA = 0,   P = d(psi_rest + p ln J)/dF,
+    int (ln J - p/K) q dX = 0                 (ln J = 0, i.e. J = 1, for incompressible laws).
+
+p/J is the mean Cauchy stress (tension positive); sigma = J^-1 P F^T includes it.
+
+QLV with a two-term Prony series, G(t) = g_inf + sum_i g_i exp(-t/tau_i), g_inf = 1 - sum_i g_i,
+acting on the second Piola-Kirchhoff stress of psi_rest, S_e = F^-1 dpsi_rest/dF; the volumetric
+stress S_vol = F^-1 d(vol)/dF = (p or K ln J) C^-1 is elastic (does not relax), as in the usual
+finite-strain viscoelasticity of nearly incompressible tissue (relaxation in shear, not in bulk):
+
+    S(t) = g_inf S_e(t) + sum_i H_i(t) + S_vol(t),
     H_i^{n+1} = exp(-dt/tau_i) H_i^n + g_i beta_i (S_e^{n+1} - S_e^n),
     beta_i = (1 - exp(-dt/tau_i)) tau_i/dt,
 
 the exact update for S_e piecewise linear in time; for a strain step applied in one increment
-(beta_i -> 1 as dt -> 0) it gives S(t) = G(t) S_e, the closed form tested in test_viscoelastic.py.
-H_i and S_e^n live in a discontinuous Lagrange tensor space of the displacement degree
-(interpolated at its nodes after each converged increment).
+(beta_i -> 1 as dt -> 0) it gives S(t) = G(t) S_e + S_vol, the closed form tested in
+test_viscoelastic.py. Hazard (why the volumetric part is elastic): relaxing p C^-1 as well makes the
+mixed problem drift in volume during the hold and Newton diverge (seen: Ogden alpha = -24, simple
+shear 0.24, nu 0.48); relaxing K ln J C^-1 in the pure-displacement form relaxes the bulk modulus
+with the shear modulus, which a near-incompressible tissue does not do.
+H_i and S_e^n live in a discontinuous tensor space of the displacement degree with Legendre dofs
+(per-cell L2 projection from interior points after each converged increment).
 
 Robust stepping (`Solid.run`): the load factor s in [0, 1] (and time) advance in increments; each
 increment is a Newton (PETSc SNES) solve whose converged reason is checked, together with NaNs and
@@ -27,7 +46,6 @@ rejected with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import basix.ufl
@@ -37,47 +55,24 @@ import ufl
 from dolfinx import default_scalar_type, fem
 from dolfinx.fem.petsc import NonlinearProblem
 from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
-from ufl.corealg.multifunction import MultiFunction
 
-from datagen.materials import cauchy_from_pk1, green_lagrange, strain_energy
+from datagen.compiled import (
+    JIT_OPTIONS,
+    SNES_REASON_OK,
+    CompiledModel,
+    SampleRejected,
+    SolveStats,
+)
+from datagen.compiled import expression as _expression
+from datagen.compiled import reason_name as _reason_name
+from datagen.materials import INCOMPRESSIBLE_LAWS, cauchy_from_pk1, green_lagrange, strain_energy_parts
 from datagen.spec import LAW_PARAMS
-from datagen.specimen import Specimen, voigt
+from datagen.specimen import FACE_TAGS, Specimen, voigt
 
-SNES_REASON_OK = 0
-# Hazard: FFCx waits only 10 s (default) for another process compiling the same form, and the
-# Ogden Jacobian takes longer than that on a loaded machine: wait instead of failing.
-JIT_OPTIONS = {"timeout": 1800}
+__all__ = ["JIT_OPTIONS", "SampleRejected", "Solid", "SolveStats"]
 
 
-class SampleRejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class SolveStats:
-    load_steps: int = 0
-    newton_iterations: int = 0
-    cutbacks: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
-def _petsc_options(solver_cfg: Any) -> dict[str, Any]:
-    return {
-        "snes_type": "newtonls",
-        "snes_linesearch_type": "none",
-        "snes_rtol": solver_cfg.snes_rtol,
-        "snes_atol": solver_cfg.snes_atol,
-        "snes_stol": 0.0,
-        "snes_max_it": solver_cfg.snes_max_it,
-        "ksp_type": "preonly",
-        "pc_type": "lu",
-        "snes_error_if_not_converged": False,
-    }
-
-
-class Solid:
+class Solid(CompiledModel):
     """One compiled finite-strain model; scenarios are sets of Dirichlet BCs with Constant values."""
 
     _counter = 0
@@ -93,19 +88,40 @@ class Solid:
         solver_cfg: Any,
         viscoelastic: bool = False,
         ogden_alpha: int | None = None,
+        pressure_degree: int | None = None,
+        traction_face: str = "z1",
     ) -> None:
+        """`pressure_degree` None: pure-displacement formulation (locks near incompressibility:
+        kept for the locking demonstration and degree-1 meshes); an int: mixed u-p (production).
+        `traction_face`: the face carrying the dead traction t0 (the indentation patch)."""
         Solid._counter += 1
         self.tag = f"solid{Solid._counter}_"
         self.sp = specimen
         self.law = law
         self.viscoelastic = viscoelastic
         self.solver_cfg = solver_cfg
+        self.incompressible = law in INCOMPRESSIBLE_LAWS
+        if self.incompressible and pressure_degree is None:
+            raise ValueError(f"{law} needs the mixed formulation (pressure_degree)")
+        self.mixed = self.saddle_point = pressure_degree is not None
         dom = specimen.domain
-        self.V = fem.functionspace(dom, ("Lagrange", degree, (3,)))
-        self.u = fem.Function(self.V, name="u")
-        v = ufl.TestFunction(self.V)
+        cell = dom.topology.cell_name()
+        if self.mixed:
+            Ue = basix.ufl.element("Lagrange", cell, degree, shape=(3,))
+            Pe = basix.ufl.element("Lagrange", cell, pressure_degree)
+            self.W = fem.functionspace(dom, basix.ufl.mixed_element([Ue, Pe]))
+            self.state = fem.Function(self.W, name="u_p")
+            u, p = ufl.split(self.state)
+            v, q_test = ufl.TestFunctions(self.W)
+            self.Vu = self.W.sub(0)
+        else:
+            self.W = fem.functionspace(dom, ("Lagrange", degree, (3,)))
+            self.state = fem.Function(self.W, name="u")
+            u, v = self.state, ufl.TestFunction(self.W)
+            self.Vu = self.W
+        self.u = self.state  # the solved-for Function (u, or (u, p) when mixed)
         const = lambda val=0.0: fem.Constant(dom, default_scalar_type(val))  # noqa: E731
-        self.c = {p: const(1.0) for p in LAW_PARAMS[law] if p != "alpha"}
+        self.c = {name: const(1.0) for name in LAW_PARAMS[law] if name != "alpha"}
         self.fibre = fem.Constant(dom, np.array([1.0, 0.0, 0.0], dtype=default_scalar_type))
         self.sheet = fem.Constant(dom, np.array([0.0, 1.0, 0.0], dtype=default_scalar_type))
         # Indentation: Gaussian pressure patch, dead nominal traction t0 = p exp(-r^2/R^2) dir.
@@ -117,27 +133,40 @@ class Solid:
         r2 = (X[0] - self.patch_xy[0]) ** 2 + (X[1] - self.patch_xy[1]) ** 2
         t0 = self.pressure * ufl.exp(-r2 / self.patch_radius**2) * self.traction_dir
 
-        Fv = ufl.variable(ufl.Identity(3) + ufl.grad(self.u))
-        psi = strain_energy(law, Fv, self.c, ogden_alpha=ogden_alpha, fibre=self.fibre, sheet=self.sheet)
-        P_e = ufl.diff(psi, Fv)
+        Fv = ufl.variable(ufl.Identity(3) + ufl.grad(u))
+        psi_rest, K = strain_energy_parts(
+            law, Fv, self.c, ogden_alpha=ogden_alpha, fibre=self.fibre, sheet=self.sheet
+        )
+        lnJ = ufl.ln(ufl.det(Fv))
+        vol = p * lnJ if self.mixed else K / 2 * lnJ**2
+        P_rest, P_vol = ufl.diff(psi_rest, Fv), ufl.diff(vol, Fv)
+        P_e = P_rest + P_vol
         F = Fv
         self.q = quadrature_degree
         if viscoelastic:
-            # History in a discontinuous Lagrange space of the displacement degree (not a quadrature
-            # space): the probes need the stress at arbitrary points, and a quadrature function can
-            # only be evaluated at its own points. Exact for homogeneous states; otherwise the history
-            # is the nodal interpolant of the exact update.
-            self.Q = fem.functionspace(dom, ("DG", degree, (3, 3)))
+            # History in a discontinuous space of the displacement degree with Legendre (integral
+            # moment) dofs, i.e. the per-cell L2 projection computed from interior quadrature
+            # points; not a quadrature space, because the probes need the stress at arbitrary
+            # points. Hazard: nodal (point-evaluation) DG dofs sample S_e at the cell corners,
+            # which on these coarse meshes lie on the singular free-edge/clamped-face lines; with
+            # Ogden alpha = -24 the nodal history grew 0.4 -> 435 kPa over three increments and
+            # Newton diverged. Exact for homogeneous states.
+            self.Q = fem.functionspace(
+                dom,
+                basix.ufl.element(
+                    "DG", cell, degree, shape=(3, 3), lagrange_variant=basix.LagrangeVariant.legendre
+                ),
+            )
             self.H = [fem.Function(self.Q) for _ in range(2)]
             self.Se_old = fem.Function(self.Q)
             self.g = [const(0.0), const(0.0)]
             self.tau = [const(1.0), const(1.0)]
             self.decay = [const(1.0), const(1.0)]  # exp(-dt/tau_i), set per increment
             self.gbeta = [const(0.0), const(0.0)]  # g_i beta_i, set per increment
-            S_e = ufl.inv(F) * P_e
+            S_e = ufl.inv(F) * P_rest
             g_inf = 1.0 - self.g[0] - self.g[1]
             H_new = [self.decay[i] * self.H[i] + self.gbeta[i] * (S_e - self.Se_old) for i in range(2)]
-            S = g_inf * S_e + H_new[0] + H_new[1]
+            S = g_inf * S_e + H_new[0] + H_new[1] + ufl.inv(F) * P_vol
             P = F * S
             pts = self.Q.element.interpolation_points
             self._H_new_expr = [_expression(h, pts) for h in H_new]
@@ -151,101 +180,38 @@ class Solid:
             subdomain_data=specimen.facet_tags,
             metadata={"quadrature_degree": surface_quadrature_degree},
         )
-        from datagen.specimen import FACE_TAGS
-
-        self.residual = ufl.inner(P, ufl.grad(v)) * dx - ufl.dot(t0, v) * ds(FACE_TAGS["z1"])
+        self.residual = ufl.inner(P, ufl.grad(v)) * dx - ufl.dot(t0, v) * ds(FACE_TAGS[traction_face])
+        if self.mixed:
+            constraint = lnJ if self.incompressible else lnJ - p / K
+            self.residual += constraint * q_test * dx
         self.jacobian = ufl.derivative(self.residual, self.u)
         sigma = cauchy_from_pk1(P, F)
+        self.cauchy = sigma  # UFL Cauchy stress (kPa), for datagen.show
         self._probe_sigma = _expression(voigt(sigma), specimen.probe_ref)
         self._probe_E = _expression(voigt(green_lagrange(F)), specimen.probe_ref)
         qpts, _ = basix.make_quadrature(basix.CellType.hexahedron, quadrature_degree)
         self._detF_q = _expression(ufl.det(F), qpts)
-        self._problems: dict[str, tuple[NonlinearProblem, dict[str, Any]]] = {}
         self.ogden_alpha = ogden_alpha
 
     # ---- scenarios -------------------------------------------------------------------------------
-    def _bc_component(self, face: str, comp: int) -> tuple[Any, fem.Constant]:
-        dofs = fem.locate_dofs_topological(self.V.sub(comp), 2, self.sp.facets(face))
-        c = fem.Constant(self.sp.domain, default_scalar_type(0.0))
-        return fem.dirichletbc(c, dofs, self.V.sub(comp)), c
-
-    def _bc_vector(self, face: str) -> tuple[Any, fem.Constant]:
-        dofs = fem.locate_dofs_topological(self.V, 2, self.sp.facets(face))
-        c = fem.Constant(self.sp.domain, np.zeros(3, dtype=default_scalar_type))
-        return fem.dirichletbc(c, dofs, self.V), c
-
-    def bcs_for(self, scenario: str) -> tuple[list[Any], dict[str, Any]]:
-        """Dirichlet BCs of a scenario and the Constants that carry its prescribed values.
-
-        uniaxial: symmetry planes x=0 (u_x=0), y=0 (u_y=0), z=0 (u_z=0); u_z = (lambda-1) L on z=L,
-          lateral faces traction-free: a homogeneous uniaxial-stress state.
-        simple_shear: u = 0 on z=0; u = gamma L (cos th, sin th, 0) on z=L; sides free.
-        confined_compression: u_n = 0 on the four sides and z=0; u_z = -eps L on z=L (homogeneous).
-        indentation: u = 0 on z=0; pressure patch on z=L; sides free.
-        """
-        bcs, vals = [], {}
-        if scenario == "uniaxial":
-            for face, comp in (("x0", 0), ("y0", 1), ("z0", 2)):
-                bcs.append(self._bc_component(face, comp)[0])
-            bc, vals["top_uz"] = self._bc_component("z1", 2)
-            bcs.append(bc)
-        elif scenario == "simple_shear":
-            bcs.append(self._bc_vector("z0")[0])
-            bc, vals["top_u"] = self._bc_vector("z1")
-            bcs.append(bc)
-        elif scenario == "confined_compression":
-            for face, comp in (("x0", 0), ("x1", 0), ("y0", 1), ("y1", 1), ("z0", 2)):
-                bcs.append(self._bc_component(face, comp)[0])
-            bc, vals["top_uz"] = self._bc_component("z1", 2)
-            bcs.append(bc)
-        elif scenario == "indentation":
-            bcs.append(self._bc_vector("z0")[0])
-        elif scenario == "homogeneous":
-            # Every face displaced (tests: u = H X prescribed on the whole boundary).
-            for face in ("x0", "x1", "y0", "y1", "z0", "z1"):
-                bc, vals[face] = self._bc_vector_function(face)
-                bcs.append(bc)
-        else:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        return bcs, vals
-
-    def _bc_vector_function(self, face: str) -> tuple[Any, fem.Function]:
-        g = fem.Function(self.V)
-        dofs = fem.locate_dofs_topological(self.V, 2, self.sp.facets(face))
-        return fem.dirichletbc(g, dofs), g
-
-    def problem(self, scenario: str) -> tuple[NonlinearProblem, dict[str, Any]]:
-        if scenario not in self._problems:
-            bcs, vals = self.bcs_for(scenario)
-            prob = NonlinearProblem(
-                self.residual,
-                self.u,
-                bcs=bcs,
-                J=self.jacobian,
-                petsc_options_prefix=f"{self.tag}{scenario}_",
-                petsc_options=_petsc_options(self.solver_cfg),
-                jit_options=JIT_OPTIONS,
-            )
-            self._problems[scenario] = (prob, vals)
-        return self._problems[scenario]
 
     # ---- state -----------------------------------------------------------------------------------
     def reset(self) -> None:
         """Zero the state so that a sample never depends on the previous one (determinism)."""
-        self.u.x.array[:] = 0.0
+        self.state.x.array[:] = 0.0
         self.pressure.value = 0.0
         if self.viscoelastic:
             for h in (*self.H, self.Se_old):
                 h.x.array[:] = 0.0
 
     def _save(self) -> list[np.ndarray]:
-        arrs = [self.u.x.array.copy()]
+        arrs = [self.state.x.array.copy()]
         if self.viscoelastic:
             arrs += [h.x.array.copy() for h in (*self.H, self.Se_old)]
         return arrs
 
     def _restore(self, saved: list[np.ndarray]) -> None:
-        self.u.x.array[:] = saved[0]
+        self.state.x.array[:] = saved[0]
         if self.viscoelastic:
             for h, a in zip((*self.H, self.Se_old), saved[1:]):
                 h.x.array[:] = a
@@ -296,7 +262,7 @@ class Solid:
         stats.newton_iterations += its
         if reason <= SNES_REASON_OK:
             return f"newton_{_reason_name(reason)}"
-        if not np.all(np.isfinite(self.u.x.array)):
+        if not np.all(np.isfinite(self.state.x.array)):
             return "nan_solution"
         if self.min_jacobian() <= self.solver_cfg.min_jacobian:
             return "element_inversion"
@@ -347,37 +313,3 @@ class Solid:
     def probe_outputs(self) -> tuple[np.ndarray, np.ndarray]:
         """Cauchy stress (P, 6) kPa and Green-Lagrange strain (P, 6) at the probes, Voigt order."""
         return self.sp.eval_at_probes(self._probe_sigma, 6), self.sp.eval_at_probes(self._probe_E, 6)
-
-
-def _expression(expr: Any, points: np.ndarray) -> fem.Expression:
-    """fem.Expression with derivatives expanded and `ufl.variable` labels stripped.
-
-    Hazard: FFCx keys its JIT cache for expressions on a signature that includes each Label's
-    global creation counter (forms are preprocessed, expressions are not), so an expression that
-    still holds `ufl.variable` recompiles (tens of seconds for Ogden) in every process and for
-    every new model. Stripping the labels makes the key depend on the maths only.
-    """
-    from ufl.algorithms import expand_derivatives
-    from ufl.corealg.map_dag import map_expr_dag
-
-    # Hazard: ufl's `strip_variables` is not memoised and takes exponential time on the shared
-    # sub-expressions of an Ogden derivative; map_expr_dag visits each DAG node once.
-    return fem.Expression(
-        map_expr_dag(_StripVariables(), expand_derivatives(expr)), points, jit_options=JIT_OPTIONS
-    )
-
-
-class _StripVariables(MultiFunction):
-    expr = MultiFunction.reuse_if_untouched
-
-    def variable(self, o: Any, expr: Any, label: Any) -> Any:
-        return expr
-
-
-def _reason_name(reason: int) -> str:
-    from petsc4py import PETSc
-
-    for name in dir(PETSc.SNES.ConvergedReason):
-        if not name.startswith("_") and getattr(PETSc.SNES.ConvergedReason, name) == reason:
-            return name.lower()
-    return str(reason)

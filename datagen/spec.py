@@ -30,7 +30,14 @@ LAW_PARAMS: dict[str, tuple[str, ...]] = {
     "mooney_rivlin": ("c10", "c01", "nu"),
     "ogden": ("mu", "alpha", "nu"),
     "holzapfel_ogden": ("a", "b", "a_f", "b_f", "a_s", "b_s", "a_fs", "b_fs", "nu"),
+    "guccione": ("C", "b_f", "b_t", "b_fs", "nu"),
+    # Exactly incompressible (J = 1 by a pressure Lagrange multiplier): no Poisson ratio.
+    "mooney_rivlin_incompressible": ("c10", "c01"),
+    "ogden_incompressible": ("mu", "alpha"),
 }
+INCOMPRESSIBLE_LAWS = ("mooney_rivlin_incompressible", "ogden_incompressible")
+OGDEN_LAWS = ("ogden", "ogden_incompressible")  # alpha compiled into the form
+FIBRE_LAWS = ("holzapfel_ogden", "guccione")  # need a fibre angle (load.fibre_angle_deg)
 PRONY_PARAMS = ("g1", "tau1", "g2", "tau2")
 BIOT_PARAMS = ("mu", "nu", "permeability")
 # Parameters that are moduli/stiffnesses/times and so must be strictly positive.
@@ -49,6 +56,8 @@ POSITIVE_PARAMS = {
     "tau2",
     "permeability",
     "c01",
+    "C",
+    "b_t",
 }
 # Load/scenario inputs stored with every sample (NaN where a scenario does not use them).
 LOAD_PARAMS = (
@@ -291,17 +300,31 @@ def validate(data: Any) -> None:
                 key = f"data.tissue_library.{t}.hyperelastic.{law}.{p}"
                 require(p in LAW_PARAMS[law], key, p, f"one of {', '.join(LAW_PARAMS[law])}")
                 _check_range(key, r, positive=p in POSITIVE_PARAMS, below_half=p == "nu")
-            if law == "ogden":
+            if law in INCOMPRESSIBLE_LAWS:
+                require(
+                    "confined_compression" not in data.scenarios,
+                    f"data.tissue_library.{t}.hyperelastic",
+                    law,
+                    "a compressible law while data.scenarios has confined_compression "
+                    "(an incompressible block cannot be compressed with its sides confined)",
+                )
+                require(
+                    m.displacement_degree >= 2,
+                    "data.mesh.displacement_degree",
+                    m.displacement_degree,
+                    f"2 for the incompressible law {law} (Taylor-Hood u-p; Q1/Q1 is not inf-sup stable)",
+                )
+            if law in OGDEN_LAWS:
                 for a in params["alpha"].get("choices") or [params["alpha"].low, params["alpha"].high]:
                     require(
                         a != 0 and float(a) % 2 == 0,
-                        f"data.tissue_library.{t}.hyperelastic.ogden.alpha",
+                        f"data.tissue_library.{t}.hyperelastic.{law}.alpha",
                         a,
                         "non-zero even integers (sum of stretches^alpha = tr(C^(alpha/2)))",
                     )
                 require(
                     bool(params["alpha"].get("choices")),
-                    f"data.tissue_library.{t}.hyperelastic.ogden.alpha.choices",
+                    f"data.tissue_library.{t}.hyperelastic.{law}.alpha.choices",
                     [],
                     "a non-empty list of even integers (alpha is compiled into the form)",
                 )
@@ -310,6 +333,12 @@ def validate(data: Any) -> None:
             f"data.tissue_library.{t}.viscoelastic_law",
             tc.viscoelastic_law,
             f"one of this tissue's laws {sorted(tc.hyperelastic)}",
+        )
+        require(
+            tc.viscoelastic_law not in INCOMPRESSIBLE_LAWS,
+            f"data.tissue_library.{t}.viscoelastic_law",
+            tc.viscoelastic_law,
+            "a compressible law (QLV would relax the incompressibility reaction pressure)",
         )
         for group, names in (("prony", PRONY_PARAMS), ("biot", BIOT_PARAMS)):
             rs = getattr(tc, group)

@@ -86,12 +86,13 @@ def build_specimen(
     # A facet lies on exactly one face of a cube, so entities are unique.
     facet_tags = mesh.meshtags(domain, fdim, ents_a[order], np.concatenate(tags)[order])
     pts = probe_points(size_mm, probes_per_axis) if probes is None else np.asarray(probes, dtype=float)
-    cells, refs = _locate(domain, pts)
+    cells, refs = locate_probes(domain, pts)
     num_cells = domain.topology.index_map(domain.topology.dim).size_local
     return Specimen(domain, size_mm, facet_tags, pts, cells, refs, np.arange(num_cells, dtype=np.int32))
 
 
-def _locate(domain: Any, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def locate_probes(domain: Any, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, reference-cell coordinates) of points (P, 3) in `domain`; raises if one lies outside."""
     from dolfinx import geometry
 
     tree = geometry.bb_tree(domain, domain.topology.dim)

@@ -17,6 +17,7 @@ from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
 from datagen.poro import Biot
 from datagen.sampling import SampleInputs
 from datagen.solid import SampleRejected, Solid
+from datagen.spec import FIBRE_LAWS, OGDEN_LAWS
 from datagen.specimen import build_specimen
 
 
@@ -70,6 +71,9 @@ class SampleRunner:
                     solver_cfg=self.data.solver,
                     viscoelastic=behaviour == "viscoelastic",
                     ogden_alpha=alpha,
+                    # Mixed u-p (Taylor-Hood) on Q2: pure-displacement Q2 locks at nu ~ 0.49 on
+                    # these coarse meshes (tests/datagen/test_cook.py); Q1/Q1 would be unstable.
+                    pressure_degree=m.pressure_degree if m.displacement_degree >= 2 else None,
                 )
         return self._models[key]
 
@@ -91,7 +95,7 @@ class SampleRunner:
         else:
             for name, const in model.c.items():
                 const.value = p[f"{x.material_model}.{name}"]
-            if x.material_model == "holzapfel_ogden":
+            if x.material_model in FIBRE_LAWS:
                 th = math.radians(p["load.fibre_angle_deg"])
                 model.fibre.value[:] = (math.cos(th), math.sin(th), 0.0)
                 model.sheet.value[:] = (-math.sin(th), math.cos(th), 0.0)
@@ -133,12 +137,6 @@ class SampleRunner:
         if x.scenario == "simple_shear":
             th = math.radians(p["load.load_angle_deg"])
             gx, gy = p["load.shear_strain"] * L * math.cos(th), p["load.shear_strain"] * L * math.sin(th)
-            if "top_u" in vals:
-
-                def set_vec(s: float) -> None:
-                    vals["top_u"].value[:] = (s * gx, s * gy, 0.0)
-
-                return set_vec
 
             def set_split(s: float) -> None:
                 vals["top_ux"].value = s * gx
@@ -170,8 +168,8 @@ def all_model_combos(data: Any) -> list[tuple[str, str, int | None]]:
                 laws = [str(tc.viscoelastic_law)]
             for law in laws:
                 alphas: list[int | None] = [None]
-                if law == "ogden":
-                    alphas = [int(a) for a in tc.hyperelastic.ogden.alpha.choices]
+                if law in OGDEN_LAWS:
+                    alphas = [int(a) for a in tc.hyperelastic[law].alpha.choices]
                 for a in alphas:
                     if (b, law, a) not in combos:
                         combos.append((b, law, a))

@@ -55,7 +55,7 @@ def test_same_config_same_bytes_resume_and_contract(tmp_path: Path) -> None:
     # The viewer renders a sample from the files alone.
     from datagen.show import render
 
-    png = render(a, 0, "train", tmp_path / "s.png")
+    png = render(a, 0, "train", tmp_path / "s.png").path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
     # Resume: remove one shard and the manifest; the re-run solves only that shard, same bytes.

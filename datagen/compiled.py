@@ -1,0 +1,198 @@
+"""What every compiled model (datagen/solid.py, datagen/poro.py) shares: Dirichlet BCs on the
+displacement (sub)space, the per-scenario cache of compiled NonlinearProblems, PETSc options, JIT
+options, expressions stripped of `ufl.variable` labels, and the sample-rejection types.
+
+A model subclass sets `sp` (Specimen), `tag` (unique PETSc prefix), `solver_cfg`, `state` (the
+fem.Function solved for), `Vu` (its displacement space: the space itself or `W.sub(0)`),
+`residual`, `jacobian`, `mixed`, `saddle_point` (zero or near-zero pressure block: needs a pivoting LU),
+and implements `bcs_for(scenario) -> (bcs, values)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dolfinx_solver  # noqa: F401  (must precede dolfinx/petsc4py)
+import numpy as np
+from dolfinx import default_scalar_type, fem
+from dolfinx.fem.petsc import NonlinearProblem
+from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
+from ufl.corealg.multifunction import MultiFunction
+
+SNES_REASON_OK = 0
+# Hazard: FFCx waits only 10 s (default) for another process compiling the same form, and the
+# Ogden Jacobian takes longer than that on a loaded machine: wait instead of failing.
+JIT_OPTIONS = {"timeout": 1800}
+
+
+class SampleRejected(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class SolveStats:
+    load_steps: int = 0
+    newton_iterations: int = 0
+    cutbacks: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def petsc_options(solver_cfg: Any, *, saddle_point: bool = False) -> dict[str, Any]:
+    """Newton (no line search) with a direct solve; MUMPS (pivoting LU) for u-p saddle points."""
+    opts = {
+        "snes_type": "newtonls",
+        "snes_linesearch_type": "none",
+        "snes_rtol": solver_cfg.snes_rtol,
+        "snes_atol": solver_cfg.snes_atol,
+        "snes_stol": 0.0,
+        "snes_max_it": solver_cfg.snes_max_it,
+        "ksp_type": "preonly",
+        "pc_type": "lu",
+        "snes_error_if_not_converged": False,
+    }
+    if saddle_point:
+        # Hazard: the pressure block is zero (incompressible, undrained) or tiny (-M/K): PETSc's
+        # own LU does not pivot across blocks and fails or loses digits.
+        opts["pc_factor_mat_solver_type"] = "mumps"
+    return opts
+
+
+class CompiledModel:
+    """Base of the solid and Biot models: BCs on `Vu` and one compiled problem per scenario."""
+
+    sp: Any
+    tag: str
+    solver_cfg: Any
+    state: fem.Function
+    Vu: Any
+    residual: Any
+    jacobian: Any
+    mixed: bool = False  # state = (u, p) in a mixed space; Vu = W.sub(0)
+    saddle_point: bool = False
+
+    def bcs_for(self, scenario: str) -> tuple[list[Any], dict[str, Any]]:
+        """Dirichlet BCs of a scenario and the Constants that carry its prescribed values.
+
+        uniaxial: symmetry planes x=0 (u_x=0), y=0 (u_y=0), z=0 (u_z=0); u_z = (lambda-1) L on z=L,
+          lateral faces traction-free: a homogeneous uniaxial-stress state.
+        simple_shear: u = 0 on z=0; u = gamma L (cos th, sin th, 0) on z=L (Constants top_ux, top_uy).
+        confined_compression: u_n = 0 on the four sides and z=0; u_z = -eps L on z=L (homogeneous).
+        indentation: u = 0 on z=0; pressure patch on z=L; sides free.
+        clamped_plane_strain (tests, Cook's membrane): u = 0 on x=0; u_z = 0 at every node.
+        homogeneous (tests): u = g on every face, g Functions set by the caller.
+        terzaghi (tests, Biot): rollers on the four sides and the base, load on top.
+        """
+        bcs: list[Any] = []
+        vals: dict[str, Any] = {}
+        if scenario == "uniaxial":
+            for face, comp in (("x0", 0), ("y0", 1), ("z0", 2)):
+                bcs.append(self._bc_component(face, comp)[0])
+            bc, vals["top_uz"] = self._bc_component("z1", 2)
+            bcs.append(bc)
+        elif scenario == "simple_shear":
+            bcs += self._bc_vector("z0")[0]
+            top, (vals["top_ux"], vals["top_uy"], _) = self._bc_vector("z1")
+            bcs += top
+        elif scenario in ("confined_compression", "terzaghi"):
+            for face, comp in (("x0", 0), ("x1", 0), ("y0", 1), ("y1", 1), ("z0", 2)):
+                bcs.append(self._bc_component(face, comp)[0])
+            if scenario == "confined_compression":
+                bc, vals["top_uz"] = self._bc_component("z1", 2)
+                bcs.append(bc)
+        elif scenario == "indentation":
+            bcs += self._bc_vector("z0")[0]
+        elif scenario == "clamped_plane_strain":
+            bcs += self._bc_vector("x0")[0]
+            bcs.append(self._bc_component_everywhere(2))
+        elif scenario == "homogeneous":
+            # Every face displaced (tests: u = H X prescribed on the whole boundary).
+            for face in ("x0", "x1", "y0", "y1", "z0", "z1"):
+                bc, vals[face] = self._bc_vector_function(face)
+                bcs.append(bc)
+        else:
+            raise ValueError(f"unknown scenario {scenario!r}")
+        return bcs, vals
+
+    def problem(self, scenario: str) -> tuple[NonlinearProblem, dict[str, Any]]:
+        """The compiled problem of `scenario` and the Constants/Functions carrying its BC values."""
+        cache: dict[str, tuple[NonlinearProblem, dict[str, Any]]] = self.__dict__.setdefault("_problems", {})
+        if scenario not in cache:
+            bcs, vals = self.bcs_for(scenario)
+            prob = NonlinearProblem(
+                self.residual,
+                self.state,
+                bcs=bcs,
+                J=self.jacobian,
+                petsc_options_prefix=f"{self.tag}{scenario}_",
+                petsc_options=petsc_options(self.solver_cfg, saddle_point=self.saddle_point),
+                jit_options=JIT_OPTIONS,
+            )
+            cache[scenario] = (prob, vals)
+        return cache[scenario]
+
+    def _bc_component(self, face: str, comp: int) -> tuple[Any, fem.Constant]:
+        """u_comp = c on `face`, c a Constant (0 unless set)."""
+        Vi = self.Vu.sub(comp)
+        dofs = fem.locate_dofs_topological(Vi, 2, self.sp.facets(face))
+        c = fem.Constant(self.sp.domain, default_scalar_type(0.0))
+        return fem.dirichletbc(c, dofs, Vi), c
+
+    def _bc_vector(self, face: str) -> tuple[list[Any], list[fem.Constant]]:
+        """u = (c0, c1, c2) on `face`, one Constant per component (works on a mixed sub-space)."""
+        pairs = [self._bc_component(face, comp) for comp in range(3)]
+        return [b for b, _ in pairs], [c for _, c in pairs]
+
+    def _bc_vector_function(self, face: str) -> tuple[Any, fem.Function]:
+        """u = g on `face`, g a Function of the (collapsed) displacement space (tests: u = H X)."""
+        facets = self.sp.facets(face)
+        if not self.mixed:
+            g = fem.Function(self.Vu)
+            return fem.dirichletbc(g, fem.locate_dofs_topological(self.Vu, 2, facets)), g
+        Vc = self.Vu.collapse()[0]
+        g = fem.Function(Vc)
+        dofs = fem.locate_dofs_topological((self.Vu, Vc), 2, facets)
+        return fem.dirichletbc(g, dofs, self.Vu), g
+
+    def _bc_component_everywhere(self, comp: int) -> Any:
+        """u_comp = 0 at every node (plane strain in a slab one element thick)."""
+        Vi = self.Vu.sub(comp)
+        Vic = Vi.collapse()[0]
+        dofs = fem.locate_dofs_geometrical((Vi, Vic), lambda x: np.full(x.shape[1], True))
+        return fem.dirichletbc(fem.Function(Vic), dofs, Vi)
+
+
+def expression(expr: Any, points: np.ndarray) -> fem.Expression:
+    """fem.Expression with derivatives expanded and `ufl.variable` labels stripped.
+
+    Hazard: FFCx keys its JIT cache for expressions on a signature that includes each Label's
+    global creation counter (forms are preprocessed, expressions are not), so an expression that
+    still holds `ufl.variable` recompiles (tens of seconds for Ogden) in every process and for
+    every new model. Stripping the labels makes the key depend on the maths only.
+    """
+    from ufl.algorithms import expand_derivatives
+    from ufl.corealg.map_dag import map_expr_dag
+
+    # Hazard: ufl's `strip_variables` is not memoised and takes exponential time on the shared
+    # sub-expressions of an Ogden derivative; map_expr_dag visits each DAG node once.
+    return fem.Expression(
+        map_expr_dag(_StripVariables(), expand_derivatives(expr)), points, jit_options=JIT_OPTIONS
+    )
+
+
+class _StripVariables(MultiFunction):
+    expr = MultiFunction.reuse_if_untouched
+
+    def variable(self, o: Any, expr: Any, label: Any) -> Any:
+        return expr
+
+
+def reason_name(reason: int) -> str:
+    from petsc4py import PETSc
+
+    for name in dir(PETSc.SNES.ConvergedReason):
+        if not name.startswith("_") and getattr(PETSc.SNES.ConvergedReason, name) == reason:
+            return name.lower()
+    return str(reason)
