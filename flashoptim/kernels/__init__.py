@@ -1,8 +1,18 @@
 """Fused Triton kernels (CUDA; the CPU under ``TRITON_INTERPRET=1``) for the Flash optimizers.
 
 The torch path in :mod:`flashoptim.optimizer` is the reference; these kernels compute the same
-update in one pass.  ``triton_unsupported_reason`` says why a param must take the torch path (the
+update in one pass, for every configuration the optimizers offer: bf16, fp16 and fp32 params, 24-
+and 32-bit or no correction, 8-bit states under every compander (``linear``, ``paper``, ``log``,
+``learned``) and fp32 states (``quantize_states=False``).  ``triton_unsupported_reason`` says why a
+param must take the torch path (no triton, not on CUDA, an optimizer without a fused kernel: the
 ``auto`` backend then uses it silently; ``backend="triton"`` raises at construction).
+
+The learned compander: each state tensor carries its compander ``(family, param)``; the kernel
+takes the family as a constexpr (one compiled variant per family pair) and the parameter at run
+time.  On a refit step (``(step - 1) % learned_refit_every == 0``) the kernel writes the updated
+states in fp32 to scratch instead of codes, and the torch code fits the new compander on them and
+quantises, exactly as the reference does (``FlashOptimizer._store_states``).  The scratch is
+``4 · numel`` bytes per state of one param, alive during that param's step only.
 """
 
 from __future__ import annotations
@@ -13,7 +23,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["GROUPS_PER_PROGRAM", "NUM_WARPS", "fused_step", "fused_step_many", "triton_unsupported_reason"]
+from flashoptim.companders import Compander
+
+__all__ = [
+    "GROUPS_PER_PROGRAM",
+    "MULTI_MAX_NUMEL",
+    "NUM_WARPS",
+    "fused_step",
+    "fused_step_many",
+    "triton_unsupported_reason",
+]
 
 # Tile of one program: GROUPS_PER_PROGRAM × 32 values.  Tuned on an H100 (flashoptim/BENCHMARKS.md);
 # overridable for tuning runs through the environment.
@@ -21,8 +40,12 @@ GROUPS_PER_PROGRAM = int(os.environ.get("FLASHOPTIM_GROUPS_PER_PROGRAM", "64"))
 NUM_WARPS = int(os.environ.get("FLASHOPTIM_NUM_WARPS", "8"))
 # approximate sqrt on the GPU (1-2 fp32 ULP); "0" selects the IEEE sequence, for agreement studies
 FAST_MATH = os.environ.get("FLASHOPTIM_FAST_MATH", "1") == "1"
+# Params of at most this many values share one launch of the multi-tensor kernel per configuration
+# (kernels/triton_multi.py); larger ones keep their own launch, where the pointer arguments'
+# alignment specialisation applies and the launch overhead is amortised.  Not yet timed on a GPU.
+MULTI_MAX_NUMEL = int(os.environ.get("FLASHOPTIM_MULTI_MAX_NUMEL", str(1 << 18)))
 
-_FUSED_COMPANDERS = {"linear": 0, "paper": 1}
+_FUSED_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # triton_step.P_DTYPE
 
 
 def _interpreting() -> bool:
@@ -45,13 +68,28 @@ def triton_unsupported_reason(opt: Any, p: torch.Tensor) -> str | None:
         return "the fused kernel runs on CUDA (or on CPU under TRITON_INTERPRET=1)"
     if getattr(opt, "_fused_kind", None) is None:
         return f"{type(opt).__name__} has no fused kernel"
-    if not opt.quantize_states:
-        return "the fused kernel needs quantize_states=True"
-    if opt.compander not in _FUSED_COMPANDERS:
-        return f"compander={opt.compander!r} runs on the torch path (fused: {sorted(_FUSED_COMPANDERS)})"
-    if p.dtype not in (torch.bfloat16, torch.float32):
-        return f"param dtype {p.dtype} runs on the torch path (fused: bfloat16, float32)"
+    if p.dtype not in _FUSED_DTYPES:
+        return f"param dtype {p.dtype} runs on the torch path (fused: bfloat16, float16, float32)"
     return None
+
+
+def compander_args(comp: Compander) -> tuple[int, float, float]:
+    """``(FAM, a, aux)`` of the kernel for one compander (see triton_step._compand).
+
+    ``aux`` is computed here in float64 and rounded to fp32 once, as torch rounds the same Python
+    expression in :meth:`Compander.forward`/``inverse``.
+    """
+    from flashoptim.kernels.triton_step import FAM_LINEAR, FAM_MULAW, FAM_POWER, FAM_SOFTSIGN, FAM_SQRT
+
+    a = float(comp.param)
+    if comp.family == "linear":
+        return FAM_LINEAR, 1.0, 1.0
+    if comp.family == "softsign":
+        return FAM_SOFTSIGN, a, 1.0 + a
+    if comp.family == "power":
+        # p = 1/2 is the reference's special case too (pow(., 0.5) is sqrt; the inverse squares)
+        return (FAM_SQRT, a, 2.0) if a == 0.5 else (FAM_POWER, a, 1.0 / a)
+    return FAM_MULAW, a, math.log1p(a)
 
 
 def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
@@ -98,7 +136,9 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         return
     kind = opt._fused_kind
     algo = {"adam": ALGO_ADAM, "sgd": ALGO_SGD, "lion": ALGO_LION}[kind]
-    names = [name for name, _signed, _root in opt._state_specs(group)]
+    specs = opt._state_specs(group)
+    names = [name for name, _signed, _root in specs]
+    step = state["step"]
     # Hazard: the kernel walks memory linearly; non-contiguous params and grads go through a
     # contiguous copy (state tensors are always contiguous in the param's row-major order).
     target = p.detach()
@@ -107,11 +147,31 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
     grad = p.grad.detach()
     grad = grad if grad.is_contiguous() else grad.contiguous()
     corr = state.get("correction")
-    s1 = state[f"{names[0]}_codes"] if names else work
-    s1s = state[f"{names[0]}_scales"] if names else work
-    s2 = state[f"{names[1]}_codes"] if len(names) > 1 else s1
-    s2s = state[f"{names[1]}_scales"] if len(names) > 1 else s1s
-    sc = _scalars(opt, group, state["step"])
+    quantized = bool(opt.quantize_states)
+    refit = (
+        quantized and bool(names) and opt.compander == "learned" and (step - 1) % opt.learned_refit_every == 0
+    )
+    state_ptrs: list[torch.Tensor] = []  # (values or codes, scales, fp32 out) per state
+    fam_args: list[tuple[int, float, float]] = []
+    scratch: dict[str, torch.Tensor] = {}
+    for name, _signed, _root in specs:
+        if quantized:
+            codes, scales = state[f"{name}_codes"], state[f"{name}_scales"]
+            out = work
+            if refit:
+                out = scratch[name] = torch.empty(n, dtype=torch.float32, device=p.device)
+            state_ptrs += [codes, scales, out]
+            fam_args.append(compander_args(Compander.from_tensor(state[f"{name}_compander"])))
+        else:
+            values = state[name]
+            state_ptrs += [values, values, values]
+            fam_args.append((0, 1.0, 1.0))
+    while len(state_ptrs) < 6:  # unused pointer slots: any tensor of the device
+        state_ptrs += state_ptrs[-3:] if state_ptrs else [work, work, work]
+    while len(fam_args) < 2:
+        fam_args.append((0, 1.0, 1.0))
+    (s1, s1s, r1, s2, s2s, r2), ((fam1, a1, aux1), (fam2, a2, aux2)) = state_ptrs[:6], fam_args[:2]
+    sc = _scalars(opt, group, step)
     grid = (triton.cdiv(n, GROUPS_PER_PROGRAM * 32),)
     flash_step_kernel[grid](
         work,
@@ -121,6 +181,8 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         s1s,
         s2,
         s2s,
+        r1,
+        r2,
         n,
         sc["lr"],
         sc["decay"],
@@ -134,13 +196,20 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         sc["bc2_sqrt"],
         sc["one_minus_dampening"],
         sc["first_step"],
+        a1,
+        aux1,
+        a2,
+        aux2,
         ALGO=algo,
         HAS_CORR=corr is not None,
         CORR_LEVELS=32767 if corr is not None and corr.dtype == torch.int16 else 127,
         HAS_STATE=bool(names),
-        COMPANDER=_FUSED_COMPANDERS[opt.compander],
+        FAM1=fam1,
+        FAM2=fam2,
+        RAW_IN=not quantized,
+        RAW_OUT=not quantized or refit,
         NESTEROV=bool(group.get("nesterov", False)),
-        P_IS_BF16=p.dtype == torch.bfloat16,
+        P_DTYPE=_FUSED_DTYPES[p.dtype],
         GROUPS=GROUPS_PER_PROGRAM,
         FAST=FAST_MATH,
         INTERPRET=_interpreting(),
@@ -148,11 +217,156 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
     )
     if work is not target:
         target.copy_(work)
+    if refit:
+        # fit the new compander on the live fp32 states and quantise, as the reference path does
+        opt._store_states(state, {k: v.view(p.shape) for k, v in scratch.items()}, group, step)
+
+
+def _launch_inputs(
+    opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    """``(key, tensors, compander args)`` of ``p`` for the multi-tensor kernel, or None when ``p``
+    needs its own launch (large, empty, non-contiguous, unaligned, a learned refit step, a grad of
+    another dtype).  Params of equal key share a launch."""
+    n = p.numel()
+    grad = p.grad
+    if n == 0 or n > MULTI_MAX_NUMEL or grad is None or grad.dtype != p.dtype:
+        return None
+    if not (p.is_contiguous() and grad.is_contiguous()):
+        return None
+    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(grad) is not torch.Tensor:
+        return None  # tensor subclasses (DTensor shards under FSDP2): data_ptr is not their storage
+    specs = opt._state_specs(group)
+    step = state["step"]
+    quantized = bool(opt.quantize_states)
+    if quantized and specs and opt.compander == "learned" and (step - 1) % opt.learned_refit_every == 0:
+        return None
+    corr = state.get("correction")
+    # columns: param, correction, grad, s1 codes, s1 scales, s2 codes, s2 scales, r1, r2
+    cols: list[torch.Tensor] = [p.detach(), corr if corr is not None else p.detach(), grad]
+    fams: list[int] = []
+    comp: list[float] = []
+    for name, _signed, _root in specs:
+        if quantized:
+            codes, scales = state[f"{name}_codes"], state[f"{name}_scales"]
+            cols += [codes, scales]
+            fam, a, aux = compander_args(Compander.from_tensor(state[f"{name}_compander"]))
+        else:
+            values = state[name]
+            cols += [values, values]
+            fam, a, aux = 0, 1.0, 1.0
+        fams.append(fam)
+        comp += [a, aux]
+    while len(cols) < 7:  # unused state columns repeat a tensor of the same column type
+        cols += cols[-2:] if len(cols) > 3 else [cols[0], cols[0]]
+    while len(fams) < 2:
+        fams.append(0)
+        comp += [1.0, 1.0]
+    # r1, r2: the fp32 state outputs (quantize_states=False writes the states in place)
+    cols += [cols[3], cols[5]]
+    if any(t.data_ptr() % 16 for t in cols):
+        return None  # the kernel declares 16-byte aligned tensors (vectorised access)
+    key = (p.dtype, None if corr is None else corr.dtype, tuple(fams), step)
+    return key, cols, comp
+
+
+def _to_device(rows: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    host = torch.tensor(rows, dtype=dtype)
+    if device.type != "cuda":
+        return host
+    # pinned + non_blocking: a pageable copy would wait for the work queued before it (the backward)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def _launch_many(
+    opt: Any,
+    fams: tuple[int, ...],
+    items: list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]],
+    group: dict[str, Any],
+) -> None:
+    """One launch of the multi-tensor kernel for ``items`` (same key; ``fams``: its families)."""
+    from flashoptim.kernels.triton_multi import flash_step_multi_kernel
+    from flashoptim.kernels.triton_step import ALGO_ADAM, ALGO_LION, ALGO_SGD
+
+    p0, state0 = items[0][0], items[0][1]
+    device = p0.device
+    tile = GROUPS_PER_PROGRAM * 32
+    numels = [p.numel() for p, _s, _a, _c in items]
+    tiles = torch.tensor([-(-n // tile) for n in numels], dtype=torch.int64)
+    tile_tensor = torch.repeat_interleave(torch.arange(len(items), dtype=torch.int64), tiles)
+    starts = torch.cumsum(tiles, 0) - tiles
+    tile_index = torch.arange(int(tiles.sum()), dtype=torch.int64) - starts[tile_tensor]
+    # each tensor as an element offset from the first item's tensor of its column (exact: every
+    # address is 16-byte aligned, so offsets are whole elements)
+    bases = items[0][2]
+    offsets = [
+        [(t.data_ptr() - b.data_ptr()) // b.element_size() for t, b in zip(cols, bases)]
+        for _p, _s, cols, _c in items
+    ]
+    off = _to_device(offsets, torch.int64, device)
+    numel = _to_device(numels, torch.int64, device)
+    comp = _to_device([c for _p, _s, _a, c in items], torch.float32, device)
+    tile_t = _to_device(tile_tensor.tolist(), torch.int32, device)
+    tile_i = _to_device(tile_index.tolist(), torch.int32, device)
+    names = [name for name, _signed, _root in opt._state_specs(group)]
+    corr = state0.get("correction")
+    sc = _scalars(opt, group, state0["step"])
+    flash_step_multi_kernel[(int(tiles.sum()),)](
+        *bases,
+        off,
+        numel,
+        comp,
+        tile_t,
+        tile_i,
+        sc["lr"],
+        sc["decay"],
+        sc["l2"],
+        sc["beta1"],
+        sc["beta2"],
+        sc["one_minus_beta1"],
+        sc["one_minus_beta2"],
+        sc["eps"],
+        sc["step_size"],
+        sc["bc2_sqrt"],
+        sc["one_minus_dampening"],
+        sc["first_step"],
+        ALGO={"adam": ALGO_ADAM, "sgd": ALGO_SGD, "lion": ALGO_LION}[opt._fused_kind],
+        HAS_CORR=corr is not None,
+        CORR_LEVELS=32767 if corr is not None and corr.dtype == torch.int16 else 127,
+        HAS_STATE=bool(names),
+        FAM1=fams[0],
+        FAM2=fams[1],
+        RAW_IN=not opt.quantize_states,
+        RAW_OUT=not opt.quantize_states,
+        NESTEROV=bool(group.get("nesterov", False)),
+        P_DTYPE=_FUSED_DTYPES[p0.dtype],
+        GROUPS=GROUPS_PER_PROGRAM,
+        FAST=FAST_MATH,
+        INTERPRET=_interpreting(),
+        num_warps=NUM_WARPS,
+    )
 
 
 def fused_step_many(
     opt: Any, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
 ) -> None:
-    """Step several params of one group (one launch each; launches are asynchronous)."""
+    """Step several params of one group: small ones of equal configuration share one launch of the
+    multi-tensor kernel, the rest get one launch each (launches are asynchronous)."""
+    batches: dict[
+        tuple[Any, ...], list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]]
+    ] = {}
+    alone = []
     for p, state in zip(params, states):
+        inputs = _launch_inputs(opt, p, state, group) if MULTI_MAX_NUMEL > 0 else None
+        if inputs is None:
+            alone.append((p, state))
+            continue
+        key, cols, comp = inputs
+        batches.setdefault((p.device, *key), []).append((p, state, cols, comp))
+    for (_device, _dtype, _corr, fams, _step), items in batches.items():
+        if len(items) == 1:
+            alone.append(items[0][:2])
+        else:
+            _launch_many(opt, fams, items, group)
+    for p, state in alone:
         fused_step(opt, p, state, group)

@@ -20,7 +20,12 @@ import triton
 import triton.language as tl
 
 ALGO_ADAM, ALGO_SGD, ALGO_LION = 0, 1, 2
-COMPANDER_LINEAR, COMPANDER_PAPER = 0, 1
+# Compander families as kernel constexprs: the ids of flashoptim.companders.FAMILY_IDS, plus SQRT,
+# the power family at p = 1/2 (the paper's second-moment compander), which gets sqrt and a square
+# instead of exp2/log2 because it is the default and must stay cheap.
+FAM_LINEAR, FAM_SOFTSIGN, FAM_POWER, FAM_MULAW, FAM_SQRT = 0, 1, 2, 3, 4
+# Param formats (constexpr P_DTYPE)
+P_FP32, P_BF16, P_FP16 = 0, 1, 2
 
 
 @triton.jit
@@ -53,14 +58,21 @@ def _to_bf16_rne(x):
 
 
 @triton.jit
-def _ulp_bf16(p):
-    """ULP of bf16 ``p`` as an exact fp32 power of two (see master_weights.ulp16)."""
-    e = (p.to(tl.int16, bitcast=True).to(tl.int32) & 0x7F80) >> 7
-    e = tl.minimum(tl.maximum(e, 1), 254)
-    e2 = e - 134
-    normal = (e2 + 127) << 23
-    sub = 1 << tl.minimum(tl.maximum(e2 + 149, 0), 30)
-    return tl.where(e2 >= -126, normal, sub).to(tl.float32, bitcast=True)
+def _ulp16(p, P_DTYPE: tl.constexpr):
+    """ULP of a bf16 or fp16 ``p`` as an exact fp32 power of two (see master_weights.ulp16).
+
+    Zero and subnormal ``p`` get the subnormal spacing, inf/nan the top binade's (finite).
+    """
+    bits = p.to(tl.int16, bitcast=True).to(tl.int32)
+    if P_DTYPE == 1:  # bf16: 8 exponent bits, 7 mantissa bits, bias 127
+        e = tl.minimum(tl.maximum((bits & 0x7F80) >> 7, 1), 254)
+        e2 = e - 134
+        normal = (e2 + 127) << 23
+        sub = 1 << tl.minimum(tl.maximum(e2 + 149, 0), 30)
+        return tl.where(e2 >= -126, normal, sub).to(tl.float32, bitcast=True)
+    else:  # fp16: 5 exponent bits, 10 mantissa bits, bias 15; its ULPs (>= 2^-24) are fp32 normals
+        e = tl.minimum(tl.maximum((bits & 0x7C00) >> 10, 1), 30)
+        return ((e - 25 + 127) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -72,57 +84,267 @@ def _sqrt(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _decode_signed(q_ptr, s_ptr, offs, gidx, mask, gmask, COMPANDER: tl.constexpr):
-    q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
-    s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
-    z = q * (1.0 / 127.0)
-    if COMPANDER == 1:
-        z = z / (2.0 - tl.abs(z))  # inverse softsign
-    return z * s[:, None]
+def _log1p(t):
+    """``log(1 + t)`` for ``t >= 0`` to a few fp32 ULP (Kahan's trick: no log1p in triton.language)."""
+    u = 1.0 + t
+    d = u - 1.0
+    return tl.where(d == 0.0, t, tl.log(u) * (t / tl.where(d == 0.0, 1.0, d)))
 
 
 @triton.jit
-def _encode_signed(x, q_ptr, s_ptr, offs, gidx, mask, gmask, COMPANDER: tl.constexpr):
-    absmax = tl.max(tl.abs(x), axis=1)
-    s16 = absmax.to(tl.float16)
-    s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
-    eff = s16.to(tl.float32)
-    inv = 1.0 / tl.where(eff > 0, eff, 1.0)  # one division per group of 32
-    y = x * inv[:, None]
-    y = tl.minimum(tl.maximum(y, -1.0), 1.0)
-    if COMPANDER == 1:
-        y = 2.0 * y / (1.0 + tl.abs(y))  # softsign
-    q = _biased_round(y * 127.0)
-    tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=mask)
-    tl.store(s_ptr + gidx, s16, mask=gmask)
+def _expm1(x):
+    """``exp(x) - 1`` for ``x >= 0`` to a few fp32 ULP (Kahan's trick, the inverse of ``_log1p``)."""
+    u = tl.exp(x)
+    lu = tl.log(u)
+    return tl.where(lu == 0.0, x, (u - 1.0) * (x / tl.where(lu == 0.0, 1.0, lu)))
 
 
 @triton.jit
-def _decode_unsigned(q_ptr, s_ptr, offs, gidx, mask, gmask, COMPANDER: tl.constexpr):
-    q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
-    s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
-    z = q * (1.0 / 255.0)
-    if COMPANDER == 1:
-        z = z * z  # inverse sqrt
-    return z * (s * s)[:, None]
+def _compand(y, FAM: tl.constexpr, a, aux, FAST: tl.constexpr):
+    """``z = f(y)`` of flashoptim.companders.Compander.forward, ``y`` in [-1, 1].
+
+    Runtime ``a`` is the family's parameter and ``aux`` a host-computed constant of it, rounded to
+    fp32 as torch rounds the same Python float: softsign ``1 + a``; mulaw ``log1p(a)``; power ``1/a``.
+    """
+    if FAM == 1:  # softsign
+        return aux * y / (1.0 + a * tl.abs(y))
+    elif FAM == 4:  # sqrt
+        r = _sqrt(tl.abs(y), FAST)
+        return tl.where(y < 0, -r, r)
+    elif FAM == 2:  # power |y|^a, as exp2(a log2|y|)
+        ay = tl.abs(y)
+        r = tl.where(ay > 0, tl.exp2(a * tl.log2(tl.where(ay > 0, ay, 1.0))), 0.0)
+        return tl.where(y < 0, -r, r)
+    elif FAM == 3:  # mu-law
+        r = _log1p(a * tl.abs(y)) / aux
+        return tl.where(y < 0, -r, r)
+    else:  # linear
+        return y
 
 
 @triton.jit
-def _encode_unsigned(x, q_ptr, s_ptr, offs, gidx, mask, gmask, COMPANDER: tl.constexpr, FAST: tl.constexpr):
-    absmax = tl.max(x, axis=1)  # x >= 0
-    s16 = tl.sqrt_rn(absmax).to(tl.float16)
-    s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
-    eff = s16.to(tl.float32)
-    eff = eff * eff
-    inv = 1.0 / tl.where(eff > 0, eff, 1.0)
-    y = x * inv[:, None]
-    y = tl.minimum(tl.maximum(y, 0.0), 1.0)
-    if COMPANDER == 1:
-        y = _sqrt(y, FAST)
-    q = _biased_round(y * 255.0)
-    q = tl.where(x > 0, tl.maximum(q, 12582913.0), q)  # v > 0 never gets code 0 (see quantization.py)
-    tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.uint8), mask=mask)
-    tl.store(s_ptr + gidx, s16, mask=gmask)
+def _expand(z, FAM: tl.constexpr, a, aux):
+    """``y = f⁻¹(z)`` of flashoptim.companders.Compander.inverse (see ``_compand`` for ``aux``)."""
+    if FAM == 1:  # softsign
+        return z / (aux - a * tl.abs(z))
+    elif FAM == 4:  # sqrt: square, keeping the sign
+        return z * tl.abs(z)
+    elif FAM == 2:  # power: |z|^(1/a)
+        az = tl.abs(z)
+        r = tl.where(az > 0, tl.exp2(aux * tl.log2(tl.where(az > 0, az, 1.0))), 0.0)
+        return tl.where(z < 0, -r, r)
+    elif FAM == 3:  # mu-law
+        r = _expm1(tl.abs(z) * aux) / a
+        return tl.where(z < 0, -r, r)
+    else:
+        return z
+
+
+@triton.jit
+def _load_signed(q_ptr, s_ptr, offs, gidx, mask, gmask, FAM: tl.constexpr, a, aux, RAW: tl.constexpr):
+    """A signed state: fp32 values (``RAW``, quantize_states=False) or decoded int8 codes."""
+    if RAW:
+        x = tl.load(q_ptr + offs, mask=mask, other=0.0)
+    else:
+        q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
+        s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
+        z = q * (1.0 / 127.0)
+        x = _expand(z, FAM, a, aux) * s[:, None]
+    return x
+
+
+@triton.jit
+def _store_signed(
+    x,
+    q_ptr,
+    s_ptr,
+    r_ptr,
+    offs,
+    gidx,
+    mask,
+    gmask,
+    FAM: tl.constexpr,
+    a,
+    aux,
+    RAW: tl.constexpr,
+    FAST: tl.constexpr,
+):
+    """Write a signed state: fp32 to ``r_ptr`` (``RAW``: fp32 states, or a refit step of the learned
+    compander, which the host then fits and quantises) or int8 codes and fp16 group scales."""
+    if RAW:
+        tl.store(r_ptr + offs, x, mask=mask)
+    else:
+        absmax = tl.max(tl.abs(x), axis=1)
+        s16 = absmax.to(tl.float16)
+        s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
+        eff = s16.to(tl.float32)
+        inv = 1.0 / tl.where(eff > 0, eff, 1.0)  # one division per group of 32
+        y = x * inv[:, None]
+        y = tl.minimum(tl.maximum(y, -1.0), 1.0)
+        q = _biased_round(_compand(y, FAM, a, aux, FAST) * 127.0)
+        tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=mask)
+        tl.store(s_ptr + gidx, s16, mask=gmask)
+
+
+@triton.jit
+def _load_unsigned(q_ptr, s_ptr, offs, gidx, mask, gmask, FAM: tl.constexpr, a, aux, RAW: tl.constexpr):
+    if RAW:
+        x = tl.load(q_ptr + offs, mask=mask, other=0.0)
+    else:
+        q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
+        s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
+        z = q * (1.0 / 255.0)
+        x = _expand(z, FAM, a, aux) * (s * s)[:, None]
+    return x
+
+
+@triton.jit
+def _store_unsigned(
+    x,
+    q_ptr,
+    s_ptr,
+    r_ptr,
+    offs,
+    gidx,
+    mask,
+    gmask,
+    FAM: tl.constexpr,
+    a,
+    aux,
+    RAW: tl.constexpr,
+    FAST: tl.constexpr,
+):
+    if RAW:
+        tl.store(r_ptr + offs, x, mask=mask)
+    else:
+        absmax = tl.max(x, axis=1)  # x >= 0
+        s16 = tl.sqrt_rn(absmax).to(tl.float16)
+        s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
+        eff = s16.to(tl.float32)
+        eff = eff * eff
+        inv = 1.0 / tl.where(eff > 0, eff, 1.0)
+        y = x * inv[:, None]
+        y = tl.minimum(tl.maximum(y, 0.0), 1.0)
+        q = _biased_round(_compand(y, FAM, a, aux, FAST) * 255.0)
+        q = tl.where(x > 0, tl.maximum(q, 12582913.0), q)  # v > 0 never gets code 0 (see quantization.py)
+        tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.uint8), mask=mask)
+        tl.store(s_ptr + gidx, s16, mask=gmask)
+
+
+@triton.jit
+def _step_tile(
+    p_ptr,
+    c_ptr,
+    g_ptr,
+    s1_ptr,
+    s1s_ptr,
+    s2_ptr,
+    s2s_ptr,
+    r1_ptr,
+    r2_ptr,
+    remaining,
+    lr,
+    decay,
+    l2,
+    beta1,
+    beta2,
+    one_minus_beta1,
+    one_minus_beta2,
+    eps,
+    step_size,
+    bc2_sqrt,
+    one_minus_dampening,
+    first_step,
+    a1,
+    aux1,
+    a2,
+    aux2,
+    ALGO: tl.constexpr,
+    HAS_CORR: tl.constexpr,
+    CORR_LEVELS: tl.constexpr,
+    HAS_STATE: tl.constexpr,
+    FAM1: tl.constexpr,
+    FAM2: tl.constexpr,
+    RAW_IN: tl.constexpr,
+    RAW_OUT: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    P_DTYPE: tl.constexpr,
+    GROUPS: tl.constexpr,
+    FAST: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """One tile of ``GROUPS`` × 32 values; the pointers are at the tile's first value (scales: its
+    first group) and ``remaining`` (int32) values of the tensor start there."""
+    gidx = tl.arange(0, GROUPS)
+    offs = gidx[:, None] * 32 + tl.arange(0, 32)[None, :]
+    mask = offs < remaining
+    gmask = gidx * 32 < remaining
+
+    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    x = p_raw.to(tl.float32)
+    if HAS_CORR:
+        c = _code_to_float(tl.load(c_ptr + offs, mask=mask, other=0))
+        x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+    if ALGO == 0:  # Adam / AdamW
+        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+        v = _load_unsigned(s2_ptr, s2s_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_IN)
+        x = x * decay
+        if l2 != 0.0:
+            g = g + l2 * x
+        m = m + one_minus_beta1 * (g - m)
+        v = v * beta2 + one_minus_beta2 * (g * g)
+        denom = _sqrt(v, FAST) / bc2_sqrt + eps
+        x = x - step_size * (m / denom)
+        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+        _store_unsigned(v, s2_ptr, s2s_ptr, r2_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_OUT, FAST)
+    elif ALGO == 1:  # SGD / SGDW
+        x = x * decay
+        d = g
+        if l2 != 0.0:
+            d = g + l2 * x
+        if HAS_STATE:
+            b = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+            b = tl.where(first_step != 0, d, b * beta1 + one_minus_dampening * d)
+            if NESTEROV:
+                d = d + beta1 * b
+            else:
+                d = b
+            _store_signed(b, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+        x = x - lr * d
+    else:  # Lion
+        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+        x = x * decay
+        u = m * beta1 + one_minus_beta1 * g
+        direction = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
+        x = x - lr * direction
+        m = m + one_minus_beta2 * (g - m)
+        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+
+    if P_DTYPE == 0:
+        tl.store(p_ptr + offs, x, mask=mask)
+    else:
+        if P_DTYPE == 1:
+            if INTERPRET:
+                p_new = _to_bf16_rne(x)  # the interpreter's own cast truncates
+            else:
+                p_new = x.to(tl.bfloat16)  # cvt.rn.bf16.f32: round to nearest even, as torch
+        else:
+            # cvt.rn.f16.f32 on the GPU; the interpreter casts with numpy's astype, which also rounds
+            # to nearest even (subnormals and overflow to inf included), so no integer version is needed
+            p_new = x.to(tl.float16)
+        tl.store(p_ptr + offs, p_new, mask=mask)
+        if HAS_CORR:
+            err = x - p_new.to(tl.float32)
+            ratio = err / (_ulp16(p_new, P_DTYPE) * 0.5)
+            ratio = tl.minimum(tl.maximum(ratio * CORR_LEVELS, -CORR_LEVELS), CORR_LEVELS)
+            code = tl.where(ratio == ratio, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
+            code = code.to(tl.int32, bitcast=True)
+            if CORR_LEVELS == 127:
+                tl.store(c_ptr + offs, code.to(tl.int8), mask=mask)
+            else:
+                tl.store(c_ptr + offs, code.to(tl.int16), mask=mask)
 
 
 @triton.jit
@@ -134,6 +356,8 @@ def flash_step_kernel(
     s1s_ptr,
     s2_ptr,
     s2s_ptr,
+    r1_ptr,
+    r2_ptr,
     n,
     lr,
     decay,
@@ -147,13 +371,20 @@ def flash_step_kernel(
     bc2_sqrt,
     one_minus_dampening,
     first_step,
+    a1,
+    aux1,
+    a2,
+    aux2,
     ALGO: tl.constexpr,
     HAS_CORR: tl.constexpr,
     CORR_LEVELS: tl.constexpr,
     HAS_STATE: tl.constexpr,
-    COMPANDER: tl.constexpr,
+    FAM1: tl.constexpr,
+    FAM2: tl.constexpr,
+    RAW_IN: tl.constexpr,
+    RAW_OUT: tl.constexpr,
     NESTEROV: tl.constexpr,
-    P_IS_BF16: tl.constexpr,
+    P_DTYPE: tl.constexpr,
     GROUPS: tl.constexpr,
     FAST: tl.constexpr = True,
     INTERPRET: tl.constexpr = False,
@@ -161,7 +392,15 @@ def flash_step_kernel(
     """``one_minus_*`` come from the host in float64: ``1 - fp32(0.999)`` in fp32 is 1.3e-5 off
     ``0.001``, a bias of the second moment that made fused and reference steps differ visibly.
     ``decay`` = 1 - lr·wd (decoupled), ``l2`` = wd (coupled); Adam: ``step_size`` = lr/(1-β1ᵗ),
-    ``bc2_sqrt`` = sqrt(1-β2ᵗ); SGD: ``beta1`` = momentum; Lion: ``beta1``, ``beta2`` as in Lion."""
+    ``bc2_sqrt`` = sqrt(1-β2ᵗ); SGD: ``beta1`` = momentum; Lion: ``beta1``, ``beta2`` as in Lion.
+
+    States: ``s1`` is the signed state (Adam's m, SGD's buffer, Lion's m) and ``s2`` Adam's
+    unsigned v, with compander family ``FAM1``/``FAM2`` and runtime parameters ``a1, aux1`` /
+    ``a2, aux2`` (per tensor: the learned compander changes them).  ``RAW_IN``: the states are fp32
+    tensors at ``s1_ptr``/``s2_ptr`` (quantize_states=False), else codes and scales.  ``RAW_OUT``:
+    the updated states are written as fp32 to ``r1_ptr``/``r2_ptr`` (the fp32 states themselves, or
+    scratch on a refit step of the learned compander), else as codes and scales.
+    ``P_DTYPE``: 0 fp32 param (no correction), 1 bf16, 2 fp16."""
     # 64-bit only in the per-program base; per-element offsets stay 32-bit (index maths is a real
     # share of this kernel's instructions)
     pid = tl.program_id(0).to(tl.int64)
@@ -173,72 +412,50 @@ def flash_step_kernel(
     if HAS_STATE:
         s1_ptr += base
         s1s_ptr += pid * GROUPS
+        r1_ptr += base
     if ALGO == 0:
         s2_ptr += base
         s2s_ptr += pid * GROUPS
+        r2_ptr += base
     remaining = tl.minimum(n - base, GROUPS * 32).to(tl.int32)
-    gidx = tl.arange(0, GROUPS)
-    offs = gidx[:, None] * 32 + tl.arange(0, 32)[None, :]
-    mask = offs < remaining
-    gmask = gidx * 32 < remaining
-
-    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
-    x = p_raw.to(tl.float32)
-    if HAS_CORR:
-        c = _code_to_float(tl.load(c_ptr + offs, mask=mask, other=0))
-        x = x + c * (_ulp_bf16(p_raw) * (0.5 / CORR_LEVELS))
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-
-    if ALGO == 0:  # Adam / AdamW
-        m = _decode_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-        v = _decode_unsigned(s2_ptr, s2s_ptr, offs, gidx, mask, gmask, COMPANDER)
-        x = x * decay
-        if l2 != 0.0:
-            g = g + l2 * x
-        m = m + one_minus_beta1 * (g - m)
-        v = v * beta2 + one_minus_beta2 * (g * g)
-        denom = _sqrt(v, FAST) / bc2_sqrt + eps
-        x = x - step_size * (m / denom)
-        _encode_signed(m, s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-        _encode_unsigned(v, s2_ptr, s2s_ptr, offs, gidx, mask, gmask, COMPANDER, FAST)
-    elif ALGO == 1:  # SGD / SGDW
-        x = x * decay
-        d = g
-        if l2 != 0.0:
-            d = g + l2 * x
-        if HAS_STATE:
-            b = _decode_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-            b = tl.where(first_step != 0, d, b * beta1 + one_minus_dampening * d)
-            if NESTEROV:
-                d = d + beta1 * b
-            else:
-                d = b
-            _encode_signed(b, s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-        x = x - lr * d
-    else:  # Lion
-        m = _decode_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-        x = x * decay
-        u = m * beta1 + one_minus_beta1 * g
-        direction = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
-        x = x - lr * direction
-        m = m + one_minus_beta2 * (g - m)
-        _encode_signed(m, s1_ptr, s1s_ptr, offs, gidx, mask, gmask, COMPANDER)
-
-    if P_IS_BF16:
-        if INTERPRET:
-            p_new = _to_bf16_rne(x)  # the interpreter's own cast truncates
-        else:
-            p_new = x.to(tl.bfloat16)  # cvt.rn.bf16.f32: round to nearest even, as torch
-        tl.store(p_ptr + offs, p_new, mask=mask)
-        if HAS_CORR:
-            err = x - p_new.to(tl.float32)
-            ratio = err / (_ulp_bf16(p_new) * 0.5)
-            ratio = tl.minimum(tl.maximum(ratio * CORR_LEVELS, -CORR_LEVELS), CORR_LEVELS)
-            code = tl.where(ratio == ratio, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
-            code = code.to(tl.int32, bitcast=True)
-            if CORR_LEVELS == 127:
-                tl.store(c_ptr + offs, code.to(tl.int8), mask=mask)
-            else:
-                tl.store(c_ptr + offs, code.to(tl.int16), mask=mask)
-    else:
-        tl.store(p_ptr + offs, x, mask=mask)
+    _step_tile(
+        p_ptr,
+        c_ptr,
+        g_ptr,
+        s1_ptr,
+        s1s_ptr,
+        s2_ptr,
+        s2s_ptr,
+        r1_ptr,
+        r2_ptr,
+        remaining,
+        lr,
+        decay,
+        l2,
+        beta1,
+        beta2,
+        one_minus_beta1,
+        one_minus_beta2,
+        eps,
+        step_size,
+        bc2_sqrt,
+        one_minus_dampening,
+        first_step,
+        a1,
+        aux1,
+        a2,
+        aux2,
+        ALGO=ALGO,
+        HAS_CORR=HAS_CORR,
+        CORR_LEVELS=CORR_LEVELS,
+        HAS_STATE=HAS_STATE,
+        FAM1=FAM1,
+        FAM2=FAM2,
+        RAW_IN=RAW_IN,
+        RAW_OUT=RAW_OUT,
+        NESTEROV=NESTEROV,
+        P_DTYPE=P_DTYPE,
+        GROUPS=GROUPS,
+        FAST=FAST,
+        INTERPRET=INTERPRET,
+    )

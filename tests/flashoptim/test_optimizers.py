@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -54,10 +55,14 @@ def test_compression_off_matches_torch(cls, ref_cls, kwargs) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+ADAMW_LR, ADAMW_WD = 3e-3, 0.01
 CONVERGENCE = [
-    (fo.FlashAdamW, torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 0.01}),
+    (fo.FlashAdamW, torch.optim.AdamW, {"lr": ADAMW_LR, "weight_decay": ADAMW_WD}),
     (fo.FlashSGD, torch.optim.SGD, {"lr": 3e-2, "momentum": 0.9}),
-    (fo.FlashLion, LionReference, {"lr": 3e-4, "weight_decay": 0.01}),
+    # Lion's hyper-parameters follow Chen et al. 2023 (their tuning advice): lr 3-10x smaller and weight decay
+    # 3-10x larger than AdamW's, here lr/3 and wd×10 (the lr/10, wd×1 of session 1 left Lion at
+    # 0.044 after 300 steps, fp32 reference and FlashLion alike: under-trained, not compression)
+    (fo.FlashLion, LionReference, {"lr": ADAMW_LR / 3, "weight_decay": ADAMW_WD * 10}),
 ]
 
 
@@ -65,7 +70,15 @@ CONVERGENCE = [
     ("cls", "ref_cls", "kwargs"), CONVERGENCE, ids=[c.__name__ for c, _, _ in CONVERGENCE]
 )
 def test_compressed_300_steps_within_5_percent(cls, ref_cls, kwargs) -> None:
-    """bf16 params (norms fp32), 24-bit master, 8-bit states vs the fp32 optimizer: final loss within 5%."""
+    """bf16 params (norms fp32), 24-bit master, 8-bit states vs the fp32 optimizer of the same
+    algorithm and hyper-parameters: final loss within 5%.
+
+    The reference is the same algorithm in fp32, so the 5% measures compression alone.  Measured
+    (CPU, this task): fp32 AdamW ends at 0.0118; fp32 SGD at 0.0159 and fp32 Lion at 0.0158 end
+    higher than AdamW with no compression involved, so "within 5% of fp32 AdamW" is a property of
+    the algorithm, which compression cannot fix; FlashSGD and FlashLion land within 0.4% and 1.4% of
+    their fp32 counterparts.
+    """
     x, y = regression_task()
     ref_model = small_mlp()
     flash_model = fo.cast_model(copy.deepcopy(ref_model))
@@ -76,6 +89,34 @@ def test_compressed_300_steps_within_5_percent(cls, ref_cls, kwargs) -> None:
         initial = float(torch.nn.functional.mse_loss(small_mlp()(x), y))
     assert ref_loss < 0.2 * initial  # the task is learnt at all
     assert abs(flash_loss - ref_loss) <= 0.05 * ref_loss, (flash_loss, ref_loss)
+
+
+# The issue's bar read literally: each compressed optimizer ends within 5% of fp32 AdamW's final loss
+# (not worse by more than 5%).  That compares algorithms as well as compression, so SGD's and Lion's
+# hyper-parameters were picked on their fp32 reference (never on the compressed optimizer) from this
+# grid, final loss relative to fp32 AdamW at the suite's setting (lr 3e-3, wd 0.01), measured on CPU
+# 2026-11-24: SGD lr {0.03, 0.1, 0.2, 0.3} x momentum {0.9, 0.95}: +35%, +21%, +12%, +8%, +4%, -1%,
+# -4%, diverged -> lr 0.2, momentum 0.95 (the best setting whose neighbours are stable); Lion (wd 0.1)
+# lr {3e-4, 1e-3} x betas {(0.9, 0.99), (0.95, 0.98), (0.9, 0.95), (0.95, 0.95)}: +274%, +239%, +106%,
+# +119%, +34%, +12%, -18%, -34% -> lr 1e-3, betas (0.9, 0.95) (Chen et al. 2023: lr 3-10x below
+# AdamW's, wd 3-10x above, beta2 lowered for stability).
+VERSUS_ADAMW = [
+    (fo.FlashAdamW, {"lr": ADAMW_LR, "weight_decay": ADAMW_WD}),
+    (fo.FlashSGD, {"lr": 0.2, "momentum": 0.95}),
+    (fo.FlashLion, {"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1}),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), VERSUS_ADAMW, ids=[c.__name__ for c, _ in VERSUS_ADAMW])
+def test_compressed_300_steps_within_5_percent_of_fp32_adamw(cls, kwargs) -> None:
+    """bf16 params, 24-bit master, 8-bit states: final loss <= 1.05 x fp32 AdamW's after 300 steps."""
+    x, y = regression_task()
+    ref_model = small_mlp()
+    flash_model = fo.cast_model(copy.deepcopy(ref_model))
+    adamw = torch.optim.AdamW(ref_model.parameters(), lr=ADAMW_LR, weight_decay=ADAMW_WD)
+    adamw_loss = _train(ref_model, adamw, 300, x, y)[-1]
+    flash_loss = _train(flash_model, cls(flash_model.parameters(), **kwargs), 300, x, y)[-1]
+    assert math.isfinite(flash_loss) and flash_loss <= 1.05 * adamw_loss, (flash_loss, adamw_loss)
 
 
 @pytest.mark.parametrize("compander", ["linear", "log", "learned"])
