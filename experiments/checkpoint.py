@@ -79,3 +79,105 @@ def load(run_dir: Path, *, model: Any, optimizer: Any, device: torch.device) -> 
         "progress": payload["progress"],
         "checkpoint_bytes": path.stat().st_size,
     }
+
+
+# -- sharded (FSDP2) checkpoints ---------------------------------------------------------------
+SHARDS_DIR = "checkpoint_shards"
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def save_sharded(
+    run_dir: Path,
+    *,
+    model: Any,
+    optimizer: Any,
+    step: int,
+    micro_batches: int,
+    progress: dict[str, Any],
+    dist_ctx: Any,
+) -> int:
+    """Every rank writes its shards with torch.distributed.checkpoint; rank 0 then writes
+    ``checkpoint.pt`` (step, data position, each rank's RNG and progress, the shard directory's name).
+
+    Atomicity: shards go to ``checkpoint_shards/step-<k>/``; ``checkpoint.pt`` is replaced (temp +
+    rename) only after every rank has finished, and older step directories are removed after that,
+    so a kill at any point leaves a ``checkpoint.pt`` whose shards are complete. Returns the bytes
+    on disk (checkpoint.pt + that step's shards); the same figure on every rank.
+    """
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+
+    name = f"{SHARDS_DIR}/step-{step:06d}"
+    target = run_dir / name
+    if dist_ctx.is_main and target.exists():
+        shutil.rmtree(target)  # a half-written attempt at this step (killed before checkpoint.pt)
+    dist_ctx.barrier()
+    dcp.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint_id=str(target))
+    per_rank = dist_ctx.gather({"rng": rng_state(), "progress": progress})
+    size = 0
+    if dist_ctx.is_main:
+        payload = {
+            "step": step,
+            "micro_batches": micro_batches,
+            "shards": name,
+            "world_size": dist_ctx.world_size,
+            "per_rank": per_rank,
+            "progress": progress,
+        }
+        path = run_dir / CHECKPOINT_NAME
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=run_dir)
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        for old in (run_dir / SHARDS_DIR).iterdir():
+            if old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+        size = path.stat().st_size + _tree_bytes(target)
+    return int(dist_ctx.broadcast(size))
+
+
+def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) -> dict[str, Any] | None:
+    """Restore a :func:`save_sharded` checkpoint on every rank (same world size for per-rank state)."""
+    import torch.distributed.checkpoint as dcp
+
+    from flashoptim.distributed import materialise_state
+
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("world_size") != dist_ctx.world_size:
+        raise RuntimeError(
+            f"checkpoint written by {payload.get('world_size')} ranks, resuming with {dist_ctx.world_size}: "
+            "resume with the same dist.nproc"
+        )
+    materialise_state(optimizer, model.parameters())  # DCP loads into existing state (a template)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    dcp.load(state, checkpoint_id=str(run_dir / payload["shards"]))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    mine = payload["per_rank"][dist_ctx.rank]
+    set_rng_state(mine["rng"])
+    size = path.stat().st_size + _tree_bytes(run_dir / payload["shards"])
+    return {
+        "step": payload["step"],
+        "micro_batches": payload["micro_batches"],
+        "progress": mine["progress"],
+        "checkpoint_bytes": size,
+    }
+
+
+def remove(run_dir: Path) -> None:
+    """Delete the checkpoint (one-process file and sharded directories)."""
+    import shutil
+
+    (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / SHARDS_DIR, ignore_errors=True)

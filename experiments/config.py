@@ -129,6 +129,23 @@ class HarnessConfig:
 
 
 @dataclass
+class DistConfig:
+    """Data-parallel sharding (``conf/dist``). Not in the run id: the loss trajectory does not
+    depend on it (same global batch, same loss normalisation; float rounding aside); the run dir
+    records world size and sharding, and memory figures become per-rank lists (summary ``dist``)."""
+
+    strategy: str = "none"  # none | fsdp2 (torch.distributed.fsdp.fully_shard, launched by torchrun)
+    nproc: int = 1  # processes on this node, one per GPU (CPU: gloo processes)
+    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    timeout_s: float = 1800.0  # collective timeout: a rank that fails alone ends the others after this
+    reshard_after_forward: bool = True  # FSDP2: free gathered layers after forward (ZeRO-3)
+    reduce_dtype: str = "float32"  # FSDP2 gradient reduce-scatter dtype (MixedPrecisionPolicy)
+    # optimizer targets that step DTensor parameters themselves; any other arm is stepped on the
+    # local shards by flashoptim.distributed.ShardedOptimizer
+    native_dtensor_optimizers: list[str] = field(default_factory=lambda: ["torch.optim.AdamW"])
+
+
+@dataclass
 class WandbConfig:
     mode: str = "offline"  # offline | online | disabled
     project: str = "flashoptim-tissue"
@@ -144,6 +161,7 @@ class RunConfig:
     gates: Any = MISSING  # experiments.gates.GatesConf
     wandb: WandbConfig = field(default_factory=WandbConfig)
     harness: HarnessConfig = field(default_factory=HarnessConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     scale: str = MISSING
     seed: int = 0
     sweep_id: str = "adhoc"
@@ -342,6 +360,34 @@ def _validate_harness(h: Any) -> None:
     )
 
 
+DIST_STRATEGIES = ("none", "fsdp2")
+DIST_BACKENDS = ("auto", "gloo", "nccl")
+
+
+def _validate_dist(d: Any, t: Any) -> None:
+    """fsdp2 with nproc 1 is allowed: the sharded code path (DTensor params, sharded optimizer
+    state, DCP checkpoints) on one device, for checks; its memory is that of an unsharded run."""
+    require(d.strategy in DIST_STRATEGIES, "dist.strategy", d.strategy, f"one of {DIST_STRATEGIES}")
+    require(d.nproc >= 1, "dist.nproc", d.nproc, "an integer >= 1")
+    require(
+        not (d.strategy == "none" and d.nproc > 1),
+        "dist.nproc",
+        d.nproc,
+        "1 with dist.strategy=none (pick dist=fsdp2 to use several processes)",
+    )
+    require(d.backend in DIST_BACKENDS, "dist.backend", d.backend, f"one of {DIST_BACKENDS}")
+    require(d.timeout_s > 0, "dist.timeout_s", d.timeout_s, "> 0 (seconds)")
+    require(d.reduce_dtype in PARAM_DTYPES, "dist.reduce_dtype", d.reduce_dtype, f"one of {PARAM_DTYPES}")
+    if d.strategy != "none":
+        require(
+            t.micro_batch_size % d.nproc == 0,
+            "train.micro_batch_size",
+            t.micro_batch_size,
+            f"a multiple of dist.nproc={d.nproc}: each micro-batch is split across the ranks "
+            "(it is the global micro-batch; per GPU it is micro_batch_size / nproc)",
+        )
+
+
 def _validate_dataset(cfg: Any) -> None:
     from datagen.dataset import dataset_dir
 
@@ -380,6 +426,7 @@ def validate(cfg: Any) -> None:
     _validate_model(cfg.model)
     _validate_train(cfg.train, cfg.model)
     _validate_harness(cfg.harness)
+    _validate_dist(cfg.dist, cfg.train)
     datagen.spec.validate(cfg.data)
     experiments.gates.validate(cfg.gates)
     _validate_dataset(cfg)
@@ -397,6 +444,7 @@ def load_run_config(overrides: list[str]) -> Any:
 
 __all__ = [
     "ConfigError",
+    "DistConfig",
     "ModelConfig",
     "OptimizerConfig",
     "RunConfig",

@@ -10,9 +10,10 @@ In-run gates (called by the run engine, :class:`InRunGates`):
   (``B.abort_sweep``) the sweep starts no further treatment runs.
 - **D** (accuracy): ``val_rel_l2_error_treat / val_rel_l2_error_ref - 1 > D.max_rel_worsening`` flags
   failure; the run engine skips the rest of that evaluation.
-- **E** (throughput): median tokens/s of the treatment below ``E.min_ratio`` times the reference's
-  aborts. Decided at ``E.step`` (medians over steps ``(E.warmup_steps, E.step]`` of both runs) or,
-  when the run is shorter, at the end on the summaries' ``tokens_per_s``.
+- **E** (throughput, step ``E.step``, by default the B step): the treatment's median tokens/s over
+  its steps ``(E.warmup_steps, E.step]`` below ``E.min_ratio`` times the reference summary's
+  ``tokens_per_s`` (the reference's median after warm-up) aborts the run. A run shorter than
+  ``E.step`` is decided at its last step, before evaluation, so a fired E ends it ``aborted`` too.
 
 Sweep-level gates (called by ``experiments.sweep``): **C** (:func:`gate_c`: the ``C.model`` memory
 reduction under ``C.min_reduction`` stops larger models) and **F** (:func:`gate_f`: a memory metric's
@@ -43,6 +44,7 @@ from experiments.gates_config import (  # noqa: F401  (re-exported: the schema r
 )
 
 TERMINAL_STATUSES = ("completed", "oom", "diverged", "aborted", "failed")
+STEP_GATES = ("A", "B", "E")  # decided in the run at a step (scaled to the last step of short runs)
 
 
 # -------------------------------------------------------------------------------------- decisions
@@ -237,35 +239,37 @@ class InRunGates:
             f"{self.cfg.B.min_reduction:.0%}; optimizer state dtypes {self._state_dtypes}",
         )
 
-    def _gate_e_inrun(self, step: int) -> GateDecision:
+    def _gate_e(self, step: int, gate_step: int, at_last: bool) -> GateDecision:
+        """E: median tokens/s of this run over steps ``(E.warmup_steps, step]`` against the reference
+        summary's ``tokens_per_s`` (itself a median over the reference's post-warm-up steps)."""
         ref = self.cfg.reference_arm
-        lo, hi = int(self.cfg.E.warmup_steps), step
+        lo = int(self.cfg.E.warmup_steps)
+        mine = [v for s, v in self._tokens_per_s if lo < s <= step]
         values: dict[str, Any] = {
-            "gate_step": self.cfg.E.step,
-            "window": [lo, hi],
+            "gate_step": gate_step,
+            "evaluated_at_last_step": at_last,
+            "window": [lo, step],
+            "window_steps": len(mine),
             "min_ratio": self.cfg.E.min_ratio,
+            "source": "median of this run's metrics tokens_per_s vs reference summary tokens_per_s",
         }
         problem = reference_problem(self.reference_run_dir, ref)
         if problem:
             return not_evaluable("E", step, problem, values)
-        mine = [v for s, v in self._tokens_per_s if lo < s <= hi]
-        theirs = [
-            float(r["tokens_per_s"])
-            for r in self._reference_rows()
-            if isinstance(r.get("step"), int) and lo < r["step"] <= hi and _measurable(r.get("tokens_per_s"))
-        ]
-        if not mine or not theirs:
+        ref_summary = read_summary(self.reference_run_dir) or {}
+        ref_tps = ref_summary.get("tokens_per_s")
+        values |= {"reference_run_id": ref_summary.get("run_id"), "reference_tokens_per_s": ref_tps}
+        if not _measurable(ref_tps) or ref_tps <= 0:
             return not_evaluable(
-                "E", step, f"no tokens_per_s in steps ({lo}, {hi}] of this run or of {ref}", values
+                "E", step, f"reference ({ref}) summary has no tokens_per_s ({ref_tps})", values
             )
-        return self._e_decision(step, statistics.median(mine), statistics.median(theirs), values)
-
-    def _e_decision(
-        self, step: int | None, tps: float, ref_tps: float, values: dict[str, Any]
-    ) -> GateDecision:
-        ref = self.cfg.reference_arm
-        ratio = tps / ref_tps if ref_tps > 0 else math.inf
-        values |= {"tokens_per_s": tps, "reference_tokens_per_s": ref_tps, "throughput_ratio": ratio}
+        if not mine:
+            return not_evaluable(
+                "E", step, f"this run logged no tokens_per_s in steps ({lo}, {step}] (after warm-up)", values
+            )
+        tps = statistics.median(mine)
+        ratio = tps / ref_tps
+        values |= {"tokens_per_s": tps, "throughput_ratio": ratio}
         fired = ratio < self.cfg.E.min_ratio
         verb = "<" if fired else ">="
         return _decision(
@@ -273,8 +277,18 @@ class InRunGates:
             step,
             fired,
             values,
-            f"median {tps:.4g} tokens/s is {ratio:.3g}x {ref}'s {ref_tps:.4g} ({verb} {self.cfg.E.min_ratio}x)",
+            f"median {tps:.4g} tokens/s over steps ({lo}, {step}] is {ratio:.3g}x {ref}'s {ref_tps:.4g} "
+            f"({verb} {self.cfg.E.min_ratio}x)",
         )
+
+    def _decide(
+        self, name: str, step: int, row: Mapping[str, Any], gate_step: int, at_last: bool
+    ) -> GateDecision:
+        if name == "A":
+            return self._gate_a(step, row, gate_step, at_last)
+        if name == "B":
+            return self._gate_b(step, gate_step, at_last)
+        return self._gate_e(step, gate_step, at_last)
 
     # -- the contract's entry points ----------------------------------------------------------------
     def on_step(self, step: int, row: dict[str, Any]) -> GateDecision | None:
@@ -292,17 +306,11 @@ class InRunGates:
         if not self.applies:
             return None
         decided: list[GateDecision] = []
-        if self._active("A"):
-            gate_step, at_last = self._gate_step("A")
-            if step >= gate_step:
-                decided.append(self._record(self._gate_a(step, row, gate_step, at_last)))
-        if self._active("B"):
-            gate_step, at_last = self._gate_step("B")
-            if step >= gate_step:
-                decided.append(self._record(self._gate_b(step, gate_step, at_last)))
-        e_step = self.cfg.E.step
-        if self._active("E") and e_step is not None and step >= e_step:
-            decided.append(self._record(self._gate_e_inrun(step)))
+        for name in STEP_GATES:
+            if self._active(name):
+                gate_step, at_last = self._gate_step(name)
+                if step >= gate_step:
+                    decided.append(self._record(self._decide(name, step, row, gate_step, at_last)))
         # Two gates can fall on one step; the one that fired (if any) is the one the engine acts on.
         fired = [d for d in decided if d.fired]
         return (fired or decided or [None])[0]
@@ -345,47 +353,25 @@ class InRunGates:
         )
 
     def at_end(self, summary: dict[str, Any]) -> list[GateDecision]:
-        """Decide what is still pending: A/B at the last step of a short run, E on the median tokens/s."""
+        """Decide the step gates (A, B, E) still pending when the run ended before their step (a run
+        without ``total_steps``); decided at the last logged step, saying so. ``summary`` is unused
+        since E became an in-run gate (kept for the contract's signature)."""
         out: list[GateDecision] = []
         if not self.applies:
             return out
         last = self._last_row
         last_step = last.get("step") if last else None
-        for name in ("A", "B"):
+        for name in STEP_GATES:
             if not self._active(name):
                 continue
             if last is None or not isinstance(last_step, int):
                 out.append(self._record(not_evaluable(name, None, "the run logged no step")))
                 continue
             gate_step = int(self.cfg[name].step)
-            d = (
-                self._gate_a(last_step, last, gate_step, True)
-                if name == "A"
-                else self._gate_b(last_step, gate_step, True)
-            )
+            d = self._decide(name, last_step, last, gate_step, True)
             d.values["evaluated_at_last_step"] = True
             d.reason += f" (run ended at step {last_step}, before the gate step {gate_step})"
             out.append(self._record(d))
-        if self._active("E"):
-            problem = reference_problem(self.reference_run_dir, self.cfg.reference_arm)
-            values: dict[str, Any] = {
-                "min_ratio": self.cfg.E.min_ratio,
-                "source": "summary tokens_per_s (median)",
-            }
-            ref_tps = (read_summary(self.reference_run_dir) or {}).get("tokens_per_s")
-            tps = summary.get("tokens_per_s")
-            if problem:
-                out.append(self._record(not_evaluable("E", last_step, problem, values)))
-            elif not (_measurable(tps) and _measurable(ref_tps)):
-                out.append(
-                    self._record(
-                        not_evaluable(
-                            "E", last_step, f"tokens_per_s missing (run {tps}, reference {ref_tps})", values
-                        )
-                    )
-                )
-            else:
-                out.append(self._record(self._e_decision(last_step, float(tps), float(ref_tps), values)))
         return out
 
     def decisions(self) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ Hazards handled here:
   ``flock`` on ``<sweep_dir>/locks/<run_id>.lock`` while it runs; a second launcher of the same run
   (a stray SLURM job, an orphan) waits for it and then finds its summary.
 - One GPU per run on a multi-GPU host (joblib): a job takes the first free ``gpus/<k>.lock`` and
-  exports ``CUDA_VISIBLE_DEVICES=k``. Under SLURM the scheduler sets the device; we leave it alone.
+  exports ``CUDA_VISIBLE_DEVICES=k``; a sharded run (``dist.nproc=n``, one torchrun command) takes
+  n at once. Under SLURM the scheduler sets the device; we leave it alone.
 - The decision "resume or start" is taken when the job starts (a requeued job finds its run dir).
 """
 
@@ -58,17 +59,34 @@ def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def _gpu_slot(sweep_dir: Path, gpus: Sequence[int] | None) -> Iterator[int | None]:
+def _gpu_slot(sweep_dir: Path, gpus: Sequence[int] | None, n: int = 1) -> Iterator[str | None]:
+    """Hold ``n`` free GPUs (``gpus/<k>.lock``) for one run; yields their ids as CUDA_VISIBLE_DEVICES.
+    A sharded run (``dist.nproc=n``) takes n GPUs at once, never a partial set (no deadlock between
+    two runs each holding half of what they need)."""
     if not gpus:
         yield None
         return
+    if n > len(gpus):
+        raise ValueError(f"a run needs {n} GPUs (dist.nproc) but the sweep has {len(gpus)}: {list(gpus)}")
     while True:
-        for k in gpus:
-            with _flock(sweep_dir / "locks" / f"gpu-{k}.lock", blocking=False) as got:
-                if got:
-                    yield int(k)
-                    return
-        time.sleep(1.0)  # more jobs than GPUs (n_jobs > len(gpus)): wait for one to free up
+        with contextlib.ExitStack() as held:
+            got = []
+            for k in gpus:
+                if held.enter_context(_flock(sweep_dir / "locks" / f"gpu-{k}.lock", blocking=False)):
+                    got.append(str(int(k)))
+                    if len(got) == n:
+                        yield ",".join(got)
+                        return
+        time.sleep(1.0)  # more jobs than GPUs (n_jobs > len(gpus)): wait for enough to free up
+
+
+def _nproc(argv: Sequence[str]) -> int:
+    """Processes (GPUs) a run asks for: the last ``dist.nproc=`` override, else 1."""
+    n = 1
+    for a in argv:
+        if a.startswith("dist.nproc="):
+            n = int(a.partition("=")[2])
+    return n
 
 
 class RunTask:
@@ -101,10 +119,10 @@ class RunTask:
             cmd = [sys.executable, "-m", self.run_module, *argv] + (["resume=true"] if resume else [])
             log_path = sweep_dir / "launcher" / f"{run_id}.out"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with _gpu_slot(sweep_dir, self.gpus) as gpu, open(log_path, "ab") as log:
+            with _gpu_slot(sweep_dir, self.gpus, _nproc(argv)) as gpu, open(log_path, "ab") as log:
                 env = dict(os.environ)
                 if gpu is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+                    env["CUDA_VISIBLE_DEVICES"] = gpu
                 env["HARNESS_RUN_DIR"] = str(run_dir)  # informational: where the sweep expects the run
                 log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume})\n".encode())
                 log.flush()

@@ -39,13 +39,18 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: torch.nn.Module, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
-    cls = import_target(opt_cfg.target)
+def optimizer_kwargs(opt_cfg: Any, train_cfg: Any, device: torch.device) -> dict[str, Any]:
+    """The shared hyper-parameters plus the arm's own kwargs (weight decay goes per param group)."""
     kwargs: dict[str, Any] = {"lr": train_cfg.lr, "betas": tuple(train_cfg.betas), "eps": train_cfg.eps}
     kwargs.update(dict(opt_cfg.kwargs))
     if opt_cfg.fused_on_cuda and device.type == "cuda":
         kwargs["fused"] = True
-    return cls(param_groups(model, train_cfg.weight_decay), **kwargs)
+    return kwargs
+
+
+def build_optimizer(model: torch.nn.Module, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
+    cls = import_target(opt_cfg.target)
+    return cls(param_groups(model, train_cfg.weight_decay), **optimizer_kwargs(opt_cfg, train_cfg, device))
 
 
 def enable_gradient_release(model: torch.nn.Module, optimizer: Any) -> Any:
@@ -78,9 +83,14 @@ class StateAudit:
     problem: str | None  # why not materialised
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return getattr(t, "_local_tensor", t)
+
+
 def audit_state(optimizer: Any, opt_cfg: Any) -> StateAudit:
+    """Bytes and dtypes of the state this process holds (per rank under FSDP2: the local shards)."""
     params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-    n_elems = sum(p.numel() for p in params)
+    n_elems = sum(_local(p).numel() for p in params)
     total = 0
     dtypes: set[str] = set()
     with_state = 0
@@ -90,6 +100,7 @@ def audit_state(optimizer: Any, opt_cfg: Any) -> StateAudit:
             with_state += 1
         for v in st.values():
             if torch.is_tensor(v):
+                v = _local(v)  # FSDP2: what this rank holds (DTensor states of torch AdamW)
                 total += v.numel() * v.element_size()
                 if v.numel() > 1:
                     dtypes.add(str(v.dtype).removeprefix("torch."))

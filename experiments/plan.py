@@ -282,7 +282,8 @@ def expand(
             *s.run_overrides,
         ]
         for arm in grid.optimizer:
-            arm_overrides = [*base, f"optimizer={arm}", f"sweep_id={sweep_id}"]
+            # Quoted: a hex id like 94e607891917 would otherwise parse as a float (inf).
+            arm_overrides = [*base, f"optimizer={arm}", f"sweep_id='{sweep_id}'"]
             composed, choices = compose_unresolved(s.run_config, arm_overrides, config_dir)
             micro = int(_select(composed, s.run_keys, "micro_batch", 1))
             reference_arm = str(composed.gates.reference_arm)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class PreparedData:
     max_new_tokens: int
     val_available: int
     test_available: int
+    prep_s: float = 0.0  # wall time of prepare_data: load, tokenizer, encode (s)
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -57,6 +59,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     sample cannot fit ``train.max_seq_len`` (raised before any directory is created)."""
     from datagen.dataset import dataset_dir, dataset_id, load_split
 
+    prep_start = time.perf_counter()
     d = dataset_dir(cfg.data, cfg.results_root)
     t = cfg.train
     sig, zero = t.text.significant_digits, t.text.zero_below_kpa
@@ -93,6 +96,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         max_new_tokens=max_new,
         val_available=len(samples["val"]),
         test_available=len(samples["test"]),
+        prep_s=time.perf_counter() - prep_start,
     )
 
 
@@ -209,6 +213,7 @@ class RunSession:
         except Exception:
             log.exception("summary.json could not be written")
             return False
+        log.info("phase times (s): %s", summary.get("phase_times_s"))
         log.info(
             "summary: status=%s final_loss=%s rel_l2_error=%s",
             summary.get("status"),
@@ -222,6 +227,19 @@ class _NoWandb:
     def log(self, row: dict[str, Any]) -> None: ...
     def summary(self, summary: dict[str, Any]) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
+
+
+def phase_times(st: Any, data: PreparedData) -> dict[str, float | None]:
+    """Wall time of each phase of the run (s); null for a phase that did not run (or ran in an
+    earlier, resumed-from process: training then counts this process's steps only)."""
+    val, test = st.eval.get("val") or {}, st.eval.get("test") or {}
+    return {
+        "data_prep": data.prep_s,
+        "model_build": getattr(st, "setup_s", None),
+        "training": st.train_s if st.train_s > 0 else None,
+        "validation_generation": val.get("wall_s"),
+        "test_generation": test.get("wall_s"),
+    }
 
 
 def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict[str, Any]:
@@ -265,6 +283,8 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "peak_mem_allocated_bytes": peak_alloc if measurable else None,
         "peak_mem_reserved_bytes": peak_reserved if measurable else None,
         "peak_mem_nvml_process_bytes": peak_nvml if measurable else None,
+        # the peaks above end with training; this one also covers evaluation (generation's KV cache)
+        "peak_mem_allocated_with_eval_bytes": getattr(st, "eval_peak_alloc", None) if measurable else None,
         "mem_breakdown": breakdown,
         # Counted from the state tensors themselves (device-independent, so also given on CPU).
         "optimizer_state_bytes_per_param": audit.bytes_per_param if audit else None,
@@ -279,6 +299,7 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "mfu": mfu,
         "tokens_per_step": st.tokens_per_step,
         "harness_time_fraction": st.harness_s / st.train_s if st.train_s > 0 else None,
+        "phase_times_s": phase_times(st, data),
         "train_wall_s": st.train_s,
         "initial_loss": st.initial_loss,
         "final_loss": st.final_loss,

@@ -190,7 +190,7 @@ class Sweep:
         return fresh
 
     def _argv(self, r: P.PlannedRun) -> list[str]:
-        return [*r.overrides, f"sweep_id={self.sweep_id}"]
+        return [*r.overrides, f"sweep_id='{self.sweep_id}'"]  # quoted: "94e607891917" is a float
 
     def ensure_datasets(self, runs: list[P.PlannedRun]) -> None:
         seen: set[Path] = set()

@@ -13,6 +13,7 @@ steps. The memory breakdown step (``harness.measure_step``) syncs a few times mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -94,8 +95,13 @@ class RunState:
     gates: Any = None
     mem_measurable: bool = False
     peaks: tuple[int | None, int | None, int | None] = (None, None, None)
+    # Peaks when training ended, before evaluation: the run's memory figures. Generation (its KV
+    # cache at eval batch size) can exceed the training peak and must not count as the arm's cost.
+    training_peaks: tuple[int | None, int | None, int | None] | None = None
+    eval_peak_alloc: int | None = None  # allocator peak over the whole run incl. evaluation (bytes)
     harness_s: float = 0.0  # host time spent logging after the loss read-back (s)
     train_s: float = 0.0  # wall time of the training loop (s)
+    setup_s: float | None = None  # wall time of model build, arm, optimizer (and resume) set-up (s)
 
 
 def lr_at(step: int, t: Any) -> float:
@@ -114,8 +120,13 @@ def pick_device(h: Any) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag) -> None:
+    def __init__(
+        self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag, dist_ctx: Any = None
+    ) -> None:
+        from experiments.dist import DistContext
+
         self.cfg = cfg
+        self.dist = dist_ctx if dist_ctx is not None else DistContext()  # FSDP2 rank, or inactive
         self.run_dir = run_dir
         self.data = data
         self.wandb = wandb_logger
@@ -131,6 +142,7 @@ class Trainer:
         self._pending: list[tuple[int, torch.Tensor, float]] = []
         self._interval_start = 0.0
         self.metrics_path = run_dir / "metrics.jsonl"
+        self._agreed_stop = False  # dist: some rank was asked to stop (from the last exchange)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _gates(self) -> Any:
@@ -147,6 +159,7 @@ class Trainer:
 
     def setup(self) -> int:
         """Build model, arm and optimizer; restore a checkpoint when resuming. Returns the start step."""
+        setup_start = time.perf_counter()
         cfg, t, o = self.cfg, self.cfg.train, self.cfg.optimizer
         cap = cfg.harness.cuda_memory_cap_gib
         if self.device.type == "cuda" and cap:
@@ -159,14 +172,19 @@ class Trainer:
             self._check_host_memory(models.estimated_n_params(cfg.model, vocab))
         self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, cfg.seed)
         optim_arms.apply_param_dtype(self.model, o)
+        if self.dist.active:
+            autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
+            self.dist.shard(self.model, o, autocast, cfg.dist.reduce_dtype)
         self.model.train()
         self.state.n_params = models.n_params(self.model)
         self.state.device_label = device_label()
-        self.state.param_bytes_per_param = memory.tensor_bytes(self.model.parameters()) / self.state.n_params
+        local_numel = sum(getattr(p, "_local_tensor", p).numel() for p in self.model.parameters())
+        self.state.param_bytes_per_param = memory.tensor_bytes(self.model.parameters()) / local_numel
         self.state.grad_bytes_per_param = 0.0 if o.gradient_release else self.state.param_bytes_per_param
-        self.optimizer = optim_arms.build_optimizer(self.model, o, t, self.device)
+        arms: Any = self.dist if self.dist.active else optim_arms  # dist: sharded variants, same arms
+        self.optimizer = arms.build_optimizer(self.model, o, t, self.device)
         if o.gradient_release:
-            self._release_handle = optim_arms.enable_gradient_release(self.model, self.optimizer)
+            self._release_handle = arms.enable_gradient_release(self.model, self.optimizer)
         self.autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
         self.stream = PackedStream(
             self.data.train,
@@ -178,6 +196,8 @@ class Trainer:
         self.state.tokens_per_step = t.micro_batch_size * t.max_seq_len * t.grad_accum_steps
         self.state.flops_per_token = models.flops_per_token(self.model, t.max_seq_len)
         self.state.peak_flops = models.peak_flops_per_s(self.device, dict(cfg.harness.peak_tflops))
+        if self.state.peak_flops is not None:  # dist: tokens/s is the job's, so is the peak (MFU)
+            self.state.peak_flops *= self.dist.world_size
         log.info(
             "model %s (%s init): %.3fM params on %s; arm %s",
             cfg.model.name,
@@ -191,6 +211,7 @@ class Trainer:
             start = self._resume()
         if start == 0:
             self.meter.reset_all()
+        self.state.setup_s = time.perf_counter() - setup_start
         return start
 
     def _check_host_memory(self, n: int) -> None:
@@ -208,7 +229,12 @@ class Trainer:
             )
 
     def _resume(self) -> int:
-        ck = checkpoint.load(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device)
+        if self.dist.active:
+            ck = checkpoint.load_sharded(
+                self.run_dir, model=self.model, optimizer=self.optimizer, dist_ctx=self.dist
+            )
+        else:
+            ck = checkpoint.load(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device)
         if ck is None:
             return 0
         step = int(ck["step"])
@@ -225,7 +251,8 @@ class Trainer:
             if self.metrics_path.exists()
             else []
         )
-        write_text(self.metrics_path, "".join(_jsonl(r) for r in rows))
+        if self.dist.is_main:
+            write_text(self.metrics_path, "".join(_jsonl(r) for r in rows))
         for r in rows:
             self._account(r)
             self.state.gates.on_step(r["step"], r)
@@ -251,18 +278,15 @@ class Trainer:
             last = step == t.max_steps
             operator_stop = h.stop_after_steps is not None and step >= h.stop_after_steps and not last
             ckpt_due = h.checkpoint_every_steps and step % h.checkpoint_every_steps == 0 and not last
-            if (
-                len(self._pending) >= h.sync_every_steps
-                or last
-                or self.stop.requested
-                or operator_stop
-                or ckpt_due
-            ):
+            # dist: the flush cadence must not depend on a rank's own signal (it is a collective)
+            local_stop = self.stop.requested and not self.dist.active
+            if len(self._pending) >= h.sync_every_steps or last or local_stop or operator_stop or ckpt_due:
                 self._flush()
-            if self.stop.requested or operator_stop:
+            requested = self._agreed_stop if self.dist.active else self.stop.requested
+            if requested or operator_stop:
                 why = (
-                    f"{self.stop.signal_name} received"
-                    if self.stop.requested
+                    f"{self.stop.signal_name or 'a stop signal (on another rank)'} received"
+                    if requested
                     else f"harness.stop_after_steps={step}"
                 )
                 self._checkpoint(step)
@@ -279,10 +303,14 @@ class Trainer:
             step == t.max_steps and self.state.mem_breakdown is None and step >= 2
         )
         snap = memory.Snapshot(measure and h.memory_snapshot)
+        phases = None
         if measure:
             snap.start()
             self.meter.reset()
-            before = self.meter.current()[0]
+            if self.meter.measurable:  # the breakdown's phases (memory.StepPhases); host counters only
+                counters = memory.CudaCounters(self.meter)
+                phases = memory.StepPhases(self.model, counters, release=self._release_handle is not None)
+                phases.start()
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast)
             if self.autocast is not None
@@ -292,38 +320,37 @@ class Trainer:
         for _ in range(t.grad_accum_steps):
             ids, labels = self.stream.micro_batch(self.state.micro_batches)
             self.state.micro_batches += 1
+            kw, scale = {}, 1
+            if self.dist.active:  # this rank's rows; normalised by the whole micro-batch's tokens
+                ids, labels, kw["num_items_in_batch"] = self.dist.rank_rows(ids, labels)
+                scale = self.dist.world_size  # FSDP2 averages gradients over the ranks
             ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
             labels_t = torch.from_numpy(labels).to(self.device, non_blocking=True)
             with ctx:
-                loss = self.model(input_ids=ids_t, labels=labels_t).loss / t.grad_accum_steps
-            loss.backward()
+                loss = self.model(input_ids=ids_t, labels=labels_t, **kw).loss / t.grad_accum_steps
+            (loss * scale if scale != 1 else loss).backward()
             loss_sum += loss.detach().float()
-        if measure:
-            fwd_bwd_peak = None
-            if self.meter.measurable:
-                torch.cuda.synchronize(self.device)  # sync point, once per run
-                fwd_bwd_peak = torch.cuda.max_memory_allocated(self.device)
-            grads = memory.tensor_bytes(p.grad for p in self.model.parameters())
-        if t.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
-        if self._release_handle is None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        with phases.optimizer_step() if phases is not None else contextlib.nullcontext():
+            if t.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
+            if self._release_handle is None:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
         if self.state.audit is None:
             self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
             self.state.gates.note_state_dtypes(self.state.audit.dtypes)
             if not self.state.audit.materialised:
                 log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
         if measure:
-            peak = self.meter.peaks()[0]
-            self.state.mem_breakdown = memory.breakdown(
-                measurable=self.meter.measurable,
-                params_bytes=memory.tensor_bytes(self.model.parameters()),
-                grads_bytes=grads,
-                state_bytes=self.state.audit.state_bytes,
-                before_fwd_bytes=before,
-                fwd_bwd_peak_bytes=fwd_bwd_peak,
-                peak_bytes=peak,
+            self.state.mem_breakdown = (
+                memory.step_breakdown(
+                    params_bytes=memory.tensor_bytes(self.model.parameters()),
+                    state_bytes=self.state.audit.state_bytes,
+                    before_bytes=phases.before_bytes,
+                    phases=phases.finish(),
+                )
+                if phases is not None
+                else memory.unmeasured_breakdown()
             )
             snap.stop(self.run_dir / "memory_snapshot.html")
             self.meter.sample_nvml()
@@ -333,13 +360,20 @@ class Trainer:
     def _flush(self) -> None:
         if not self._pending:
             return
-        losses = torch.stack([p[1] for p in self._pending]).tolist()  # the loop's one device sync
+        if self.dist.active:  # global losses, agreed stop, every rank's memory: one collective
+            mem = (*self.meter.current(), *self.meter.peaks())
+            stacked = torch.stack([p[1] for p in self._pending])
+            losses, self._agreed_stop = self.dist.exchange(stacked, self.stop.requested, mem)
+        else:
+            losses = torch.stack([p[1] for p in self._pending]).tolist()  # the loop's one device sync
         now = time.perf_counter()
         self._flush_started = now
         step_time = (now - self._interval_start) / len(self._pending)
         self._interval_start = now
         alloc, reserved = self.meter.current()
         peak_alloc, peak_reserved = self.meter.peaks()
+        if self.dist.active and self.meter.measurable:  # rows carry the per-GPU worst case
+            alloc, reserved, peak_alloc, peak_reserved = (max(col) for col in zip(*self.dist.mem_per_rank))
         pending, self._pending = self._pending, []
         rows = [
             {
@@ -358,18 +392,30 @@ class Trainer:
         # Every computed step is recorded before any verdict on it, so metrics.jsonl always reaches
         # steps_completed even when divergence or a gate ends the run inside this interval.
         for row in rows:
-            append_jsonl(self.metrics_path, row)
-            self.wandb.log(row)
+            if self.dist.is_main:
+                append_jsonl(self.metrics_path, row)
+                self.wandb.log(row)
             self._account(row)
         try:
-            for row in rows:
-                self._check_divergence(row["step"], row["loss"])
-                decision = self.state.gates.on_step(row["step"], row)
-                if decision is not None and decision.fired:
-                    raise Stop("aborted", f"gate {decision.gate}: {decision.reason}")
+            verdict = None
+            if self.dist.is_main:
+                try:
+                    self._judge(rows)
+                except Stop as stop:
+                    verdict = (stop.status, stop.reason)
+            verdict = self.dist.broadcast(verdict)  # dist: rank 0 decides, every rank stops together
+            if verdict is not None:
+                raise Stop(*verdict)
         finally:
             # Host-side cost of logging (rows, W&B, gates): it lands in the next interval's step time.
             self.state.harness_s += time.perf_counter() - self._flush_started
+
+    def _judge(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._check_divergence(row["step"], row["loss"])
+            decision = self.state.gates.on_step(row["step"], row)
+            if decision is not None and decision.fired:
+                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}")
 
     def _account(self, row: dict[str, Any]) -> None:
         if row["step"] == 1:
@@ -393,12 +439,16 @@ class Trainer:
     def _checkpoint(self, step: int) -> None:
         audit = self.state.audit.__dict__ if self.state.audit else None
         progress = {
-            "peaks": (*self.meter.peaks(), self.meter.peak_nvml()),
+            # a checkpoint taken during evaluation keeps the training peaks (see RunState)
+            "peaks": self.state.training_peaks or (*self.meter.peaks(), self.meter.peak_nvml()),
             "mem_breakdown": self.state.mem_breakdown,
             "audit": audit,
         }
         try:
-            self.state.checkpoint_bytes = checkpoint.save(
+            save: Any = checkpoint.save
+            if self.dist.active:  # every rank writes its shards (DCP); rank 0 the small index
+                save = functools.partial(checkpoint.save_sharded, dist_ctx=self.dist)
+            self.state.checkpoint_bytes = save(
                 self.run_dir,
                 model=self.model,
                 optimizer=self.optimizer,
@@ -413,6 +463,8 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> None:
+        if self.state.training_peaks is None:  # not on a resumed evaluation: restored from the checkpoint
+            self.state.training_peaks = (*self.meter.peaks(), self.meter.sample_nvml())
         t0 = time.perf_counter()
         self._evaluate()
         log.info(
@@ -429,7 +481,8 @@ class Trainer:
             "batch_size": e.batch_size,
             "device": self.device,
             "autocast": self.autocast,
-            "should_stop": lambda: self.stop.requested,
+            # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
+            "should_stop": lambda: self.dist.any(self.stop.requested),
         }
         if d.val:
             val = evaluate.evaluate_split(self.model, d.codec, d.val, d.val_stress, d.train_stress, **kw)
@@ -453,13 +506,15 @@ class Trainer:
 
     def finish(self) -> None:
         self.meter.sample_nvml()
-        if not self.cfg.harness.keep_checkpoint:
-            (self.run_dir / checkpoint.CHECKPOINT_NAME).unlink(missing_ok=True)
+        if not self.cfg.harness.keep_checkpoint and self.dist.is_main:
+            checkpoint.remove(self.run_dir)
 
     def release(self) -> None:
         """Free the device after any ending (OOM included) so the summary can be written."""
         with contextlib.suppress(Exception):
-            self.state.peaks = (*self.meter.peaks(), self.meter.sample_nvml())
+            run_peaks = (*self.meter.peaks(), self.meter.sample_nvml())
+            self.state.eval_peak_alloc = run_peaks[0]
+            self.state.peaks = self.state.training_peaks or run_peaks
         if self._release_handle is not None:
             self._release_handle.remove()
         self.model = self.optimizer = self._release_handle = None

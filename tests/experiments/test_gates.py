@@ -148,19 +148,56 @@ def test_gate_e_throughput_in_run(tmp_path: Path, gates_cfg: Any, tps: float, fi
     g = G.InRunGates(gates_cfg, arm="flashoptim", reference_run_dir=reference(tmp_path, tps=1000.0))
     returned = feed(g, range(1, 101), mem=0.5e9, tps=tps)
     d = next(d for d in g.decisions() if d["gate"] == "E")
-    assert d["step"] == 100 and d["fired"] is fires
+    assert d["step"] == gates_cfg.B.step == 100 and d["fired"] is fires, "E is decided at B's step"
     assert d["values"]["throughput_ratio"] == pytest.approx(tps / 1000.0)
+    assert d["values"]["reference_tokens_per_s"] == 1000.0 and d["values"]["window_steps"] == 90
     # B and E fall on step 100: on_step hands back the one that fired (the run engine acts on it).
     assert any(r.gate == "E" for r in returned) is fires
 
 
-def test_gate_e_at_end_for_short_runs(tmp_path: Path, gates_cfg: Any) -> None:
-    cfg = OmegaConf.merge(gates_cfg, {"E": {"step": None}})
-    g = G.InRunGates(cfg, arm="flashoptim", reference_run_dir=reference(tmp_path, tps=1000.0), total_steps=20)
-    feed(g, range(1, 21), mem=0.5e9, tps=300.0)
-    ends = {d.gate: d for d in g.at_end({"tokens_per_s": 300.0})}
-    assert ends["E"].fired and ends["E"].values["throughput_ratio"] == pytest.approx(0.3)
-    assert {d["gate"] for d in g.decisions()} == {"A", "B", "E"}
+def test_gate_e_uses_the_median_after_warm_up_against_the_reference_summary(
+    tmp_path: Path, gates_cfg: Any
+) -> None:
+    # Reference: its metrics rows say 5000 tokens/s but its summary (the median) says 1000: the summary wins.
+    ref = write_run(
+        tmp_path / "ref", arm="adamw", rows=[row(s, tps=5000.0) for s in range(1, 121)], tokens_per_s=1000.0
+    )
+    g = G.InRunGates(gates_cfg, arm="flashoptim", reference_run_dir=ref)
+    # Steps 1-10 (warm-up, excluded) are very slow; then 450 for 60 steps and 900 for 30: median 450.
+    for s in range(1, 101):
+        tps = 1.0 if s <= 10 else (450.0 if s <= 70 else 900.0)
+        g.on_step(s, row(s, tps=tps))
+    d = next(d for d in g.decisions() if d["gate"] == "E")
+    assert d["values"]["tokens_per_s"] == 450.0 and d["values"]["window"] == [10, 100]
+    assert d["fired"] and d["values"]["throughput_ratio"] == pytest.approx(0.45)
+
+
+def test_gate_e_in_a_short_run_is_decided_at_its_last_step_and_returned(
+    tmp_path: Path, gates_cfg: Any
+) -> None:
+    g = G.InRunGates(
+        gates_cfg, arm="flashoptim", reference_run_dir=reference(tmp_path, tps=1000.0), total_steps=20
+    )
+    returned = {d.gate: d for d in feed(g, range(1, 21), mem=0.5e9, tps=300.0)}
+    e = returned["E"]  # returned by on_step at step 20, so the engine stops the run before evaluation
+    assert e.step == 20 and e.fired and e.values["evaluated_at_last_step"] and e.values["gate_step"] == 20
+    assert e.values["throughput_ratio"] == pytest.approx(0.3) and e.values["window_steps"] == 10
+    assert g.at_end({"tokens_per_s": 300.0}) == [], "nothing is left to decide at the end"
+
+
+@pytest.mark.parametrize("case", ["reference without tokens_per_s", "no step after warm-up"])
+def test_gate_e_not_evaluable(tmp_path: Path, gates_cfg: Any, case: str) -> None:
+    if case == "reference without tokens_per_s":
+        ref = write_run(
+            tmp_path / "ref", arm="adamw", rows=[row(s) for s in range(1, 121)], tokens_per_s=None
+        )
+        total, why = None, "no tokens_per_s"
+    else:
+        ref, total, why = reference(tmp_path), 8, "no tokens_per_s in steps (10, 8]"
+    g = G.InRunGates(gates_cfg, arm="flashoptim", reference_run_dir=ref, total_steps=total)
+    feed(g, range(1, (total or 100) + 1), tps=1.0)
+    d = next(d for d in g.decisions() if d["gate"] == "E")
+    assert d["outcome"] == "not_evaluable" and not d["fired"] and why in d["reason"], d
 
 
 # ------------------------------------------------------------------------------ short runs, refs

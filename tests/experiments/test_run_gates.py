@@ -19,6 +19,10 @@ def test_treatment_run_is_gated_against_its_reference(results_root: Path) -> Non
     _, ref_dir = run_in_process(results_root, common)
     ref = read_summary(ref_dir)
     assert ref["status"] == "completed" and ref["gates"] == []  # gates apply to treatment arms only
+    phases = ref["phase_times_s"]  # where a run's wall time goes, also in run.log
+    assert set(phases) == {"data_prep", "model_build", "training", "validation_generation", "test_generation"}
+    assert all(v > 0 for v in phases.values()), phases
+    assert "phase times (s)" in (ref_dir / "run.log").read_text()
     _, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
     s = read_summary(run_dir)
     by_gate = {g["gate"]: g for g in s["gates"]}
@@ -36,3 +40,21 @@ def test_a_fired_loss_gate_aborts_the_treatment_run(results_root: Path) -> None:
     assert code == 0 and s["status"] == "aborted" and s["status_reason"].startswith("gate A")
     assert s["steps_completed"] == 2 and s["rel_l2_error"] is None
     assert [g["gate"] for g in s["gates"] if g["fired"]] == ["A"]
+
+
+def test_a_fired_throughput_gate_aborts_the_treatment_run_before_evaluation(results_root: Path) -> None:
+    # E follows B's step (20 at smoke), past this 4-step run: decided at its last step, in the run.
+    # No arm is 1000x faster than AdamW, so min_ratio=1000 must fire.
+    common = [*FAST, "sweep_id=gate-e-fires", "gates.A.enabled=false", "gates.E.min_ratio=1000"]
+    _, ref_dir = run_in_process(results_root, common)
+    ref_tps = read_summary(ref_dir)["tokens_per_s"]
+    code, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
+    s = read_summary(run_dir)
+    assert code == 0 and s["status"] == "aborted" and s["status_reason"].startswith("gate E"), s[
+        "status_reason"
+    ]
+    assert s["steps_completed"] == 4 and s["rel_l2_error"] is None and s["val_rel_l2_error"] is None
+    (e,) = [g for g in s["gates"] if g["fired"]]
+    assert e["gate"] == "E" and e["step"] == 4 and e["values"]["evaluated_at_last_step"]
+    assert e["values"]["reference_tokens_per_s"] == ref_tps
+    assert e["values"]["throughput_ratio"] == e["values"]["tokens_per_s"] / ref_tps < 1000

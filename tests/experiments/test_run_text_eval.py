@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import run_helpers  # noqa: F401  (puts the repo's packages ahead of tests/ namespace shadows)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.evaluate import rel_l2_error, trivial_rel_l2_error
+from experiments.evaluate import (
+    evaluate_split,
+    generate,
+    parse_decided,
+    rel_l2_error,
+    trivial_rel_l2_error,
+)
 from experiments.textdata import (
     IGNORE_INDEX,
     EncodedSample,
@@ -76,3 +84,131 @@ def test_packing_is_deterministic_full_length_and_masks_prompts() -> None:
     assert fresh.epochs_started() >= 2  # k=40 lies beyond the first epoch
     c = PackedStream(samples, max_seq_len=16, micro_batch_size=2, seed=1, pad_id=0)
     assert not np.array_equal(c.micro_batch(0)[0], a.micro_batch(0)[0])
+
+
+# --------------------------------------------------------------------- generation stops when decided
+_FIELD_PIECES = [
+    "1",
+    "2.5",
+    "-3e-1",
+    ".5",
+    "1_0",
+    "e-1",
+    "x",
+    "nan",
+    "1e999",
+    "<eos>",
+    "<e",
+    "os>",
+    "\ufffd",
+    "9.",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from([*_FIELD_PIECES, " ", "  "]), max_size=24),
+    st.lists(st.sampled_from([*_FIELD_PIECES, " "]), max_size=24),
+)
+def test_a_decided_parse_is_the_same_whatever_follows(prefix: list[str], more: list[str]) -> None:
+    text, tail = "".join(prefix), "".join(more)
+    if parse_decided(text, 1):  # P = 1: the first 6 fields
+        a, b = parse_stress(text, 1), parse_stress(text + tail, 1)
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (text, tail)
+
+
+def test_rows_are_decided_by_complete_fields_or_a_field_that_cannot_be_a_number() -> None:
+    assert parse_decided(" 1.0e0" * 6 + " ", 1)  # six closed numbers: the parse is fixed
+    assert not parse_decided(" 1.0e0" * 6, 1)  # the sixth may still grow ("1.0e05")
+    assert parse_decided("e-1.e-1.e-1", 1)  # an exponent without a mantissa: never a number
+    assert parse_decided(" 1.0 x 2.0", 1) and parse_decided(" 1.0 nan ", 1)  # a closed non-finite field
+    assert not parse_decided(" 1.0 2.5e", 1) and not parse_decided(" 1.0<eo", 1)
+    assert not parse_decided("", 1) and not parse_decided("1.\ufffd", 1)
+
+
+def _bigram_llama(codec: TextCodec, chains: dict[int, list[int]], default: list[int]) -> Any:
+    """A 1-layer Llama whose greedy next token is a fixed function of the current token: attention
+    and MLP outputs are zeroed, so the last hidden state is RMSNorm(one-hot(token)) and the LM head
+    maps it to the chosen successor. ``chains[t]`` is the cycle generated after a prompt ending in t."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    v = codec.vocab_size
+    h = v + v % 2  # rotary embeddings need an even head size
+    cfg = LlamaConfig(
+        vocab_size=v,
+        hidden_size=h,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+        max_position_embeddings=4096,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    nxt = {}
+    for start, cycle in [*chains.items(), (None, default)]:
+        if start is not None:
+            nxt[start] = cycle[0]
+        for a, b in zip(cycle, cycle[1:] + cycle[:1]):
+            nxt.setdefault(a, b)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(v, h))
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        head = torch.zeros(v, h)
+        for a in range(v):
+            head[nxt.get(a, default[0]), a] = 1.0
+        model.lm_head.weight.copy_(head)
+    return model
+
+
+def test_stopping_decided_rows_keeps_the_metrics_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from experiments import evaluate
+
+    monkeypatch.setattr(evaluate, "DECIDE_EVERY_TOKENS", 4)  # short outputs: check often
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: extra OpenMP threads only spin on a shared 2-core box
+    try:
+        _check_stopping_keeps_metrics(torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_stopping_keeps_metrics(torch: Any) -> None:
+
+    texts = ["BC: a -> STRESS: 1.5e0 -2.0e-1 x y z <eos>", "BC: b -> STRESS: 3.0e1 7.0e0"] * 10
+    codec = TextCodec.train_bpe(texts, 96)
+    enc = lambda s: codec.encode(s, first=False)  # noqa: E731
+    numbers, garbage = enc(" 1e0"), enc("x")
+    later_garbage = enc(" -2e-1 -2e-1 y")
+    short = [*enc(" 1e0 1e0"), codec.eos_id]  # eos after two numbers: a short output
+    a, b, z, w = (enc(t)[-1] for t in "abzw")
+    model = _bigram_llama(codec, {a: numbers, b: garbage, z: later_garbage, w: short}, numbers)
+    # Prompts ending in a (numbers: parses), b (garbage at once), z (fails at its third field),
+    # w (eos too early) and c (the default chain), in one batch and across batches.
+    prompts = [enc(f"BC: {t} q {'r ' * (i % 3)}{t}") for i, t in enumerate("abzwcab")]
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(len(prompts), 1, 6))
+    train = rng.normal(size=(50, 1, 6))
+    samples = [EncodedSample(p, []) for p in prompts]
+    kw = {"max_new_tokens": 36, "batch_size": 4, "device": torch.device("cpu"), "autocast": None}
+    full = evaluate_split(model, codec, samples, true, train, stop_when_decided=False, **kw)
+    fast = evaluate_split(model, codec, samples, true, train, **kw)
+    assert full is not None and fast is not None
+    for key in ("rel_l2_error", "parse_failure_rate", "trivial_rel_l2_error", "eval_samples"):
+        assert fast[key] == full[key], key  # bit-identical, not approx
+    assert 0 < full["parse_failure_rate"] < 1, "both outcomes are exercised"
+    texts_full = generate(model, codec, prompts, n_probes=None, **kw)
+    texts_fast = generate(model, codec, prompts, n_probes=1, **kw)
+    assert texts_full is not None and texts_fast is not None
+    for f, s in zip(texts_full, texts_fast):
+        if f.count(" ") == 2:  # the eos row: generate itself stopped it, as before
+            assert s == f
+            continue
+        assert f.startswith(s) and len(s) < len(f), "rows stop early, on a prefix of the full output"
+        assert (parse_stress(f, 1) is None) == (parse_stress(s, 1) is None)

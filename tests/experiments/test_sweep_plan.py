@@ -239,3 +239,17 @@ def test_planned_run_ids_match_the_run_entry_points_own_composition() -> None:
         direct = compose("run", [*r.overrides, "sweep_id=test"])
         assert identity.run_id(direct) == r.run_id
         assert identity.run_dir(direct) == r.run_dir
+
+
+def test_a_sweep_id_that_looks_like_a_float_stays_the_sweep_directory(tmp_path: Path) -> None:
+    """A 12-hex content id such as 94e607891917 reads as 9.4e607891917 = inf unless quoted: every
+    such sweep would then share results/sweeps/inf/."""
+    from common.config import compose
+    from experiments import identity
+    from experiments.sweep import Sweep
+
+    cfg = sweep_cfg("sweep=mvt", "scale=smoke", "sweep.grid.seed=[0]", f"results_root={tmp_path}")
+    runs = P.expand(cfg.sweep, cfg.scale, "94e607891917", results_root=str(tmp_path))
+    assert runs and all(r.run_dir.parent.parent.name == "94e607891917" for r in runs)
+    argv = Sweep(cfg, [], "94e607891917")._argv(runs[0])  # what the launched run receives
+    assert identity.run_dir(compose("run", argv)) == runs[0].run_dir
