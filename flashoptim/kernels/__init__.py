@@ -17,13 +17,14 @@ quantises, exactly as the reference does (``FlashOptimizer._store_states``).  Th
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
 
 import torch
 
-from flashoptim.companders import Compander
+from flashoptim.companders import Compander, default_compander
 
 __all__ = [
     "GROUPS_PER_PROGRAM",
@@ -92,6 +93,22 @@ def compander_args(comp: Compander) -> tuple[int, float, float]:
     return FAM_MULAW, a, math.log1p(a)
 
 
+@functools.lru_cache(maxsize=64)
+def _fixed_compander_args(name: str, signed: bool) -> tuple[int, float, float]:
+    return compander_args(default_compander(name, signed=signed))
+
+
+def _state_compander_args(
+    opt: Any, state: dict[str, Any], name: str, signed: bool
+) -> tuple[int, float, float]:
+    """Kernel args of one state's compander.  A fixed compander (every choice but ``learned``) is the
+    optimizer's own (``_import_state`` re-quantises any other), so it comes from a cache: reading the
+    state's compander tensor costs host time on every launch."""
+    if opt.compander != "learned":
+        return _fixed_compander_args(opt.compander, signed)
+    return compander_args(Compander.from_tensor(state[f"{name}_compander"]))
+
+
 def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
     lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
     decoupled = getattr(opt, "_decoupled", True)
@@ -154,14 +171,14 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
     state_ptrs: list[torch.Tensor] = []  # (values or codes, scales, fp32 out) per state
     fam_args: list[tuple[int, float, float]] = []
     scratch: dict[str, torch.Tensor] = {}
-    for name, _signed, _root in specs:
+    for name, signed, _root in specs:
         if quantized:
             codes, scales = state[f"{name}_codes"], state[f"{name}_scales"]
             out = work
             if refit:
                 out = scratch[name] = torch.empty(n, dtype=torch.float32, device=p.device)
             state_ptrs += [codes, scales, out]
-            fam_args.append(compander_args(Compander.from_tensor(state[f"{name}_compander"])))
+            fam_args.append(_state_compander_args(opt, state, name, signed))
         else:
             values = state[name]
             state_ptrs += [values, values, values]
@@ -246,11 +263,11 @@ def _launch_inputs(
     cols: list[torch.Tensor] = [p.detach(), corr if corr is not None else p.detach(), grad]
     fams: list[int] = []
     comp: list[float] = []
-    for name, _signed, _root in specs:
+    for name, signed, _root in specs:
         if quantized:
             codes, scales = state[f"{name}_codes"], state[f"{name}_scales"]
             cols += [codes, scales]
-            fam, a, aux = compander_args(Compander.from_tensor(state[f"{name}_compander"]))
+            fam, a, aux = _state_compander_args(opt, state, name, signed)
         else:
             values = state[name]
             cols += [values, values]
@@ -278,6 +295,33 @@ def _to_device(rows: list[Any], dtype: torch.dtype, device: torch.device) -> tor
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def _launch_tables(
+    items: list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]],
+    numels: list[int],
+    bases: list[torch.Tensor],
+    tile: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Device tables of one multi-tensor launch: element offsets of every tensor from its column's
+    base, numels, compander args, and each tile's tensor and index within it."""
+    tiles = torch.tensor([-(-n // tile) for n in numels], dtype=torch.int64)
+    tile_tensor = torch.repeat_interleave(torch.arange(len(items), dtype=torch.int64), tiles)
+    starts = torch.cumsum(tiles, 0) - tiles
+    tile_index = torch.arange(int(tiles.sum()), dtype=torch.int64) - starts[tile_tensor]
+    # each tensor as an element offset from the first item's tensor of its column (exact: every
+    # address is 16-byte aligned, so offsets are whole elements)
+    offsets = [
+        [(t.data_ptr() - b.data_ptr()) // b.element_size() for t, b in zip(cols, bases)]
+        for _p, _s, cols, _c in items
+    ]
+    off = _to_device(offsets, torch.int64, device)
+    numel = _to_device(numels, torch.int64, device)
+    comp = _to_device([c for _p, _s, _a, c in items], torch.float32, device)
+    tile_t = _to_device(tile_tensor.tolist(), torch.int32, device)
+    tile_i = _to_device(tile_index.tolist(), torch.int32, device)
+    return off, numel, comp, tile_t, tile_i, int(tiles.sum())
+
+
 def _launch_many(
     opt: Any,
     fams: tuple[int, ...],
@@ -292,26 +336,25 @@ def _launch_many(
     device = p0.device
     tile = GROUPS_PER_PROGRAM * 32
     numels = [p.numel() for p, _s, _a, _c in items]
-    tiles = torch.tensor([-(-n // tile) for n in numels], dtype=torch.int64)
-    tile_tensor = torch.repeat_interleave(torch.arange(len(items), dtype=torch.int64), tiles)
-    starts = torch.cumsum(tiles, 0) - tiles
-    tile_index = torch.arange(int(tiles.sum()), dtype=torch.int64) - starts[tile_tensor]
-    # each tensor as an element offset from the first item's tensor of its column (exact: every
-    # address is 16-byte aligned, so offsets are whole elements)
     bases = items[0][2]
-    offsets = [
-        [(t.data_ptr() - b.data_ptr()) // b.element_size() for t, b in zip(cols, bases)]
-        for _p, _s, cols, _c in items
-    ]
-    off = _to_device(offsets, torch.int64, device)
-    numel = _to_device(numels, torch.int64, device)
-    comp = _to_device([c for _p, _s, _a, c in items], torch.float32, device)
-    tile_t = _to_device(tile_tensor.tolist(), torch.int32, device)
-    tile_i = _to_device(tile_index.tolist(), torch.int32, device)
+    # The launch tables depend only on addresses, sizes and compander args, which stay the same from
+    # step to step: build and upload them once (host work per launch delays the GPU on small params).
+    cache = opt.__dict__.setdefault("_multi_launch_tables", {})
+    key = (
+        fams,
+        device,
+        tuple((tuple(t.data_ptr() for t in cols), tuple(c)) for _p, _s, cols, c in items),
+        tuple(numels),
+    )
+    if key not in cache:
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = _launch_tables(items, numels, bases, tile, device)
+    off, numel, comp, tile_t, tile_i, n_tiles = cache[key]
     names = [name for name, _signed, _root in opt._state_specs(group)]
     corr = state0.get("correction")
     sc = _scalars(opt, group, state0["step"])
-    flash_step_multi_kernel[(int(tiles.sum()),)](
+    flash_step_multi_kernel[(n_tiles,)](
         *bases,
         off,
         numel,
