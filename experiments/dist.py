@@ -48,6 +48,10 @@ def under_torchrun() -> bool:
     return TORCHRUN_ENV in os.environ and "RANK" in os.environ
 
 
+def torchrun_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     return [
         sys.executable,

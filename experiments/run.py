@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.dist.strategy != "none" and not dist.under_torchrun():
         return dist.launch(cfg, args)  # one torchrun command; this process waits and checks the summary
+    if cfg.dist.strategy == "none" and dist.under_torchrun() and dist.torchrun_world_size() > 1:
+        die(ConfigError("dist.strategy", "none", "fsdp2 (torchrun started several processes)"))
     return execute(cfg)
 
 

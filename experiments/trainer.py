@@ -484,16 +484,19 @@ class Trainer:
             # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
             "should_stop": lambda: self.dist.any(self.stop.requested),
         }
+        # one generation over validation and test prompts together (evaluate.evaluate_splits: half
+        # the decode steps); gate D is still decided on validation alone before test is reported
+        splits = {"val": (d.val, d.val_stress)} if d.val else {}
+        splits["test"] = (d.test, d.test_stress)
+        results = evaluate.evaluate_splits(self.model, d.codec, splits, d.train_stress, **kw)
+        self._stopped_in_eval(results)
+        assert results is not None
         if d.val:
-            val = evaluate.evaluate_split(self.model, d.codec, d.val, d.val_stress, d.train_stress, **kw)
-            self._stopped_in_eval(val)
-            self.state.eval["val"] = val
-            decision = self.state.gates.after_validation(val["rel_l2_error"])
+            self.state.eval["val"] = results["val"]
+            decision = self.state.gates.after_validation(results["val"]["rel_l2_error"])
             if decision is not None and decision.fired:
-                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test evaluation skipped")
-        test = evaluate.evaluate_split(self.model, d.codec, d.test, d.test_stress, d.train_stress, **kw)
-        self._stopped_in_eval(test)
-        self.state.eval["test"] = test
+                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test results not reported")
+        self.state.eval["test"] = results["test"]
 
     def _stopped_in_eval(self, result: Any) -> None:
         if result is None:

@@ -361,7 +361,8 @@ def full_fp32_master(model: nn.Module, optimizer: ShardedOptimizer) -> dict[str,
     for name, p in model.named_parameters():
         proxy = optimizer.proxy(p) if id(p) in optimizer._proxy else local_shard(p)
         code = optimizer.state.get(proxy, {}).get("correction")
-        local = reconstruct_master(proxy, code) if proxy.dtype in _SIXTEEN_BIT else proxy.float()
+        shard = proxy.detach()
+        local = reconstruct_master(shard, code) if shard.dtype in _SIXTEEN_BIT else shard.float()
         if _is_dtensor(p):
             full = DTensor.from_local(
                 local,

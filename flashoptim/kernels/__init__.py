@@ -44,7 +44,9 @@ FAST_MATH = os.environ.get("FLASHOPTIM_FAST_MATH", "1") == "1"
 # Params of at most this many values share one launch of the multi-tensor kernel per configuration
 # (kernels/triton_multi.py); larger ones keep their own launch, where the pointer arguments'
 # alignment specialisation applies and the launch overhead is amortised.  Not yet timed on a GPU.
-MULTI_MAX_NUMEL = int(os.environ.get("FLASHOPTIM_MULTI_MAX_NUMEL", str(1 << 18)))
+# Off by default (opt in with e.g. 262144): measured on an H100 (flashoptim/BENCHMARKS.md), the step of
+# 1.01B params (45 tensors, 10 of them small) took 6.10 ms with it and 5.63 ms without.
+MULTI_MAX_NUMEL = int(os.environ.get("FLASHOPTIM_MULTI_MAX_NUMEL", "0"))
 
 _FUSED_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # triton_step.P_DTYPE
 

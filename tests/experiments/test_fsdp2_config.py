@@ -90,3 +90,19 @@ def test_a_torchrun_that_ended_without_a_status_is_recorded_as_failed(results_ro
     s = read_summary(run_dir)
     assert s["status"] == "failed" and "torchrun exited with code 1" in s["status_reason"]
     assert s["run_id"] == run_dir.name and s["steps_completed"] == 0
+
+
+def test_torchrun_with_several_processes_and_no_strategy_is_a_config_error(
+    results_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started by torchrun directly without dist=fsdp2, every rank would write the same run dir."""
+    from experiments.run import main
+
+    for key, value in {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exc:
+        main([f"results_root={results_root}", "sweep_id=dist_torchrun", *FAST])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dist.strategy='none'" in err[0]
+    assert not (results_root / "sweeps" / "dist_torchrun").exists()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from experiments.evaluate import (
     evaluate_split,
+    evaluate_splits,
     generate,
     parse_decided,
     rel_l2_error,
@@ -203,6 +204,16 @@ def _check_stopping_keeps_metrics(torch: Any) -> None:
     for key in ("rel_l2_error", "parse_failure_rate", "trivial_rel_l2_error", "eval_samples"):
         assert fast[key] == full[key], key  # bit-identical, not approx
     assert 0 < full["parse_failure_rate"] < 1, "both outcomes are exercised"
+    # validation and test pooled into one generation score each split as evaluating it alone
+    pooled = evaluate_splits(
+        model, codec, {"v": (samples[:3], true[:3]), "t": (samples[3:], true[3:])}, train, **kw
+    )
+    assert pooled is not None
+    for name, part in (("v", slice(0, 3)), ("t", slice(3, None))):
+        alone = evaluate_split(model, codec, samples[part], true[part], train, **kw)
+        assert alone is not None
+        for key in ("rel_l2_error", "parse_failure_rate", "trivial_rel_l2_error", "eval_samples"):
+            assert pooled[name][key] == alone[key], (name, key)
     texts_full = generate(model, codec, prompts, n_probes=None, **kw)
     texts_fast = generate(model, codec, prompts, n_probes=1, **kw)
     assert texts_full is not None and texts_fast is not None
