@@ -28,7 +28,6 @@ from flashoptim.companders import Compander, default_compander
 
 __all__ = [
     "GROUPS_PER_PROGRAM",
-    "MULTI_MAX_NUMEL",
     "NUM_WARPS",
     "fused_step",
     "fused_step_many",
@@ -41,12 +40,6 @@ GROUPS_PER_PROGRAM = int(os.environ.get("FLASHOPTIM_GROUPS_PER_PROGRAM", "64"))
 NUM_WARPS = int(os.environ.get("FLASHOPTIM_NUM_WARPS", "8"))
 # approximate sqrt on the GPU (1-2 fp32 ULP); "0" selects the IEEE sequence, for agreement studies
 FAST_MATH = os.environ.get("FLASHOPTIM_FAST_MATH", "1") == "1"
-# Params of at most this many values share one launch of the multi-tensor kernel per configuration
-# (kernels/triton_multi.py); larger ones keep their own launch, where the pointer arguments'
-# alignment specialisation applies and the launch overhead is amortised.  Not yet timed on a GPU.
-# Off by default (opt in with e.g. 262144): measured on an H100 (flashoptim/BENCHMARKS.md), the step of
-# 1.01B params (45 tensors, 10 of them small) took 6.10 ms with it and 5.63 ms without.
-MULTI_MAX_NUMEL = int(os.environ.get("FLASHOPTIM_MULTI_MAX_NUMEL", "0"))
 
 _FUSED_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # triton_step.P_DTYPE
 
@@ -241,177 +234,13 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         opt._store_states(state, {k: v.view(p.shape) for k, v in scratch.items()}, group, step)
 
 
-def _launch_inputs(
-    opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
-) -> tuple[Any, ...] | None:
-    """``(key, tensors, compander args)`` of ``p`` for the multi-tensor kernel, or None when ``p``
-    needs its own launch (large, empty, non-contiguous, unaligned, a learned refit step, a grad of
-    another dtype).  Params of equal key share a launch."""
-    n = p.numel()
-    grad = p.grad
-    if n == 0 or n > MULTI_MAX_NUMEL or grad is None or grad.dtype != p.dtype:
-        return None
-    if not (p.is_contiguous() and grad.is_contiguous()):
-        return None
-    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(grad) is not torch.Tensor:
-        return None  # tensor subclasses (DTensor shards under FSDP2): data_ptr is not their storage
-    specs = opt._state_specs(group)
-    step = state["step"]
-    quantized = bool(opt.quantize_states)
-    if quantized and specs and opt.compander == "learned" and (step - 1) % opt.learned_refit_every == 0:
-        return None
-    corr = state.get("correction")
-    # columns: param, correction, grad, s1 codes, s1 scales, s2 codes, s2 scales, r1, r2
-    cols: list[torch.Tensor] = [p.detach(), corr if corr is not None else p.detach(), grad]
-    fams: list[int] = []
-    comp: list[float] = []
-    for name, signed, _root in specs:
-        if quantized:
-            codes, scales = state[f"{name}_codes"], state[f"{name}_scales"]
-            cols += [codes, scales]
-            fam, a, aux = _state_compander_args(opt, state, name, signed)
-        else:
-            values = state[name]
-            cols += [values, values]
-            fam, a, aux = 0, 1.0, 1.0
-        fams.append(fam)
-        comp += [a, aux]
-    while len(cols) < 7:  # unused state columns repeat a tensor of the same column type
-        cols += cols[-2:] if len(cols) > 3 else [cols[0], cols[0]]
-    while len(fams) < 2:
-        fams.append(0)
-        comp += [1.0, 1.0]
-    # r1, r2: the fp32 state outputs (quantize_states=False writes the states in place)
-    cols += [cols[3], cols[5]]
-    if any(t.data_ptr() % 16 for t in cols):
-        return None  # the kernel declares 16-byte aligned tensors (vectorised access)
-    key = (p.dtype, None if corr is None else corr.dtype, tuple(fams), step)
-    return key, cols, comp
-
-
-def _to_device(rows: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    host = torch.tensor(rows, dtype=dtype)
-    if device.type != "cuda":
-        return host
-    # pinned + non_blocking: a pageable copy would wait for the work queued before it (the backward)
-    return host.pin_memory().to(device, non_blocking=True)
-
-
-def _launch_tables(
-    items: list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]],
-    numels: list[int],
-    bases: list[torch.Tensor],
-    tile: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Device tables of one multi-tensor launch: element offsets of every tensor from its column's
-    base, numels, compander args, and each tile's tensor and index within it."""
-    tiles = torch.tensor([-(-n // tile) for n in numels], dtype=torch.int64)
-    tile_tensor = torch.repeat_interleave(torch.arange(len(items), dtype=torch.int64), tiles)
-    starts = torch.cumsum(tiles, 0) - tiles
-    tile_index = torch.arange(int(tiles.sum()), dtype=torch.int64) - starts[tile_tensor]
-    # each tensor as an element offset from the first item's tensor of its column (exact: every
-    # address is 16-byte aligned, so offsets are whole elements)
-    offsets = [
-        [(t.data_ptr() - b.data_ptr()) // b.element_size() for t, b in zip(cols, bases)]
-        for _p, _s, cols, _c in items
-    ]
-    off = _to_device(offsets, torch.int64, device)
-    numel = _to_device(numels, torch.int64, device)
-    comp = _to_device([c for _p, _s, _a, c in items], torch.float32, device)
-    tile_t = _to_device(tile_tensor.tolist(), torch.int32, device)
-    tile_i = _to_device(tile_index.tolist(), torch.int32, device)
-    return off, numel, comp, tile_t, tile_i, int(tiles.sum())
-
-
-def _launch_many(
-    opt: Any,
-    fams: tuple[int, ...],
-    items: list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]],
-    group: dict[str, Any],
-) -> None:
-    """One launch of the multi-tensor kernel for ``items`` (same key; ``fams``: its families)."""
-    from flashoptim.kernels.triton_multi import flash_step_multi_kernel
-    from flashoptim.kernels.triton_step import ALGO_ADAM, ALGO_LION, ALGO_SGD
-
-    p0, state0 = items[0][0], items[0][1]
-    device = p0.device
-    tile = GROUPS_PER_PROGRAM * 32
-    numels = [p.numel() for p, _s, _a, _c in items]
-    bases = items[0][2]
-    # The launch tables depend only on addresses, sizes and compander args, which stay the same from
-    # step to step: build and upload them once (host work per launch delays the GPU on small params).
-    cache = opt.__dict__.setdefault("_multi_launch_tables", {})
-    key = (
-        fams,
-        device,
-        tuple((tuple(t.data_ptr() for t in cols), tuple(c)) for _p, _s, cols, c in items),
-        tuple(numels),
-    )
-    if key not in cache:
-        if len(cache) >= 64:
-            cache.clear()
-        cache[key] = _launch_tables(items, numels, bases, tile, device)
-    off, numel, comp, tile_t, tile_i, n_tiles = cache[key]
-    names = [name for name, _signed, _root in opt._state_specs(group)]
-    corr = state0.get("correction")
-    sc = _scalars(opt, group, state0["step"])
-    flash_step_multi_kernel[(n_tiles,)](
-        *bases,
-        off,
-        numel,
-        comp,
-        tile_t,
-        tile_i,
-        sc["lr"],
-        sc["decay"],
-        sc["l2"],
-        sc["beta1"],
-        sc["beta2"],
-        sc["one_minus_beta1"],
-        sc["one_minus_beta2"],
-        sc["eps"],
-        sc["step_size"],
-        sc["bc2_sqrt"],
-        sc["one_minus_dampening"],
-        sc["first_step"],
-        ALGO={"adam": ALGO_ADAM, "sgd": ALGO_SGD, "lion": ALGO_LION}[opt._fused_kind],
-        HAS_CORR=corr is not None,
-        CORR_LEVELS=32767 if corr is not None and corr.dtype == torch.int16 else 127,
-        HAS_STATE=bool(names),
-        FAM1=fams[0],
-        FAM2=fams[1],
-        RAW_IN=not opt.quantize_states,
-        RAW_OUT=not opt.quantize_states,
-        NESTEROV=bool(group.get("nesterov", False)),
-        P_DTYPE=_FUSED_DTYPES[p0.dtype],
-        GROUPS=GROUPS_PER_PROGRAM,
-        FAST=FAST_MATH,
-        INTERPRET=_interpreting(),
-        num_warps=NUM_WARPS,
-    )
-
-
 def fused_step_many(
     opt: Any, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
 ) -> None:
-    """Step several params of one group: small ones of equal configuration share one launch of the
-    multi-tensor kernel, the rest get one launch each (launches are asynchronous)."""
-    batches: dict[
-        tuple[Any, ...], list[tuple[torch.Tensor, dict[str, Any], list[torch.Tensor], list[float]]]
-    ] = {}
-    alone = []
+    """Step several params of one group, one launch each (launches are asynchronous).
+
+    A multi-tensor launch (small params sharing one launch through an address table) was built and
+    measured in session 2 and removed: on an H100 the 1.01B-param step took 6.10 ms with it against
+    5.63 ms without, and its corrections were not bit-identical to per-param launches on the GPU."""
     for p, state in zip(params, states):
-        inputs = _launch_inputs(opt, p, state, group) if MULTI_MAX_NUMEL > 0 else None
-        if inputs is None:
-            alone.append((p, state))
-            continue
-        key, cols, comp = inputs
-        batches.setdefault((p.device, *key), []).append((p, state, cols, comp))
-    for (_device, _dtype, _corr, fams, _step), items in batches.items():
-        if len(items) == 1:
-            alone.append(items[0][:2])
-        else:
-            _launch_many(opt, fams, items, group)
-    for p, state in alone:
         fused_step(opt, p, state, group)

@@ -279,28 +279,3 @@ def test_auto_picks_triton_on_cuda() -> None:
             for cls in (fo.FlashAdamW, fo.FlashSGD, fo.FlashLion):
                 assert cls([p], **opt_kw)._use_triton(p), (dtype, cls.__name__, opt_kw)
     assert not fo.FlashAdamW([p], backend="torch")._use_triton(p)
-
-
-@pytest.mark.parametrize("source", ["random", "model"])
-def test_multi_tensor_launch_matches_one_launch_per_param(source, monkeypatch) -> None:
-    """Small params share one launch of the multi-tensor kernel (kernels/triton_multi.py); it runs
-    the same tile code as the one-param kernel, so 20 steps of both give identical bits."""
-    import flashoptim.kernels as kernels
-
-    results = []
-    for multi in (True, False):
-        monkeypatch.setattr(kernels, "MULTI_MAX_NUMEL", (1 << 18) if multi else 0)
-        ps = _random_params() if source == "random" else _model_params()
-        opt = fo.FlashAdamW(ps, backend="triton", lr=1e-3, weight_decay=0.1)
-        gen = torch.Generator(device="cuda").manual_seed(3)
-        for _step in range(20):
-            for p in ps:
-                p.grad = (torch.randn(p.shape, device="cuda", generator=gen) * 1e-2).to(p.dtype)
-            opt.step()
-        results.append((ps, opt))
-    (p1, o1), (p2, o2) = results
-    for a, b in zip(p1, p2):
-        assert torch.equal(a, b)
-        for k, v in o1.state[a].items():
-            if torch.is_tensor(v):
-                assert torch.equal(v, o2.state[b][k]), k

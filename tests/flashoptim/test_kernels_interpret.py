@@ -124,35 +124,6 @@ for signed_cands, unsigned_cands in [(learned_candidates(signed=True), learned_c
         feed(ps, qs, o1, o2, 2)
         out[f"candidates-{cs}-{cu}"] = worst(ps, qs, o1, o2)
 """,
-    # the multi-tensor launch (small params of one configuration share a launch) against one
-    # launch per param: the same tile code, so identical bits; and it must have been used
-    "multi_tensor": r"""
-import flashoptim.kernels as K
-launches = []
-real_many = K._launch_many
-K._launch_many = lambda *a, **k: (launches.append(len(a[2])), real_many(*a, **k))[1]
-def run(multi, cls, kw, dtype, **opt_kw):
-    K.MULTI_MAX_NUMEL = (1 << 18) if multi else 0
-    ps, _ = make_params(dtype)
-    ps.append(torch.nn.Parameter((torch.randn(3000) * 0.1).to(dtype)))  # two tiles
-    o = cls(ps, backend="triton", **kw, **opt_kw)
-    torch.manual_seed(1)
-    for _ in range(2):
-        for p in ps:
-            p.grad = (torch.randn(p.shape) * 1e-2).to(p.dtype)
-        o.step()
-    return ps, o
-for cls, kw, dtype, opt_kw in [(*ADAMW, torch.bfloat16, {}), (*LION, torch.float16, {"compander": "learned", "learned_refit_every": 2}),
-                               (*SGD, torch.bfloat16, {"quantize_states": False, "master_weight_bits": 32})]:
-    launches.clear()
-    p1, o1 = run(True, cls, kw, dtype, **opt_kw)
-    used = sum(launches)
-    p2, o2 = run(False, cls, kw, dtype, **opt_kw)
-    differ = sum(int(not torch.equal(a, b)) for a, b in zip(p1, p2))
-    for a, b in zip(p1, p2):
-        differ += sum(int(not torch.equal(v, o2.state[b][k])) for k, v in o1.state[a].items() if torch.is_tensor(v))
-    out[f"multi-{cls.__name__}-{opt_kw}"] = {"tensors_in_multi_launches": used, "tensors_differ": differ}
-""",
 }
 
 
@@ -167,20 +138,10 @@ def _run_suite(name: str) -> dict[str, dict]:
     return json.loads(line[len("RESULT") :])
 
 
-EXPECTED_CASES = {"base": 9, "companders_fp16_fp32states": 21, "learned_candidates": 15, "multi_tensor": 3}
+EXPECTED_CASES = {"base": 9, "companders_fp16_fp32states": 21, "learned_candidates": 15}
 
 
-def test_multi_tensor_launch_matches_one_launch_per_param() -> None:
-    results = _run_suite("multi_tensor")
-    assert len(results) == EXPECTED_CASES["multi_tensor"]
-    for name, w in results.items():
-        assert w["tensors_differ"] == 0, (name, w)
-        # 2 steps × the small contiguous params (the transposed view and the empty one go alone);
-        # the learned run refits at step 1, where every param goes alone
-        assert w["tensors_in_multi_launches"] >= 5, (name, w)
-
-
-@pytest.mark.parametrize("suite", [s for s in SUITES if s != "multi_tensor"])
+@pytest.mark.parametrize("suite", list(SUITES))
 def test_triton_kernel_logic_matches_reference_under_interpreter(suite) -> None:
     results = _run_suite(suite)
     assert len(results) == EXPECTED_CASES[suite]
