@@ -23,13 +23,20 @@ def _plain(node: Any) -> Any:
 def run_settings(cfg: Any) -> dict[str, Any]:
     from datagen.dataset import dataset_id
 
-    return {
+    settings = {
         "optimizer": _plain(cfg.optimizer),
         "model": _plain(cfg.model),
         "dataset_id": dataset_id(cfg.data),
         "train": _plain(cfg.train),
         "seed": int(cfg.seed),
     }
+    # A sharded run follows the one-process trajectory (float tolerance) but measures per-GPU memory
+    # at its world size: a different result, so a different run (a completed one-GPU run must not be
+    # taken for a two-GPU one). Unsharded runs keep the ids they had before sharding existed.
+    dist = cfg.get("dist")
+    if dist is not None and dist.strategy != "none":
+        settings["dist"] = {"strategy": str(dist.strategy), "nproc": int(dist.nproc)}
+    return settings
 
 
 def run_id(cfg: Any) -> str:

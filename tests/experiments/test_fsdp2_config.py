@@ -40,15 +40,22 @@ def test_bad_dist_config_is_one_line_and_exit_2(
     assert not (results_root / "sweeps" / "dist_cfg").exists()
 
 
-def test_dist_settings_do_not_change_the_run_id(results_root: Path) -> None:
-    """The trajectory does not depend on the world size (tested by the slow 2-process tests), so a
-    sharded run and a one-process run are the same experiment; the run dir records which it was."""
+def test_dist_settings_change_the_run_id_but_not_for_unsharded_runs(results_root: Path) -> None:
+    """The trajectory does not depend on the world size (the slow 2-process tests), but memory is
+    measured per GPU at that world size: a sharded run is another result, with another run id;
+    an unsharded run's id is the one it had before the dist group existed."""
     from run_helpers import compose_run
 
     one = compose_run(results_root, [*FAST])
     two = compose_run(results_root, [*FAST, "dist=fsdp2", "dist.nproc=2"])
+    also_one = compose_run(results_root, [*FAST, "dist=none"])
     assert two.dist.strategy == "fsdp2" and two.dist.nproc == 2
-    assert identity.run_id(one) == identity.run_id(two)
+    assert identity.run_id(one) != identity.run_id(two)
+    assert identity.run_id(one) == identity.run_id(also_one)
+    assert "dist" not in identity.run_settings(one) and identity.run_settings(two)["dist"] == {
+        "strategy": "fsdp2",
+        "nproc": 2,
+    }
 
 
 def test_torchrun_command_is_standalone_with_one_process_per_rank() -> None:
