@@ -307,7 +307,10 @@ class Trainer:
         if measure:
             snap.start()
             self.meter.reset()
-            if self.meter.measurable:  # the breakdown's phases (memory.StepPhases); host counters only
+            # the breakdown's phases (memory.StepPhases; host counters only). Not under FSDP2: its
+            # gradient hooks never fire on sharded params, so the parts would be wrong; the peaks
+            # stay measured and the breakdown is null there.
+            if self.meter.measurable and not self.dist.active:
                 counters = memory.CudaCounters(self.meter)
                 phases = memory.StepPhases(self.model, counters, release=self._release_handle is not None)
                 phases.start()
