@@ -20,6 +20,18 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+def _save_atomic(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, then rename: never a torn checkpoint."""
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -53,14 +65,7 @@ def save(
         "micro_batches": micro_batches,
         "progress": progress,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=run_dir)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _save_atomic(payload, path)
     return path.stat().st_size
 
 
@@ -129,14 +134,7 @@ def save_sharded(
             "progress": progress,
         }
         path = run_dir / CHECKPOINT_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=run_dir)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _save_atomic(payload, path)
         for old in (run_dir / SHARDS_DIR).iterdir():
             if old.name != target.name:
                 shutil.rmtree(old, ignore_errors=True)
