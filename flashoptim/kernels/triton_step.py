@@ -232,122 +232,6 @@ def _store_unsigned(
 
 
 @triton.jit
-def _step_tile(
-    p_ptr,
-    c_ptr,
-    g_ptr,
-    s1_ptr,
-    s1s_ptr,
-    s2_ptr,
-    s2s_ptr,
-    r1_ptr,
-    r2_ptr,
-    remaining,
-    lr,
-    decay,
-    l2,
-    beta1,
-    beta2,
-    one_minus_beta1,
-    one_minus_beta2,
-    eps,
-    step_size,
-    bc2_sqrt,
-    one_minus_dampening,
-    first_step,
-    a1,
-    aux1,
-    a2,
-    aux2,
-    ALGO: tl.constexpr,
-    HAS_CORR: tl.constexpr,
-    CORR_LEVELS: tl.constexpr,
-    HAS_STATE: tl.constexpr,
-    FAM1: tl.constexpr,
-    FAM2: tl.constexpr,
-    RAW_IN: tl.constexpr,
-    RAW_OUT: tl.constexpr,
-    NESTEROV: tl.constexpr,
-    P_DTYPE: tl.constexpr,
-    GROUPS: tl.constexpr,
-    FAST: tl.constexpr,
-    INTERPRET: tl.constexpr,
-):
-    """One tile of ``GROUPS`` × 32 values; the pointers are at the tile's first value (scales: its
-    first group) and ``remaining`` (int32) values of the tensor start there."""
-    gidx = tl.arange(0, GROUPS)
-    offs = gidx[:, None] * 32 + tl.arange(0, 32)[None, :]
-    mask = offs < remaining
-    gmask = gidx * 32 < remaining
-
-    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
-    x = p_raw.to(tl.float32)
-    if HAS_CORR:
-        c = _code_to_float(tl.load(c_ptr + offs, mask=mask, other=0))
-        x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-
-    if ALGO == 0:  # Adam / AdamW
-        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
-        v = _load_unsigned(s2_ptr, s2s_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_IN)
-        x = x * decay
-        if l2 != 0.0:
-            g = g + l2 * x
-        m = m + one_minus_beta1 * (g - m)
-        v = v * beta2 + one_minus_beta2 * (g * g)
-        denom = _sqrt(v, FAST) / bc2_sqrt + eps
-        x = x - step_size * (m / denom)
-        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
-        _store_unsigned(v, s2_ptr, s2s_ptr, r2_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_OUT, FAST)
-    elif ALGO == 1:  # SGD / SGDW
-        x = x * decay
-        d = g
-        if l2 != 0.0:
-            d = g + l2 * x
-        if HAS_STATE:
-            b = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
-            b = tl.where(first_step != 0, d, b * beta1 + one_minus_dampening * d)
-            if NESTEROV:
-                d = d + beta1 * b
-            else:
-                d = b
-            _store_signed(b, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
-        x = x - lr * d
-    else:  # Lion
-        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
-        x = x * decay
-        u = m * beta1 + one_minus_beta1 * g
-        direction = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
-        x = x - lr * direction
-        m = m + one_minus_beta2 * (g - m)
-        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
-
-    if P_DTYPE == 0:
-        tl.store(p_ptr + offs, x, mask=mask)
-    else:
-        if P_DTYPE == 1:
-            if INTERPRET:
-                p_new = _to_bf16_rne(x)  # the interpreter's own cast truncates
-            else:
-                p_new = x.to(tl.bfloat16)  # cvt.rn.bf16.f32: round to nearest even, as torch
-        else:
-            # cvt.rn.f16.f32 on the GPU; the interpreter casts with numpy's astype, which also rounds
-            # to nearest even (subnormals and overflow to inf included), so no integer version is needed
-            p_new = x.to(tl.float16)
-        tl.store(p_ptr + offs, p_new, mask=mask)
-        if HAS_CORR:
-            err = x - p_new.to(tl.float32)
-            ratio = err / (_ulp16(p_new, P_DTYPE) * 0.5)
-            ratio = tl.minimum(tl.maximum(ratio * CORR_LEVELS, -CORR_LEVELS), CORR_LEVELS)
-            code = tl.where(ratio == ratio, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
-            code = code.to(tl.int32, bitcast=True)
-            if CORR_LEVELS == 127:
-                tl.store(c_ptr + offs, code.to(tl.int8), mask=mask)
-            else:
-                tl.store(c_ptr + offs, code.to(tl.int16), mask=mask)
-
-
-@triton.jit
 def flash_step_kernel(
     p_ptr,
     c_ptr,
@@ -418,44 +302,73 @@ def flash_step_kernel(
         s2s_ptr += pid * GROUPS
         r2_ptr += base
     remaining = tl.minimum(n - base, GROUPS * 32).to(tl.int32)
-    _step_tile(
-        p_ptr,
-        c_ptr,
-        g_ptr,
-        s1_ptr,
-        s1s_ptr,
-        s2_ptr,
-        s2s_ptr,
-        r1_ptr,
-        r2_ptr,
-        remaining,
-        lr,
-        decay,
-        l2,
-        beta1,
-        beta2,
-        one_minus_beta1,
-        one_minus_beta2,
-        eps,
-        step_size,
-        bc2_sqrt,
-        one_minus_dampening,
-        first_step,
-        a1,
-        aux1,
-        a2,
-        aux2,
-        ALGO=ALGO,
-        HAS_CORR=HAS_CORR,
-        CORR_LEVELS=CORR_LEVELS,
-        HAS_STATE=HAS_STATE,
-        FAM1=FAM1,
-        FAM2=FAM2,
-        RAW_IN=RAW_IN,
-        RAW_OUT=RAW_OUT,
-        NESTEROV=NESTEROV,
-        P_DTYPE=P_DTYPE,
-        GROUPS=GROUPS,
-        FAST=FAST,
-        INTERPRET=INTERPRET,
-    )
+    gidx = tl.arange(0, GROUPS)
+    offs = gidx[:, None] * 32 + tl.arange(0, 32)[None, :]
+    mask = offs < remaining
+    gmask = gidx * 32 < remaining
+
+    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    x = p_raw.to(tl.float32)
+    if HAS_CORR:
+        c = _code_to_float(tl.load(c_ptr + offs, mask=mask, other=0))
+        x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+    if ALGO == 0:  # Adam / AdamW
+        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+        v = _load_unsigned(s2_ptr, s2s_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_IN)
+        x = x * decay
+        if l2 != 0.0:
+            g = g + l2 * x
+        m = m + one_minus_beta1 * (g - m)
+        v = v * beta2 + one_minus_beta2 * (g * g)
+        denom = _sqrt(v, FAST) / bc2_sqrt + eps
+        x = x - step_size * (m / denom)
+        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+        _store_unsigned(v, s2_ptr, s2s_ptr, r2_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_OUT, FAST)
+    elif ALGO == 1:  # SGD / SGDW
+        x = x * decay
+        d = g
+        if l2 != 0.0:
+            d = g + l2 * x
+        if HAS_STATE:
+            b = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+            b = tl.where(first_step != 0, d, b * beta1 + one_minus_dampening * d)
+            if NESTEROV:
+                d = d + beta1 * b
+            else:
+                d = b
+            _store_signed(b, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+        x = x - lr * d
+    else:  # Lion
+        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+        x = x * decay
+        u = m * beta1 + one_minus_beta1 * g
+        direction = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
+        x = x - lr * direction
+        m = m + one_minus_beta2 * (g - m)
+        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+
+    if P_DTYPE == 0:
+        tl.store(p_ptr + offs, x, mask=mask)
+    else:
+        if P_DTYPE == 1:
+            if INTERPRET:
+                p_new = _to_bf16_rne(x)  # the interpreter's own cast truncates
+            else:
+                p_new = x.to(tl.bfloat16)  # cvt.rn.bf16.f32: round to nearest even, as torch
+        else:
+            # cvt.rn.f16.f32 on the GPU; the interpreter casts with numpy's astype, which also rounds
+            # to nearest even (subnormals and overflow to inf included), so no integer version is needed
+            p_new = x.to(tl.float16)
+        tl.store(p_ptr + offs, p_new, mask=mask)
+        if HAS_CORR:
+            err = x - p_new.to(tl.float32)
+            ratio = err / (_ulp16(p_new, P_DTYPE) * 0.5)
+            ratio = tl.minimum(tl.maximum(ratio * CORR_LEVELS, -CORR_LEVELS), CORR_LEVELS)
+            code = tl.where(ratio == ratio, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
+            code = code.to(tl.int32, bitcast=True)
+            if CORR_LEVELS == 127:
+                tl.store(c_ptr + offs, code.to(tl.int8), mask=mask)
+            else:
+                tl.store(c_ptr + offs, code.to(tl.int16), mask=mask)
