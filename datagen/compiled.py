@@ -73,6 +73,21 @@ class CompiledModel:
     mixed: bool = False  # state = (u, p) in a mixed space; Vu = W.sub(0)
     saddle_point: bool = False
 
+    def indentation_traction(self, dom: Any) -> Any:
+        """Indentation load: a Gaussian pressure patch, dead nominal traction
+        t0 = p exp(-r^2/R^2) dir on the top face (r from the patch centre in x, y). Its inputs are
+        `fem.Constant`s set per sample (`pressure` kPa, `patch_xy` mm, `patch_radius` mm,
+        `traction_dir`), so the form compiles once."""
+        import ufl
+
+        self.pressure = fem.Constant(dom, default_scalar_type(0.0))
+        self.patch_xy = fem.Constant(dom, np.zeros(2, dtype=default_scalar_type))
+        self.patch_radius = fem.Constant(dom, default_scalar_type(1.0))
+        self.traction_dir = fem.Constant(dom, np.array([0.0, 0.0, -1.0], dtype=default_scalar_type))
+        X = ufl.SpatialCoordinate(dom)
+        r2 = (X[0] - self.patch_xy[0]) ** 2 + (X[1] - self.patch_xy[1]) ** 2
+        return self.pressure * ufl.exp(-r2 / self.patch_radius**2) * self.traction_dir
+
     def bcs_for(self, scenario: str) -> tuple[list[Any], dict[str, Any]]:
         """Dirichlet BCs of a scenario and the Constants that carry its prescribed values.
 

@@ -71,13 +71,7 @@ class Biot(CompiledModel):
         const = lambda val=0.0: fem.Constant(dom, default_scalar_type(val))  # noqa: E731
         self.c = {"mu": const(1.0), "nu": const(0.3), "permeability": const(1e-3)}
         self.dt = const(0.0)
-        self.pressure = const(0.0)
-        self.patch_xy = fem.Constant(dom, np.zeros(2, dtype=default_scalar_type))
-        self.patch_radius = const(1.0)
-        self.traction_dir = fem.Constant(dom, np.array([0.0, 0.0, -1.0], dtype=default_scalar_type))
-        X = ufl.SpatialCoordinate(dom)
-        r2 = (X[0] - self.patch_xy[0]) ** 2 + (X[1] - self.patch_xy[1]) ** 2
-        t0 = self.pressure * ufl.exp(-r2 / self.patch_radius**2) * self.traction_dir
+        t0 = self.indentation_traction(dom)
         mu, nu = self.c["mu"], self.c["nu"]
         lam = 2.0 * mu * nu / (1.0 - 2.0 * nu)
         eps = ufl.sym(ufl.grad(u))

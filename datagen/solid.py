@@ -124,14 +124,7 @@ class Solid(CompiledModel):
         self.c = {name: const(1.0) for name in LAW_PARAMS[law] if name != "alpha"}
         self.fibre = fem.Constant(dom, np.array([1.0, 0.0, 0.0], dtype=default_scalar_type))
         self.sheet = fem.Constant(dom, np.array([0.0, 1.0, 0.0], dtype=default_scalar_type))
-        # Indentation: Gaussian pressure patch, dead nominal traction t0 = p exp(-r^2/R^2) dir.
-        self.pressure = const(0.0)
-        self.patch_xy = fem.Constant(dom, np.zeros(2, dtype=default_scalar_type))
-        self.patch_radius = const(1.0)
-        self.traction_dir = fem.Constant(dom, np.array([0.0, 0.0, -1.0], dtype=default_scalar_type))
-        X = ufl.SpatialCoordinate(dom)
-        r2 = (X[0] - self.patch_xy[0]) ** 2 + (X[1] - self.patch_xy[1]) ** 2
-        t0 = self.pressure * ufl.exp(-r2 / self.patch_radius**2) * self.traction_dir
+        t0 = self.indentation_traction(dom)  # indentation: Gaussian pressure patch
 
         Fv = ufl.variable(ufl.Identity(3) + ufl.grad(u))
         psi_rest, K = strain_energy_parts(
