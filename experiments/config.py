@@ -27,6 +27,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PARAM_DTYPES = ("float32", "bfloat16")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+DECODERS = ("auto", "static", "hf")  # train.eval.decoder (experiments.evaluate.generate)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class EvalConfig:
     test_samples: int = 500  # first N of the test split
     batch_size: int = 16  # prompts generated together (left-padded)
     max_new_tokens: int | None = None  # null: longest training target + 8
+    decoder: str = "auto"  # auto: static-cache loop where supported, else model.generate | static | hf
 
 
 @dataclass
@@ -330,6 +332,7 @@ def _validate_train(t: Any, m: Any) -> None:
         t.eval.max_new_tokens,
         "null or >= 1",
     )
+    require(t.eval.decoder in DECODERS, "train.eval.decoder", t.eval.decoder, f"one of {DECODERS}")
 
 
 def _validate_harness(h: Any) -> None:

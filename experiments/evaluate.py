@@ -103,7 +103,10 @@ def parse_decided(text: str, n_probes: int) -> bool:
 
 
 class DecidedRows:
-    """A per-row ``StoppingCriteria`` for ``model.generate``: a row stops once :func:`parse_decided`."""
+    """Which rows' parses are decided (:func:`parse_decided`) or that emitted eos, from their new
+    tokens; a row once decided stays so. Called as a per-row ``StoppingCriteria`` by
+    ``model.generate`` (checks every ``every`` new tokens) or through :meth:`rows` by the
+    static-cache decoder (which calls it at its own interval)."""
 
     def __init__(self, codec: TextCodec, prompt_width: int, n_probes: int, every: int | None = None) -> None:
         self.codec = codec
@@ -111,6 +114,16 @@ class DecidedRows:
         self.n_probes = n_probes
         self.every = every or DECIDE_EVERY_TOKENS
         self._done: torch.Tensor | None = None
+        self._rows: list[bool] | None = None
+
+    def rows(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """(B,) bool on ``new_tokens``' device for the (B, n) tokens generated so far."""
+        done = self._rows if self._rows is not None else [False] * new_tokens.shape[0]
+        for i, row in enumerate(new_tokens.tolist()):  # the check's device sync
+            if not done[i]:  # a row that emitted eos is finished (generate pads it from there)
+                done[i] = self.codec.eos_id in row or parse_decided(self.codec.decode(row), self.n_probes)
+        self._rows = done
+        return torch.tensor(done, dtype=torch.bool, device=new_tokens.device)
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         new = input_ids.shape[1] - self.width
@@ -118,11 +131,7 @@ class DecidedRows:
             self._done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if new % self.every:
             return self._done
-        done = self._done.tolist()
-        for i, row in enumerate(input_ids[:, self.width :].tolist()):  # the check's device sync
-            if not done[i]:  # a row that emitted eos is finished (generate pads it from there)
-                done[i] = self.codec.eos_id in row or parse_decided(self.codec.decode(row), self.n_probes)
-        self._done = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        self._done = self.rows(input_ids[:, self.width :])
         return self._done
 
 
@@ -138,13 +147,24 @@ def generate(
     autocast: torch.dtype | None,
     should_stop: Callable[[], bool] = lambda: False,
     n_probes: int | None = None,
+    decoder: str = "auto",
 ) -> list[str] | None:
     """Greedy continuation of each prompt (left-padded batches, KV cache); None if stopped early.
 
     With ``n_probes``, a row also stops once its parse is decided (:class:`DecidedRows`), unless the
-    tokenizer cleans up tokenization spaces (decoded prefixes would then not be prefixes)."""
+    tokenizer cleans up tokenization spaces (decoded prefixes would then not be prefixes).
+    ``decoder``: ``static`` (:class:`experiments.decode.StaticCacheDecoder`, a ValueError if the
+    model is not supported), ``hf`` (``model.generate``), ``auto`` (static where supported)."""
+    from experiments import decode
+
     if n_probes is not None and getattr(codec.tok, "clean_up_tokenization_spaces", False):
         n_probes = None
+    if decoder not in ("auto", "static", "hf"):
+        raise ValueError(f"decoder must be one of auto, static, hf; got {decoder!r}")
+    why = decode.supported(model) if decoder != "hf" else "decoder=hf"
+    if decoder == "static" and why is not None:
+        raise ValueError(f"decoder=static cannot decode this model: {why}")
+    static = decode.StaticCacheDecoder(model) if why is None else None
     was_training = model.training
     model.eval()
     texts: list[str] = []
@@ -164,18 +184,29 @@ def generate(
                 if autocast is not None
                 else contextlib.nullcontext()
             )
-            decided = [DecidedRows(codec, width, n_probes)] if n_probes is not None else None
+            decided = DecidedRows(codec, width, n_probes) if n_probes is not None else None
             with ctx:
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    use_cache=True,
-                    eos_token_id=codec.eos_id,
-                    pad_token_id=codec.pad_id,
-                    stopping_criteria=decided,
-                )
+                if static is not None:
+                    out = static.generate(
+                        ids.to(device),
+                        mask.to(device),
+                        max_new_tokens=max_new_tokens,
+                        eos_id=codec.eos_id,
+                        pad_id=codec.pad_id,
+                        is_done=decided.rows if decided is not None else None,
+                        every=DECIDE_EVERY_TOKENS,
+                    )
+                else:
+                    out = model.generate(
+                        input_ids=ids.to(device),
+                        attention_mask=mask.to(device),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        use_cache=True,
+                        eos_token_id=codec.eos_id,
+                        pad_token_id=codec.pad_id,
+                        stopping_criteria=[decided] if decided is not None else None,
+                    )
             for row in out[:, width:].tolist():
                 if codec.eos_id in row:
                     row = row[: row.index(codec.eos_id)]
@@ -217,6 +248,7 @@ def evaluate_splits(
     autocast: torch.dtype | None,
     should_stop: Callable[[], bool] = lambda: False,
     stop_when_decided: bool = True,
+    decoder: str = "auto",
 ) -> dict[str, dict[str, Any]] | None:
     """Metrics per split, ``splits[name] = (encoded, true_stress)``, from ONE generation over all
     their prompts (None if stopped).  Each row is still decoded greedily from its own prompt, so
@@ -239,6 +271,7 @@ def evaluate_splits(
         autocast=autocast,
         should_stop=should_stop,
         n_probes=n_probes.pop() if stop_when_decided else None,
+        decoder=decoder,
     )
     if texts is None:
         return None

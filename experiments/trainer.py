@@ -484,6 +484,7 @@ class Trainer:
             "batch_size": e.batch_size,
             "device": self.device,
             "autocast": self.autocast,
+            "decoder": e.decoder,
             # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
             "should_stop": lambda: self.dist.any(self.stop.requested),
         }

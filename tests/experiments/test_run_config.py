@@ -55,6 +55,7 @@ def _no_runs(root: Path) -> None:
         (["model.num_attention_heads=5"], ["model.num_attention_heads", "divisor"]),
         (["harness.measure_step=1"], ["harness.measure_step"]),
         (["scale=huge"], ["scale", "huge", "smoke"]),
+        (["train.eval.decoder=fast"], ["train.eval.decoder", "fast", "static", "hf"]),
     ],
 )
 def test_bad_override_is_one_line_exit_2(

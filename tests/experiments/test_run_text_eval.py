@@ -166,7 +166,10 @@ def _bigram_llama(codec: TextCodec, chains: dict[int, list[int]], default: list[
     return model
 
 
-def test_stopping_decided_rows_keeps_the_metrics_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("decoder", ["static", "hf"])
+def test_stopping_decided_rows_keeps_the_metrics_bit_identical(
+    monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
     import torch
 
     from experiments import evaluate
@@ -175,12 +178,12 @@ def test_stopping_decided_rows_keeps_the_metrics_bit_identical(monkeypatch: pyte
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matmuls: extra OpenMP threads only spin on a shared 2-core box
     try:
-        _check_stopping_keeps_metrics(torch)
+        _check_stopping_keeps_metrics(torch, decoder)
     finally:
         torch.set_num_threads(threads)
 
 
-def _check_stopping_keeps_metrics(torch: Any) -> None:
+def _check_stopping_keeps_metrics(torch: Any, decoder: str) -> None:
 
     texts = ["BC: a -> STRESS: 1.5e0 -2.0e-1 x y z <eos>", "BC: b -> STRESS: 3.0e1 7.0e0"] * 10
     codec = TextCodec.train_bpe(texts, 96)
@@ -197,7 +200,13 @@ def _check_stopping_keeps_metrics(torch: Any) -> None:
     true = rng.normal(size=(len(prompts), 1, 6))
     train = rng.normal(size=(50, 1, 6))
     samples = [EncodedSample(p, []) for p in prompts]
-    kw = {"max_new_tokens": 36, "batch_size": 4, "device": torch.device("cpu"), "autocast": None}
+    kw = {
+        "max_new_tokens": 36,
+        "batch_size": 4,
+        "device": torch.device("cpu"),
+        "autocast": None,
+        "decoder": decoder,
+    }
     full = evaluate_split(model, codec, samples, true, train, stop_when_decided=False, **kw)
     fast = evaluate_split(model, codec, samples, true, train, **kw)
     assert full is not None and fast is not None
