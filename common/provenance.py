@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CODE_VERSION_FILE = "common/code_version.txt"  # "$Format:%H$" in git; the commit in a git archive
 
 # Packages whose versions change numbers in this study.
 TRACKED_PACKAGES = (
@@ -40,7 +41,13 @@ def now_iso() -> str:
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit SHA and whether the work tree differs from it (``None`` outside a git checkout)."""
+    """Commit SHA and whether the work tree differs from it.
+
+    From git when ``root`` is the top of its own checkout. A tree exported with ``git archive``
+    (how code is shipped to a lent GPU box) has no ``.git`` of its own, and may sit inside another
+    checkout whose HEAD says nothing about it: its version is then the commit that ``git archive``
+    wrote into ``common/code_version.txt`` (``export-subst``), with ``git_dirty`` unknown (None)
+    and ``git_source: "git archive"``. Both None when neither is available."""
 
     def _git(*args: str) -> str | None:
         try:
@@ -49,9 +56,18 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    sha = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+    top = _git("rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() == root.resolve():
+        sha = _git("rev-parse", "HEAD")
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        return {"git_sha": sha, "git_dirty": None if status is None else bool(status), "git_source": "checkout"}
+    try:
+        stamped = (root / CODE_VERSION_FILE).read_text().strip()
+    except OSError:
+        stamped = ""
+    if len(stamped) == 40 and all(c in "0123456789abcdef" for c in stamped):
+        return {"git_sha": stamped, "git_dirty": None, "git_source": "git archive"}
+    return {"git_sha": None, "git_dirty": None, "git_source": None}
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:

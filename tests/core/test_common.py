@@ -72,3 +72,51 @@ def test_logging_writes_console_and_run_file(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "experiments.run | step 3 loss 1.25" in out.stderr
     assert "INFO experiments.run | step 3 loss 1.25" in (tmp_path / "run.log").read_text()
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def test_code_version_of_a_checkout_and_of_a_git_archive_inside_another_checkout(tmp_path: Path) -> None:
+    """A tree shipped with ``git archive`` into another repository's work tree (as to a lent GPU)
+    reports the commit it was archived from, not the surrounding repository's HEAD."""
+    from common.provenance import CODE_VERSION_FILE, git_state
+
+    repo = tmp_path / "code"
+    (repo / "common").mkdir(parents=True)
+    src = Path(__file__).resolve().parents[2]
+    (repo / CODE_VERSION_FILE).write_text((src / CODE_VERSION_FILE).read_text())
+    (repo / ".gitattributes").write_text((src / ".gitattributes").read_text())
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "code")
+    sha = _git(repo, "rev-parse", "HEAD").strip()
+    assert git_state(repo) == {"git_sha": sha, "git_dirty": False, "git_source": "checkout"}
+    (repo / "common" / "new.py").write_text("x = 1\n")
+    _git(repo, "add", "common/new.py")
+    assert git_state(repo)["git_dirty"] is True
+
+    outer = tmp_path / "outer"  # another checkout, with its own HEAD, around the exported tree
+    outer.mkdir()
+    (outer / "f").write_text("f")
+    _git(outer, "init", "-q")
+    _git(outer, "add", "-A")
+    _git(outer, "commit", "-qm", "outer")
+    exported = outer / ".gpu" / "head"
+    exported.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", sha], cwd=repo, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(exported)], input=archive, check=True)
+    assert git_state(exported) == {"git_sha": sha, "git_dirty": None, "git_source": "git archive"}
+
+    plain = tmp_path / "plain"  # a copy with the unexpanded placeholder: version unknown, not made up
+    (plain / "common").mkdir(parents=True)
+    (plain / CODE_VERSION_FILE).write_text((src / CODE_VERSION_FILE).read_text())
+    assert git_state(plain) == {"git_sha": None, "git_dirty": None, "git_source": None}
