@@ -30,6 +30,16 @@ def _unique(values: list[Any]) -> str:
     )
 
 
+
+def code_version(state: dict[str, Any]) -> str:
+    """A manifest's or :func:`git_state`'s code version for the report: sha, and how it is known."""
+    sha = state.get("git_sha") or "?"
+    if state.get("git_dirty"):
+        return f"{sha} (dirty)"
+    if state.get("git_source") == "git archive":
+        return f"{sha} (git archive)"
+    return sha
+
 def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
     manifests = [r.manifest for r in sweep.runs if r.manifest]
     gpus = []
@@ -38,7 +48,7 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
             mem = g.get("total_memory_bytes")
             gpus.append(f"{g.get('name')} ({mem / GIB:.1f} GiB)" if mem else g.get("name"))
     hardware = _unique(gpus) if gpus else _unique([r.summary.get("device") for r in sweep.runs])
-    shas = [f"{m.get('git_sha') or '?'}{' (dirty)' if m.get('git_dirty') else ''}" for m in manifests]
+    shas = [code_version(m) for m in manifests]
     starts = sorted(str(m["start_time"]) for m in manifests if m.get("start_time"))
     ends = sorted(str(m["end_time"]) for m in manifests if m.get("end_time"))
     status = Counter(r.status for r in sweep.runs)
@@ -61,7 +71,7 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
         "runs ran": f"{starts[0]} to {ends[-1]}" if starts and ends else "unknown (no run manifests)",
         "analysis date": now_iso(),
         "code version (runs)": _unique(shas) if shas else "unknown (no run manifests)",
-        "code version (analysis)": f"{here.get('git_sha')}{' (dirty)' if here.get('git_dirty') else ''}",
+        "code version (analysis)": code_version(here),
     }
 
 
