@@ -300,7 +300,10 @@ def _bars(
             )
             ax.scatter(np.full(len(sub), x), sub.values, color="black", s=8, zorder=3)
     if baseline_col and runs[baseline_col].notna().any():
-        ax.axhline(runs[baseline_col].mean(), color="#c44e52", ls="--", label="trivial predictor")
+        level = float(runs[baseline_col].mean())
+        ax.axhline(level, color="#c44e52", ls="--", label="trivial predictor")
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, max(hi, level * 1.08))  # else a line at the top edge hides behind the frame
     ax.set_xticks(range(len(models)), models)
     ax.set_xlabel("model size")
     ax.set_ylabel(ylabel)

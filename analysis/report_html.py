@@ -24,10 +24,11 @@ h1{margin:.2rem 0}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-to
 .smoke{background:#fff3cd;border:2px solid #9a6700;color:#5c3d00;padding:.7rem 1rem;border-radius:8px;
 font-weight:700;margin-top:.8rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.8rem;width:100%}
-th,td{border:1px solid #ddd;padding:.25rem .45rem;vertical-align:top;text-align:left}
+th,td{border:1px solid #ddd;padding:.25rem .45rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
 th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .outcome{font-weight:700;white-space:nowrap}
+td.nw{white-space:nowrap}
 figure{margin:1rem 0;border:1px solid #eee;padding:.5rem}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#444}
@@ -74,7 +75,8 @@ def criteria_table(results: list[CriterionResult]) -> str:
         value = r.value_text or ("—" if r.value is None else f"{r.value:.4g}")
         colour = OUTCOME_COLOURS.get(r.outcome, "#000")
         rows.append(
-            f"<tr><td>{esc(r.id)}</td><td>{esc(r.kind)}</td><td>{esc(r.text)}</td><td>{esc(value)}</td>"
+            f"<tr><td class=nw>{esc(r.id)}</td><td class=nw>{esc(r.kind)}</td><td>{esc(r.text)}</td>"
+            f"<td>{esc(value)}</td>"
             f"<td class=num>{esc(r.comparator)} {esc(fmt_metric(r.metric, r.threshold))}</td>"
             f"<td class=num>{esc(ci)}</td><td class=num>{p_cell(r)}</td><td>{attainable_words(r)}</td>"
             f"<td class=num>{r.n_pairs}</td><td class=outcome style='color:{colour}'>{esc(r.outcome)}</td>"
