@@ -17,6 +17,10 @@ of the text and only the first ``P*6`` of them, so once those are all closed (fo
 whitespace), or one of them (or the field being written) can no longer be a finite number, nothing
 the model adds can change the parse. The metric is the same as with full-length generation; only
 the stored ``example_output`` ends where its row was decided.
+
+Decoding: :class:`experiments.decode.StaticCacheDecoder` (the model's own modules, a KV cache
+allocated once) for Llama models, ``model.generate`` otherwise or with ``train.eval.decoder=hf``;
+both greedy, same semantics (tests compare them token for token).
 """
 
 from __future__ import annotations
