@@ -30,7 +30,6 @@ def _unique(values: list[Any]) -> str:
     )
 
 
-
 def code_version(state: dict[str, Any]) -> str:
     """A manifest's or :func:`git_state`'s code version for the report: sha, and how it is known."""
     sha = state.get("git_sha") or "?"
@@ -39,6 +38,7 @@ def code_version(state: dict[str, Any]) -> str:
     if state.get("git_source") == "git archive":
         return f"{sha} (git archive)"
     return sha
+
 
 def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
     manifests = [r.manifest for r in sweep.runs if r.manifest]

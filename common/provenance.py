@@ -60,7 +60,11 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     if top is not None and Path(top).resolve() == root.resolve():
         sha = _git("rev-parse", "HEAD")
         status = _git("status", "--porcelain", "--untracked-files=no")
-        return {"git_sha": sha, "git_dirty": None if status is None else bool(status), "git_source": "checkout"}
+        return {
+            "git_sha": sha,
+            "git_dirty": None if status is None else bool(status),
+            "git_source": "checkout",
+        }
     try:
         stamped = (root / CODE_VERSION_FILE).read_text().strip()
     except OSError:
