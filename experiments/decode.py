@@ -20,6 +20,7 @@ Supported: Llama-architecture ``LlamaForCausalLM`` models that are not sharded (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -84,10 +85,14 @@ class StaticCacheDecoder:
         rows: slice,
         start: int,
         mask: torch.Tensor,
+        slot: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ``ids`` (b, T) at cache slots ``start:start+T`` of ``rows``; logits of the last slot.
 
-        ``mask`` (b, 1, T, start+T) says which cache slots each new position attends to."""
+        ``mask`` (b, 1, T, S) says which cache slots each new position attends to: S = start+T, or
+        with ``slot`` (a (1,) device tensor; one new token for every row) the whole buffer, written
+        at that slot: no host value in the computation, so the step can be captured in a CUDA graph.
+        """
         t = ids.shape[1]
         end = start + t
         h = self.inner.embed_tokens(ids)
@@ -102,13 +107,58 @@ class StaticCacheDecoder:
             v = attn.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            kc[rows, :, start:end] = k.to(kc.dtype)
-            vc[rows, :, start:end] = v.to(vc.dtype)
-            o = self._attend(q, kc[rows, :, :end], vc[rows, :, :end], mask, attn.scaling)
+            if slot is None:
+                kc[rows, :, start:end] = k.to(kc.dtype)
+                vc[rows, :, start:end] = v.to(vc.dtype)
+                keys, values = kc[rows, :, :end], vc[rows, :, :end]
+            else:
+                kc.index_copy_(2, slot, k.to(kc.dtype))
+                vc.index_copy_(2, slot, v.to(vc.dtype))
+                keys, values = kc, vc
+            o = self._attend(q, keys, values, mask, attn.scaling)
             h = h + attn.o_proj(o)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         h = self.inner.norm(h[:, -1:])
         return self.model.lm_head(h)[:, -1]
+
+    def _graphed_step(
+        self,
+        tok: torch.Tensor,
+        pos: torch.Tensor,
+        slot: torch.Tensor,
+        caches: list[tuple[torch.Tensor, torch.Tensor]],
+        valid: torch.Tensor,
+    ) -> tuple[Callable[[], Any], torch.Tensor]:
+        """(replay, argmax tensor it writes): a CUDA graph of one decode step reading ``tok``,
+        ``pos``, ``slot`` (static buffers the caller refills). Warm-up runs execute the step itself:
+        harmless, because it writes the same keys/values at the same slot as the replay will.
+        Autocast's weight cache is off inside (a graph may not reuse casts made outside it)."""
+        bsz = tok.shape[0]
+        everyone = slice(0, bsz)
+
+        def step() -> torch.Tensor:
+            valid.index_fill_(1, slot, True)
+            m = valid[:, None, None, :]
+            return self._forward(tok[:, None], pos[:, None], caches, everyone, 0, m, slot=slot).argmax(-1)
+
+        dev = tok.device.type
+        if dev != "cuda":  # the tests' CPU path: the same capturable step, run uncaptured
+            first = step()
+            return (lambda: first.copy_(step())), first
+        if torch.is_autocast_enabled(dev):
+            ctx: Any = torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), cache_enabled=False)
+        else:
+            ctx = contextlib.nullcontext()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with ctx, torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with ctx, torch.cuda.graph(graph):
+            out = step()
+        return graph.replay, out
 
     @torch.no_grad()
     def generate(
@@ -122,6 +172,7 @@ class StaticCacheDecoder:
         is_done: Callable[[torch.Tensor], torch.Tensor] | None = None,
         every: int = 16,
         cache_dtype: torch.dtype | None = None,
+        cuda_graph: bool = True,
     ) -> torch.Tensor:
         """(B, W + n) token ids, n <= ``max_new_tokens``: the prompts followed by greedy tokens.
 
@@ -129,7 +180,9 @@ class StaticCacheDecoder:
         ``is_done(new_tokens (B, k)) -> (B,) bool`` is called every ``every`` new tokens (a device
         sync); rows it marks are padded from then on, and decoding ends when every row is finished.
         ``cache_dtype``: key/value storage (default: the dtype the projections compute in, i.e.
-        the autocast dtype under autocast)."""
+        the autocast dtype under autocast). ``cuda_graph``: on CUDA, decode steps replay one
+        captured graph (attention then spans the whole buffer, masked; the eager loop attends to
+        the filled part only: the same keys, in a different reduction order)."""
         if ids.dim() != 2 or ids.shape != mask.shape:
             raise ValueError(
                 f"ids and mask must both be (batch, width); got {tuple(ids.shape)}, {tuple(mask.shape)}"
@@ -143,10 +196,12 @@ class StaticCacheDecoder:
                 cache_dtype = self.model.lm_head.weight.dtype
         total = width + max_new_tokens
         shape = (bsz, self.n_kv, total, self.head_dim)
+        # zeros, not empty: the graphed step attends over the whole buffer with unfilled slots
+        # masked, and a masked NaN/inf left in uninitialised memory would still poison the sum
         caches = [
             (
-                torch.empty(shape, dtype=cache_dtype, device=dev),
-                torch.empty(shape, dtype=cache_dtype, device=dev),
+                torch.zeros(shape, dtype=cache_dtype, device=dev),
+                torch.zeros(shape, dtype=cache_dtype, device=dev),
             )
             for _ in self.inner.layers
         ]
@@ -169,6 +224,11 @@ class StaticCacheDecoder:
         out = torch.full((bsz, max_new_tokens), pad_id, dtype=torch.long, device=dev)
         pos = positions[:, -1] + 1
         everyone = slice(0, bsz)
+        graphed = cuda_graph and _graphs_on(dev)
+        replay: Callable[[], Any] | None = None
+        if graphed:
+            tok_buf, pos_buf = torch.empty_like(nxt), torch.empty_like(pos)
+            slot_buf = torch.empty(1, dtype=torch.long, device=dev)
         n = 0
         for n in range(1, max_new_tokens + 1):
             tok = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
@@ -182,11 +242,25 @@ class StaticCacheDecoder:
             if n == max_new_tokens:
                 break
             slot = width + n - 1
-            valid[:, slot] = True
-            m = valid[:, None, None, : slot + 1]
-            nxt = self._forward(tok[:, None], pos[:, None], caches, everyone, slot, m).argmax(-1)
+            if graphed:
+                tok_buf.copy_(tok)
+                pos_buf.copy_(pos)
+                slot_buf.fill_(slot)
+                if replay is None:
+                    replay, graph_out = self._graphed_step(tok_buf, pos_buf, slot_buf, caches, valid)
+                replay()
+                nxt = graph_out.clone()
+            else:
+                valid[:, slot] = True
+                m = valid[:, None, None, : slot + 1]
+                nxt = self._forward(tok[:, None], pos[:, None], caches, everyone, slot, m).argmax(-1)
             pos = pos + 1
         return torch.cat([ids, out[:, :n]], dim=1)
+
+
+def _graphs_on(dev: torch.device) -> bool:
+    """Whether decode steps are captured as a CUDA graph on ``dev`` (tests patch this on CPU)."""
+    return dev.type == "cuda"
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

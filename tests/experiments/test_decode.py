@@ -80,6 +80,33 @@ def test_static_decoder_emits_the_tokens_of_model_generate(
     assert torch.equal(chunked, ref)
 
 
+@pytest.mark.parametrize("n_kv", [4, 2])
+def test_the_graph_capturable_step_emits_the_same_tokens(n_kv: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step a CUDA graph captures (whole cache buffer masked, slot and mask updated on the
+    device), run uncaptured on CPU, against ``model.generate``, eos and ``is_done`` included."""
+    model = _llama(n_kv)
+    ids, mask = _batch([9, 3, 14, 1, 6], pad=0, seed=11)
+    free = _hf(model, ids, mask, 20, eos=-1, pad=0)[:, ids.shape[1] :]
+    eos = int(free[1, 4])
+    ref = _hf(model, ids, mask, 20, eos=eos, pad=0)
+    monkeypatch.setattr(decode, "_graphs_on", lambda dev: True)
+    calls: list[int] = []
+
+    def spy(self: Any, *a: Any) -> Any:
+        calls.append(1)
+        return real(self, *a)
+
+    real = decode.StaticCacheDecoder._graphed_step
+    monkeypatch.setattr(decode.StaticCacheDecoder, "_graphed_step", spy)
+    ours = decode.StaticCacheDecoder(model).generate(ids, mask, max_new_tokens=20, eos_id=eos, pad_id=0)
+    assert calls == [1], "one capture per generate call"
+    assert torch.equal(ours, ref)
+    off = decode.StaticCacheDecoder(model).generate(
+        ids, mask, max_new_tokens=20, eos_id=eos, pad_id=0, cuda_graph=False
+    )
+    assert calls == [1] and torch.equal(off, ref)
+
+
 def test_prefill_logits_match_the_model_forward() -> None:
     model = _llama(2)
     ids, mask = _batch([7, 12, 2], pad=0, seed=3)
@@ -151,8 +178,9 @@ def test_unsupported_models_fall_back_or_fail_clearly() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cuda_graph", [True, False])
 @pytest.mark.parametrize("setting", ["fp32", "fp32-autocast-bf16", "bf16"])
-def test_on_cuda_the_static_decoder_follows_model_generate(setting: str) -> None:
+def test_on_cuda_the_static_decoder_follows_model_generate(setting: str, cuda_graph: bool) -> None:
     """fp32: the same tokens. bf16 (autocast, as AdamW runs; or a bf16 model, as FlashOptim runs):
     both decoders round differently (attention kernels and masks differ), so greedy paths may part
     after a near-tie; the first new token (from the prompt pass) must agree on nearly every row and
@@ -172,7 +200,9 @@ def test_on_cuda_the_static_decoder_follows_model_generate(setting: str) -> None
     )
     with ctx:
         ref = _hf(model, ids, mask, 32, eos=-1, pad=0)
-        ours = decode.StaticCacheDecoder(model).generate(ids, mask, max_new_tokens=32, eos_id=-1, pad_id=0)
+        ours = decode.StaticCacheDecoder(model).generate(
+            ids, mask, max_new_tokens=32, eos_id=-1, pad_id=0, cuda_graph=cuda_graph
+        )
     assert ours.shape == ref.shape
     w = ids.shape[1]
     if setting == "fp32":
