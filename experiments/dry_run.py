@@ -48,7 +48,7 @@ def show(cfg: Any, runs: list[P.PlannedRun], sweep_id: str) -> int:
         "params",
         "pred. peak GiB",
         "fits",
-        "GPU-h",
+        "train GPU-h",
         "throughput",
     ):
         t.add_column(col)
@@ -80,7 +80,9 @@ def show(cfg: Any, runs: list[P.PlannedRun], sweep_id: str) -> int:
     total_h = sum(p.gpu_hours for p in preds)
     console.print(
         f"{len(preds)} runs; {len(misfits)} predicted not to fit in {mem_gib:.1f} GiB; "
-        f"projected {total_h:.1f} GPU-hours (F may add seeds; C may skip larger models).",
+        f"projected {total_h:.1f} GPU-hours of training (F may add seeds; C may skip larger models; "
+        "evaluation's generation is not counted: on the pilot it was 7-42 s per run, see "
+        "experiments/BENCHMARKS.md).",
         markup=False,
     )
     return 0
