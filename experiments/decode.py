@@ -5,8 +5,11 @@ decode step, host-bound (122 ms at 100 rows), most of a run's wall time. This lo
 model's own modules (projections, norms, MLP, rotary embedding), so the weights and the numerics of
 each layer are the model's, and replaces what is around them: one key/value buffer per layer
 allocated once for ``prompt width + max_new_tokens`` (the cache is written in place instead of
-concatenated every step), attention through ``scaled_dot_product_attention`` over the filled part
-of the buffer, and a stop check every few tokens instead of per-step host work.
+concatenated every step), attention through ``scaled_dot_product_attention``, a stop check every
+few tokens instead of per-step host work, and on CUDA one captured graph per batch that replays
+each decode step (measured on the H100 at the pilot's shape: 13.7 ms per step for an fp32 model
+under bf16 autocast, against 89.9 ms eager and 164 ms for ``model.generate``;
+``experiments/BENCHMARKS.md``).
 
 Semantics are those of ``model.generate(do_sample=False)`` with left padding: position ids are
 ``cumsum(mask) - 1``, padded keys are never attended to, a row that emits ``eos`` is padded with
