@@ -160,11 +160,12 @@ def generate(
     ``decoder``: ``static`` (:class:`experiments.decode.StaticCacheDecoder`, a ValueError if the
     model is not supported), ``hf`` (``model.generate``), ``auto`` (static where supported)."""
     from experiments import decode
+    from experiments.config import DECODERS
 
     if n_probes is not None and getattr(codec.tok, "clean_up_tokenization_spaces", False):
         n_probes = None
-    if decoder not in ("auto", "static", "hf"):
-        raise ValueError(f"decoder must be one of auto, static, hf; got {decoder!r}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
     why = decode.supported(model) if decoder != "hf" else "decoder=hf"
     if decoder == "static" and why is not None:
         raise ValueError(f"decoder=static cannot decode this model: {why}")

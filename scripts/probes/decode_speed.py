@@ -23,24 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from experiments import decode
 
+VOCAB = 384  # the pilot's BPE vocabulary (train.text.tokenizer_vocab_size)
+
 
 def build(dtype: torch.dtype, device: str, tiny: bool) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The conf/model preset (llama-1b, or tiny to check the script) with the pilot's vocabulary."""
+    from transformers import LlamaForCausalLM
 
-    cfg = LlamaConfig(
-        hidden_size=64 if tiny else 2048,
-        num_hidden_layers=2 if tiny else 22,
-        num_attention_heads=4 if tiny else 32,
-        num_key_value_heads=2 if tiny else 4,
-        intermediate_size=128 if tiny else 5632,
-        vocab_size=384,
-        max_position_embeddings=8192,
-        tie_word_embeddings=False,
-    )
-    cfg._attn_implementation = "sdpa"
+    from common.config import compose
+    from experiments.config import register
+    from experiments.models import llama_config
+
+    register()
+    model_cfg = compose("run", [f"model={'tiny' if tiny else 'llama-1b'}"]).model
     torch.manual_seed(0)
     with torch.device(device):
-        model = LlamaForCausalLM(cfg)
+        model = LlamaForCausalLM(llama_config(model_cfg, VOCAB))
     return model.to(dtype).eval()
 
 
@@ -101,7 +99,7 @@ def main() -> None:
     ids = torch.zeros(a.rows, width, dtype=torch.long)
     mask = torch.zeros(a.rows, width, dtype=torch.long)
     for i, n in enumerate(lengths.tolist()):
-        ids[i, width - n :] = torch.randint(3, 384, (n,), generator=g)
+        ids[i, width - n :] = torch.randint(3, VOCAB, (n,), generator=g)
         mask[i, width - n :] = 1
     ids, mask = ids.to(dev), mask.to(dev)
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
