@@ -10,8 +10,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from analysis.accounting import account, assay_sensitivity
 from analysis.context import ArmVerdict, ReportContext
-from analysis.criteria import evaluate, label, sweep_design, verdict
+from analysis.criteria import evaluate, label, sweep_design, sweep_look, verdict
 from analysis.figures import all_figures
 from analysis.load import Sweep
 from analysis.pairs import GIB
@@ -75,15 +76,33 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
     }
 
 
+def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str], list[str]]:
+    """(accounting, assay sensitivity, the sweep-level reasons GO is not allowed)."""
+    accounting = account(sweep, cfg)
+    assay_ok, assay_why = assay_sensitivity(sweep, cfg)
+    blockers = list(accounting.blockers)
+    if cfg.assay_sensitivity.required and assay_ok is not True:
+        blockers.append(assay_why)
+    return accounting, (assay_ok, assay_why), blockers
+
+
+def judge(sweep: Sweep, cfg: Any, arm: str | None = None) -> ArmVerdict:
+    """The verdict of one treatment arm, exactly as ``python -m analysis`` decides it."""
+    arm = arm or cfg.treatment_arm
+    _, _, blockers = sweep_blockers(sweep, cfg)
+    results = evaluate(sweep, cfg, arm)
+    v, reasons = verdict(results, sweep.scale, cfg, sum(r.arm == arm for r in sweep.runs), blockers)
+    return ArmVerdict(arm, v, reasons, results)
+
+
 def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
     design = sweep_design(sweep, cfg)
     arms_present = sweep.arms()
-    verdicts = []
-    for arm in [cfg.treatment_arm, *[a for a in cfg.secondary_arms if a in arms_present]]:
-        results = evaluate(sweep, cfg, arm)
-        n_runs = sum(r.arm == arm for r in sweep.runs)
-        v, reasons = verdict(results, sweep.scale, cfg, n_runs)
-        verdicts.append(ArmVerdict(arm, v, reasons, results))
+    accounting, assay, _ = sweep_blockers(sweep, cfg)
+    verdicts = [
+        judge(sweep, cfg, arm)
+        for arm in [cfg.treatment_arm, *[a for a in cfg.secondary_arms if a in arms_present]]
+    ]
     treatments = [v.arm for v in verdicts if v.arm in arms_present]
     order = [a for a in (cfg.reference_arm, cfg.eightbit_arm, *treatments) if a in arms_present]
     arms = order + [a for a in arms_present if a not in order]
@@ -118,6 +137,9 @@ def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
         figures=all_figures(sweep, runs, cells, cfg, arms, design),
         header=header(sweep, design, cfg),
         provenance=prov,
+        accounting=accounting,
+        assay=assay,
+        look=sweep_look(sweep, cfg),
     )
 
 
@@ -133,6 +155,13 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
         "value_text",
         "bound",
         "ci",
+        "rule",
+        "margin",
+        "confidence",
+        "method",
+        "pairs_needed",
+        "pairs_needed_text",
+        "cells",
         "p_values",
         "attainable_min_p",
         "n_pairs",
@@ -159,6 +188,15 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
         ],
         "n_runs": len(ctx.sweep.runs),
         "n_unfinished_run_dirs": len(ctx.sweep.unfinished),
+        "planned_runs": ctx.accounting.planned,
+        "unaccounted_runs": [r for r in ctx.accounting.rows if r["state"] not in ("completed",)],
+        "assay_sensitivity": {"shown": ctx.assay[0], "why": ctx.assay[1]},
+        "sequential": {
+            "rule": ctx.cfg.criteria.sequential.name,
+            "look": ctx.look[0],
+            "confidence": ctx.look[1],
+            "seeds_per_cell": ctx.look[2],
+        },
         "generated_at": ctx.header["analysis date"],
         "code_version": ctx.header["code version (analysis)"],
     }

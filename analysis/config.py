@@ -30,6 +30,8 @@ KNOWN_METRICS = (
     "state_artifact_runs",  # treatment runs whose optimizer state is not materialised / 8-bit (count)
 )
 COMPARATORS = (">=", ">", "<=", "<")
+MEMORY_METRICS = ("peak_mem_allocated_bytes", "peak_mem_reserved_bytes", "peak_mem_nvml_process_bytes")
+GATE_ENDPOINTS = ("diverged", "rel_l2_error", "tokens_per_s", "final_loss")
 KINDS = ("success", "failure")
 DESIGNS = ("mvt", "full")
 
@@ -51,16 +53,47 @@ class CriterionSpec:
 
 
 @dataclass
+class SequentialConfig:
+    """The pre-registered seed-adding rule (analysis/sequential.py): looks and the alpha each spends."""
+
+    name: str = "fixed"
+    looks: list[int] = field(default_factory=lambda: [3])  # cumulative seed pairs per cell at each look
+    alpha_shares: list[float] = field(default_factory=lambda: [1.0])  # of the one-sided alpha; sum <= 1
+    endpoints: list[str] = field(default_factory=lambda: ["rel_l2_error_change"])  # may ask for seeds
+    futility_stop: bool = True  # stop adding when the pairs needed exceed the last look
+
+
+@dataclass
 class CriteriaConfig:
     name: str = MISSING
     entries: list[CriterionSpec] = field(default_factory=list)
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
 
 
 @dataclass
 class BootstrapConfig:
     n_resamples: int = 2000
     seed: int = 0
-    confidence: float = 0.95
+    min_pairs: int = 10  # the BCa bootstrap replaces the t-interval only from this many pairs on
+
+
+@dataclass
+class DecisionConfig:
+    confidence: float = 0.975  # one-sided level of each bound (two-sided interval 2c - 1)
+    interval: str = "t"  # t: paired t on log ratios | bca: BCa bootstrap where n >= bootstrap.min_pairs
+    multiplicity: str = "bonferroni"  # across grid cells, for claims about "some cell" | none
+    power: float = 0.8  # of the "pairs needed" sentence
+    pairs_needed_cap: int = 1000
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+
+@dataclass
+class AssayConfig:
+    """GO needs the accuracy endpoint to have shown it can see a degradation (issue 14's check)."""
+
+    required: bool = True
+    baseline_key: str = "best_baseline_rel_l2_error"  # summary key of the best non-learned baseline
+    factor: float = 2.0  # the reference arm must beat that baseline by this factor
 
 
 @dataclass
@@ -87,18 +120,28 @@ class AnalysisConfig:
     arm_labels: dict[str, str] = field(default_factory=dict)  # display names; the arm id otherwise
     design: str = "auto"  # auto (sweep.json, else number of model sizes) | mvt | full
     inconclusive_scales: list[str] = field(default_factory=lambda: ["smoke"])
-    memory_metric: str = "peak_mem_allocated_bytes"
+    memory_metrics: list[str] = field(
+        default_factory=lambda: [
+            "peak_mem_allocated_bytes",
+            "peak_mem_reserved_bytes",
+            "peak_mem_nvml_process_bytes",
+        ]
+    )
     memory_statuses: list[str] = field(default_factory=lambda: ["completed", "diverged", "aborted"])
     quality_statuses: list[str] = field(default_factory=lambda: ["completed"])
+    gate_endpoints: dict[str, str] = field(
+        default_factory=lambda: {"A": "diverged", "D": "rel_l2_error", "E": "tokens_per_s"}
+    )
     memory_test_scale: str = "log"  # log: t-test on log bytes (ratio scale) | bytes
     alpha: float = 0.05
-    min_pairs: int = 3  # pooled paired criteria with fewer matched pairs are not_evaluable
+    min_pairs: int = 3  # a cell with fewer matched pairs cannot pass a paired criterion
     decide_on_holm: bool = False  # decide p-value criteria on Holm-adjusted (true) or raw p (false)
     zero_variance_is_significant: bool = True
     quantized_state_dtypes: list[str] = field(default_factory=lambda: ["uint8", "int8"])
-    divergence_after_step: int = 200
-    divergence_loss_ratio: float = 2.0
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    require_plan: bool = True  # no sweep.json: the planned runs are unknown, GO is blocked
+    long_seq_len: int = 2048  # the report's "do savings disappear at sequence lengths > this?"
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    assay_sensitivity: AssayConfig = field(default_factory=AssayConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
@@ -122,17 +165,65 @@ def validate(cfg: Any) -> None:
     )
     require(cfg.min_pairs >= 1, "min_pairs", cfg.min_pairs, "an integer >= 1")
     require(0 < cfg.alpha < 1, "alpha", cfg.alpha, "a number in (0, 1)")
+    d = cfg.decision
+    require(0.5 < d.confidence < 1, "decision.confidence", d.confidence, "a one-sided level in (0.5, 1)")
+    require(d.interval in ("t", "bca"), "decision.interval", d.interval, "t or bca")
     require(
-        cfg.bootstrap.n_resamples >= 100,
-        "bootstrap.n_resamples",
-        cfg.bootstrap.n_resamples,
+        d.multiplicity in ("bonferroni", "none"),
+        "decision.multiplicity",
+        d.multiplicity,
+        "bonferroni or none",
+    )
+    require(0 < d.power < 1, "decision.power", d.power, "a number in (0, 1)")
+    require(d.pairs_needed_cap >= 2, "decision.pairs_needed_cap", d.pairs_needed_cap, "an integer >= 2")
+    require(
+        d.bootstrap.n_resamples >= 100,
+        "decision.bootstrap.n_resamples",
+        d.bootstrap.n_resamples,
         "an integer >= 100",
     )
     require(
-        0 < cfg.bootstrap.confidence < 1,
-        "bootstrap.confidence",
-        cfg.bootstrap.confidence,
-        "a number in (0, 1)",
+        d.bootstrap.min_pairs >= 10,
+        "decision.bootstrap.min_pairs",
+        d.bootstrap.min_pairs,
+        "an integer >= 10 (the bootstrap is not trusted at fewer pairs)",
+    )
+    require(
+        len(cfg.memory_metrics) > 0 and all(m in MEMORY_METRICS for m in cfg.memory_metrics),
+        "memory_metrics",
+        list(cfg.memory_metrics),
+        "a non-empty list of " + ", ".join(MEMORY_METRICS),
+    )
+    for gate, endpoint in cfg.gate_endpoints.items():
+        require(
+            endpoint in GATE_ENDPOINTS,
+            f"gate_endpoints.{gate}",
+            endpoint,
+            "one of " + ", ".join(GATE_ENDPOINTS),
+        )
+    require(
+        cfg.assay_sensitivity.factor >= 1, "assay_sensitivity.factor", cfg.assay_sensitivity.factor, ">= 1"
+    )
+    seq = cfg.criteria.sequential
+    require(
+        len(seq.looks) >= 1 and all(b > a for a, b in zip(seq.looks, seq.looks[1:])) and seq.looks[0] >= 2,
+        "criteria.sequential.looks",
+        list(seq.looks),
+        "increasing seed-pair counts, the first >= 2",
+    )
+    require(
+        len(seq.alpha_shares) == len(seq.looks)
+        and all(a > 0 for a in seq.alpha_shares)
+        and sum(seq.alpha_shares) <= 1 + 1e-9,
+        "criteria.sequential.alpha_shares",
+        list(seq.alpha_shares),
+        f"{len(seq.looks)} positive fractions (one per look) summing to at most 1",
+    )
+    require(
+        all(e in KNOWN_METRICS for e in seq.endpoints),
+        "criteria.sequential.endpoints",
+        list(seq.endpoints),
+        "criterion metrics, e.g. rel_l2_error_change",
     )
     require(
         cfg.wandb.mode in ("disabled", "offline", "online"),

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.accounting import Accounting
 from analysis.criteria import CriterionResult
 from analysis.figures import Figure
 from analysis.load import Sweep
@@ -33,6 +34,9 @@ class ReportContext:
     figures: list[Figure]
     header: dict[str, str]  # scale, hardware, dataset, model init, date, code version (display strings)
     provenance: dict[str, Any] = field(default_factory=dict)
+    accounting: Accounting = field(default_factory=Accounting)
+    assay: tuple[bool | None, str] = (None, "")
+    look: tuple[int, float, int] = (1, 0.975, 0)  # sequential look, its one-sided confidence, seeds/cell
 
     @property
     def scale(self) -> str:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+import yaml
+
 from analysis.load import Run, Sweep, finite
+from common.config import CONF_DIR
 
 GIB = float(1 << 30)
 
@@ -38,7 +42,9 @@ class MemoryValue:
     why_missing: str | None
 
 
-def memory_of(run: Run, cfg: Any) -> MemoryValue:
+def memory_of(run: Run, cfg: Any, metric: str | None = None) -> MemoryValue:
+    """``metric`` (default: the first of cfg.memory_metrics) of ``run``: bytes, an OOM bound, or why not."""
+    metric = metric or cfg.memory_metrics[0]
     if run.status == "oom":
         device = run.device_memory_bytes()
         if device is None:
@@ -49,7 +55,7 @@ def memory_of(run: Run, cfg: Any) -> MemoryValue:
                 "device memory is not recorded, so no bound can be given",
             )
         return MemoryValue(device, True, None)
-    value = run.num(cfg.memory_metric)
+    value = run.num(metric)
     if run.summary.get("mem_measurable") is False or (
         value is None and run.status in cfg.memory_statuses and run.summary.get("mem_measurable") is None
     ):
@@ -66,13 +72,16 @@ def memory_of(run: Run, cfg: Any) -> MemoryValue:
             f"{run.summary.get('status_reason') or 'no reason recorded'}",
         )
     if value is None:
-        return MemoryValue(None, False, f"{run.arm} run {run.run_id} has no {cfg.memory_metric}")
+        return MemoryValue(None, False, f"{run.arm} run {run.run_id} has no {metric}")
     return MemoryValue(value, False, None)
 
 
 def quality_of(run: Run, key: str, cfg: Any) -> tuple[float | None, str | None]:
-    """A completed run's positive number ``key`` (rel_l2_error, tokens_per_s, final_loss) or the reason."""
-    if run.status not in cfg.quality_statuses:
+    """A finished run's positive number ``key`` (rel_l2_error, tokens_per_s, final_loss) or the reason.
+
+    A run stopped by an abort gate counts with the numbers it still has (gate D scores the test set).
+    """
+    if run.status not in cfg.quality_statuses and fired_gate(run) is None:
         return None, f"{run.arm} run {run.run_id} ended {run.status}" + (
             f" ({run.summary['status_reason']})" if run.summary.get("status_reason") else ""
         )
@@ -116,10 +125,55 @@ def pair_runs(sweep: Sweep, treatment: str, reference: str) -> Pairing:
     return result
 
 
+def fired_gate(run: Run) -> dict[str, Any] | None:
+    """The abort gate that stopped ``run`` (status aborted and a fired gate recorded), else None.
+
+    A run aborted by a signal or a crash is not gate-aborted: it is unfinished (resumable).
+    """
+    if run.status != "aborted":
+        return None
+    for g in run.summary.get("gates") or []:
+        if isinstance(g, dict) and (g.get("fired") or g.get("outcome") == "fired"):
+            return g
+    return None
+
+
+def gate_failure(run: Run, endpoint: str, cfg: Any) -> str | None:
+    """Why ``run`` is a failure of ``endpoint`` by an abort gate (cfg.gate_endpoints), else None."""
+    g = fired_gate(run)
+    if g is None or cfg.gate_endpoints.get(str(g.get("gate"))) != endpoint:
+        return None
+    return f"{run.arm} run {run.run_id} stopped by gate {g.get('gate')}: {g.get('reason') or 'no reason'}"
+
+
+@cache
+def _default_divergence() -> tuple[float, int]:
+    train = yaml.safe_load((CONF_DIR / "train" / "default.yaml").read_text())
+    return float(train["divergence"]["factor"]), int(train["divergence"]["after_step"])
+
+
+def divergence_rule(run: Run) -> tuple[float, int]:
+    """(factor, after_step) of PROTOCOL failure 5 as ``run`` ran it: its config.yaml's
+    ``train.divergence`` (the one home, conf/train/default.yaml), that file where the run has none."""
+    if run.config_text:
+        try:
+            d = ((yaml.safe_load(run.config_text) or {}).get("train") or {}).get("divergence") or {}
+            if "factor" in d and "after_step" in d:
+                return float(d["factor"]), int(d["after_step"])
+        except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+            pass  # a hand-edited config.yaml: the default rule, said in the reason below
+    return _default_divergence()
+
+
 def is_diverged(run: Run, cfg: Any) -> str | None:
-    """Why ``run`` diverged (PROTOCOL failure 5: NaN, or loss > ratio x initial after N steps), or None."""
+    """Why ``run`` diverged (PROTOCOL failure 5: NaN, or loss > factor x initial after N steps; or
+    stopped by the gate that counts as divergence, A), or None."""
     if run.status == "diverged":
         return f"status diverged ({run.summary.get('status_reason') or 'no reason recorded'})"
+    why = gate_failure(run, "diverged", cfg)
+    if why:
+        return why
+    factor, after_step = divergence_rule(run)
     initial = run.num("initial_loss")
     for row in run.metrics:
         if "loss" in row and finite(row["loss"]) is None:
@@ -129,12 +183,10 @@ def is_diverged(run: Run, cfg: Any) -> str | None:
             initial is not None
             and step is not None
             and loss is not None
-            and step >= cfg.divergence_after_step
-            and loss > cfg.divergence_loss_ratio * initial
+            and step >= after_step
+            and loss > factor * initial
         ):
-            return (
-                f"loss {loss:.3g} > {cfg.divergence_loss_ratio:g} x initial {initial:.3g} at step {int(step)}"
-            )
+            return f"loss {loss:.3g} > {factor:g} x initial {initial:.3g} at step {int(step)}"
     if "final_loss" in run.summary and run.status == "completed" and run.num("final_loss") is None:
         return "final loss not finite"
     return None

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.atomic import write_json, write_text
 from common.ids import content_id
 
@@ -78,12 +80,25 @@ class SweepSpec:
     mutate: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
     skip: Callable[[dict[str, Any]], bool] | None = None  # True -> the run is not written at all
     write_sweep_json: bool = True
+    # Planted per-seed noise: the SD of log(T/R) of the treatment arm's endpoint (rel_l2_error,
+    # tokens_per_s, final_loss), drawn from numpy's default_rng(noise_seed), one draw per seed and cell.
+    noise_sd: dict[str, float] = field(default_factory=dict)
+    noise_seed: int = 0
+    noise_arm: str = "flashoptim"
+    # issue 14's assay-sensitivity record: the best non-learned baseline's test rel-L2 (None: not written)
+    best_baseline_rel_l2_error: float | None = 0.35
 
 
 def _jitter(seed: int, arm: str, scale: float) -> float:
     # Deterministic, different per seed and arm, in [-scale, scale].
     h = int(content_id([seed, arm], 8), 16) / 0xFFFFFFFF
     return 1.0 + scale * (2 * h - 1)
+
+
+def _noise(spec: SweepSpec, seed: int, grid: dict[str, Any]) -> list[float]:
+    """Three standard normal draws for (seed, cell), reproducible from spec.noise_seed."""
+    key = int(content_id([spec.noise_seed, seed, sorted(grid.items())], 8), 16)
+    return [float(x) for x in np.random.default_rng(key).standard_normal(3)]
 
 
 def _mem_base(model: str, seq_len: int, batch: int) -> float:
@@ -108,6 +123,11 @@ def _run(spec: SweepSpec, arm: str, eff: ArmEffect, seed: int, grid: dict[str, A
     final_loss = 1.0 * eff.final_loss_factor * (1 + 0.003 * (seed % 3))
     tokens = 10000.0 * eff.tokens_factor * (1 + 0.01 * ((seed * 7) % 3 - 1)) * 2048 / grid["seq_len"]
     rel_l2 = 0.10 * eff.rel_l2_factor * (1 + 0.01 * ((seed * 5) % 3 - 1))
+    if arm == spec.noise_arm and spec.noise_sd:
+        z = _noise(spec, seed, grid)
+        rel_l2 *= math.exp(spec.noise_sd.get("rel_l2_error", 0.0) * z[0])
+        tokens *= math.exp(spec.noise_sd.get("tokens_per_s", 0.0) * z[1])
+        final_loss *= math.exp(spec.noise_sd.get("final_loss", 0.0) * z[2])
     metrics = []
     for step in range(0, spec.steps + 1, spec.log_every):
         frac = step / spec.steps
@@ -173,6 +193,8 @@ def _run(spec: SweepSpec, arm: str, eff: ArmEffect, seed: int, grid: dict[str, A
         ),
         "peak_mem_allocated_bytes": peak if spec.mem_measurable else None,
         "peak_mem_reserved_bytes": peak * 1.05 if spec.mem_measurable else None,
+        # NVML adds the CUDA context, the same for every arm: the most conservative reduction
+        "peak_mem_nvml_process_bytes": peak * 1.07 + 0.01 * static_adamw if spec.mem_measurable else None,
         "optimizer_state_bytes_per_param": eff.state_bytes_per_param,
         "tokens_per_s": tokens,
         "initial_loss": initial_loss,
@@ -187,6 +209,11 @@ def _run(spec: SweepSpec, arm: str, eff: ArmEffect, seed: int, grid: dict[str, A
         "optimizer_state_dtypes": list(eff.state_dtypes),
         "state_materialised": True,
         "trivial_rel_l2_error": 0.35,
+        **(
+            {"best_baseline_rel_l2_error": spec.best_baseline_rel_l2_error}
+            if spec.best_baseline_rel_l2_error is not None
+            else {}
+        ),
         "median_step_time_s": 2048 * 32 / tokens,
         "mfu": 0.4,
         "checkpoint_bytes": (2.0 + eff.state_bytes_per_param) * n_params,

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from analysis.build import judge as judge_sweep
 from analysis.config import register, validate
-from analysis.criteria import CriterionResult, evaluate, verdict
+from analysis.criteria import CriterionResult
 from analysis.load import load_sweep
 from analysis.synthetic import SweepSpec, write_sweep
 from common.config import compose
@@ -25,12 +26,11 @@ def cfg() -> Any:
 
 @pytest.fixture
 def judge(tmp_path: Path, cfg: Any) -> Callable[..., tuple[str, list[str], dict[str, CriterionResult]]]:
-    """Write ``spec`` as a sweep, evaluate the treatment arm: (verdict, reasons, {id: result})."""
+    """Write ``spec`` as a sweep and judge the arm as the entry point does: (verdict, reasons, {id: result})."""
 
-    def _judge(spec: SweepSpec, arm: str = "flashoptim", name: str = "sweep"):
+    def _judge(spec: SweepSpec, arm: str = "flashoptim", name: str = "sweep", config: Any = None):
         sweep = load_sweep(write_sweep(tmp_path / name, spec))
-        results = evaluate(sweep, cfg, arm)
-        v, reasons = verdict(results, sweep.scale, cfg, sum(r.arm == arm for r in sweep.runs))
-        return v, reasons, {r.id: r for r in results}
+        av = judge_sweep(sweep, config if config is not None else cfg, arm)
+        return av.verdict, av.reasons, {r.id: r for r in av.criteria}
 
     return _judge
