@@ -187,11 +187,11 @@ def decide_source(spec: Any, src: Source, conf: float, conf_k: float, cfg: Any) 
     if success and src.gate_with_number:
         return NOT_HOLDS, iv, "; ".join(src.gate_with_number) + " (a gate abort fails its endpoint)"
     good_state = HOLDS if success else NOT_HOLDS
-    if state == good_state and src.d and iv.n < cfg.min_pairs:
-        state, why = UNDECIDED, f"only {iv.n} pair(s); a cell needs at least {cfg.min_pairs} (min_pairs)"
     if state == good_state and src.no_pass:
         state = UNDECIDED
         why = "a treatment seed failed without a number: " + first_reasons(src.no_pass)
+    elif state == good_state and src.d and iv.n < cfg.min_pairs:
+        state, why = UNDECIDED, f"only {iv.n} pair(s); a cell needs at least {cfg.min_pairs} (min_pairs)"
     return state, iv, why
 
 
