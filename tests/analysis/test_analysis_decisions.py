@@ -139,7 +139,7 @@ def gate_abort(gate: str, seeds: tuple[int, ...], drop: tuple[str, ...]):
 
 
 def test_gate_d_abort_without_a_test_number_is_an_accuracy_failure(judge) -> None:
-    v, reasons, res = judge(go_spec(mutate=gate_abort("D", (0, 1, 2), ("rel_l2_error",))))
+    v, _, res = judge(go_spec(mutate=gate_abort("D", (0, 1, 2), ("rel_l2_error",))))
     assert res["F2"].outcome == "fail" and "gate D" in res["F2"].why
     assert res["S3"].outcome == "fail"
     assert v == "NO-GO"  # was INCONCLUSIVE: the aborted runs' missing numbers used to be missing data
