@@ -22,6 +22,15 @@ USAGE = "usage: python -m analysis <sweep_dir> [key=value ...] [--cfg]"
 log = logging.getLogger("analysis")
 
 
+def _stale_default_report(sweep_dir: str, why: str) -> None:
+    """A re-analysis refused its input: the sweep's earlier verdict.json must not look current."""
+    report = Path(sweep_dir) / "report"
+    if (report / "verdict.json").is_file():
+        from analysis.build import mark_stale  # the heavy report modules, only on this path
+
+        mark_stale(report, f"the last re-analysis failed: {why}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_cfg = "--cfg" in argv
@@ -39,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = load_sweep(positional[0])
         except SweepInputError as e:
             print(str(e), file=sys.stderr)
+            _stale_default_report(positional[0], str(e))
             return EXIT_CONFIG_ERROR
     from analysis.config import register, validate
 
@@ -50,11 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     setup_logging()
-    from analysis.build import build_context, write_report
+    from analysis.build import OutputDirError, build_context, check_output_dir, mark_stale, write_report
     from analysis.wandb_log import log_summary_run
 
-    ctx = build_context(sweep, cfg)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else sweep.sweep_dir / "report"
+    try:
+        check_output_dir(out_dir, sweep.sweep_id)
+    except OutputDirError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    # Until the new report is swapped in whole, the old one says it is not current (a crash, a kill
+    # or a bad input below leaves it so).
+    mark_stale(out_dir, f"a re-analysis started at {time.strftime('%Y-%m-%dT%H:%M:%S')} has not finished")
+    ctx = build_context(sweep, cfg)
     write_report(ctx, out_dir)
     log_summary_run(ctx, out_dir)
     log.info("analysed %d runs in %.1f s", len(sweep.runs), time.perf_counter() - t0)

@@ -18,9 +18,16 @@ from analysis.load import Sweep
 from analysis.pairs import GIB
 from analysis.report_html import render_html
 from analysis.report_md import render_md
+from analysis.report_text import accounting_frame, long_sequences
 from analysis.tables import cells_frame, criteria_frame, gates_frame, runs_frame
-from common.atomic import staged_dir, write_bytes, write_json, write_text
+from common.atomic import read_json, staged_dir, write_bytes, write_json, write_text
 from common.provenance import git_state, now_iso, provenance
+
+MARKER = "STALE.txt"  # written beside an earlier verdict.json while a re-analysis has not finished
+
+
+class OutputDirError(Exception):
+    """output_dir holds something this package did not write; the message is one line."""
 
 
 def _unique(values: list[Any]) -> str:
@@ -176,6 +183,7 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
 
     return {
         "verdict": ctx.primary.verdict,
+        "current": True,
         "scale": ctx.scale,
         "design": ctx.design,
         "sweep_id": ctx.sweep.sweep_id,
@@ -202,6 +210,59 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
     }
 
 
+REPORT_ENTRIES = {"verdict.json", "report.html", "report.md", "figures", "tables", MARKER}
+
+
+def check_output_dir(out_dir: Path, sweep_id: str) -> None:
+    """Refuse an ``out_dir`` that holds anything but an earlier report of the same sweep (exit 2).
+
+    Allowed: absent, empty, or a report this package wrote for ``sweep_id`` (its verdict.json names the
+    sweep, and it holds only report files). Anything else is the user's and is never deleted.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise OutputDirError(
+            f"output_dir={str(out_dir)!r} is a file; allowed: an empty or absent directory, "
+            "or an earlier report of this sweep"
+        )
+    entries = {p.name for p in out_dir.iterdir()}
+    if not entries:
+        return
+    foreign = sorted(entries - REPORT_ENTRIES)
+    try:
+        previous = read_json(out_dir / "verdict.json").get("sweep_id")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if foreign or previous != sweep_id:
+        what = (
+            f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}"
+            if foreign
+            else f"is a report of sweep {previous!r}"
+            if previous
+            else "is not an analysis report"
+        )
+        raise OutputDirError(
+            f"output_dir={str(out_dir)!r} {what}; allowed: an empty or absent directory, or an earlier "
+            f"report of sweep {sweep_id!r} (nothing else is overwritten)"
+        )
+
+
+def mark_stale(out_dir: Path, why: str) -> None:
+    """Before a re-analysis: the previous verdict.json says it is not current until the new one lands."""
+    path = out_dir / "verdict.json"
+    if not path.exists():
+        return
+    try:
+        old = read_json(path)
+    except (OSError, ValueError):
+        return
+    if isinstance(old, dict):
+        old.update(current=False, stale_reason=why, stale_since=now_iso())
+        write_json(path, old)
+        write_text(out_dir / MARKER, f"{why}\n")
+
+
 def write_report(ctx: ReportContext, out_dir: Path) -> Path:
     """Write everything into a staged directory, verdict.json last, then swap it in for ``out_dir``."""
     ready = out_dir.parent / f".{out_dir.name}.ready-{os.getpid()}"
@@ -212,6 +273,8 @@ def write_report(ctx: ReportContext, out_dir: Path) -> Path:
         ctx.runs.to_csv(tmp / "tables" / "runs.csv", index=False)
         ctx.cells.to_csv(tmp / "tables" / "cells.csv", index=False)
         ctx.gates.to_csv(tmp / "tables" / "gates.csv", index=False)
+        long_sequences(ctx)[0].to_csv(tmp / "tables" / "long_sequences.csv", index=False)
+        accounting_frame(ctx).to_csv(tmp / "tables" / "run_accounting.csv", index=False)
         criteria_frame(
             ctx.primary.criteria + [c for av in ctx.secondary for c in av.criteria], ctx.cfg
         ).to_csv(tmp / "tables" / "criteria.csv", index=False)

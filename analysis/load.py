@@ -21,6 +21,23 @@ class SweepInputError(Exception):
     """The sweep directory cannot be analysed; the message is one line for the user."""
 
 
+STATUSES = ("completed", "oom", "diverged", "aborted", "failed")  # ARCHITECTURE.md run contract
+# Summary fields the criteria read: a number, or null where not measured. Anything else is refused
+# with the file, key and value, never silently dropped.
+NUMERIC_KEYS = (
+    "rel_l2_error",
+    "val_rel_l2_error",
+    "tokens_per_s",
+    "final_loss",
+    "initial_loss",
+    "steps_completed",
+    "n_params",
+    "peak_mem_allocated_bytes",
+    "peak_mem_reserved_bytes",
+    "peak_mem_nvml_process_bytes",
+)
+
+
 @dataclass
 class Run:
     run_dir: Path
@@ -127,6 +144,14 @@ def _read_run(run_dir: Path) -> Run:
         raise SweepInputError(
             f"{summary_path}: summary.json lacks `optimizer`/`status` (ARCHITECTURE.md contract)"
         )
+    if summary["status"] not in STATUSES:
+        raise SweepInputError(
+            f"{summary_path}: status={summary['status']!r} is not allowed; allowed: one of {', '.join(STATUSES)}"
+        )
+    for key in NUMERIC_KEYS:
+        v = summary.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise SweepInputError(f"{summary_path}: {key}={v!r} is not allowed; allowed: a number or null")
     metrics_path = run_dir / "metrics.jsonl"
     metrics = read_jsonl(metrics_path) if metrics_path.exists() else []
     config_path = run_dir / "config.yaml"

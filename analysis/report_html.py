@@ -10,10 +10,23 @@ from typing import Any
 import pandas as pd
 
 from analysis.context import ArmVerdict, ReportContext
-from analysis.criteria import CriterionResult, fmt_metric, label
+from analysis.criteria import CriterionResult, label
+from analysis.report_text import (
+    accounting_frame,
+    criteria_rows,
+    long_sequences,
+    method_text,
+    sequential_text,
+)
 
 VERDICT_COLOURS = {"GO": "#1b7f3b", "NO-GO": "#b3261e", "INCONCLUSIVE": "#9a6700"}
-OUTCOME_COLOURS = {"pass": "#1b7f3b", "fail": "#b3261e", "not_evaluable": "#9a6700", "not_applicable": "#666"}
+OUTCOME_COLOURS = {
+    "pass": "#1b7f3b",
+    "fail": "#b3261e",
+    "undecided": "#9a6700",
+    "not_evaluable": "#9a6700",
+    "not_applicable": "#666",
+}
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;
@@ -35,6 +48,8 @@ figcaption{font-size:.85rem;color:#444}
 .facts td:first-child{font-weight:600;white-space:nowrap}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem}
 .note{font-size:.9rem;color:#333}
+td.rule{font-size:.75rem;color:#333;min-width:14rem}
+.answer{font-size:1.05rem;font-weight:600;border-left:4px solid #4c72b0;padding:.3rem .8rem;background:#f5f8fc}
 """
 
 
@@ -65,24 +80,22 @@ def p_cell(r: CriterionResult) -> str:
 
 def criteria_table(results: list[CriterionResult]) -> str:
     head = (
-        "<tr><th>id</th><th>kind</th><th>criterion</th><th>value</th><th>rule</th><th>95% CI</th>"
-        "<th>p-values (paired t, Holm-adjusted t, exact Wilcoxon)</th><th>attainable min p (Wilcoxon)</th>"
-        "<th>n</th><th>outcome</th><th>why</th></tr>"
+        "<tr><th>id</th><th>kind</th><th>criterion</th><th>estimate</th><th>one-sided bounds</th>"
+        "<th>margin</th><th>rule</th><th>pairs needed</th><th>p-values</th><th>n</th><th>outcome</th>"
+        "<th>why</th></tr>"
     )
     rows = []
-    for r in results:
-        ci = "—" if not r.ci else f"[{fmt_metric(r.metric, r.ci[0])}, {fmt_metric(r.metric, r.ci[1])}]"
-        value = r.value_text or ("—" if r.value is None else f"{r.value:.4g}")
+    for r, row in zip(results, criteria_rows(results)):
         colour = OUTCOME_COLOURS.get(r.outcome, "#000")
         rows.append(
-            f"<tr><td class=nw>{esc(r.id)}</td><td class=nw>{esc(r.kind)}</td><td>{esc(r.text)}</td>"
-            f"<td>{esc(value)}</td>"
-            f"<td class=num>{esc(r.comparator)} {esc(fmt_metric(r.metric, r.threshold))}</td>"
-            f"<td class=num>{esc(ci)}</td><td class=num>{p_cell(r)}</td><td>{attainable_words(r)}</td>"
-            f"<td class=num>{r.n_pairs}</td><td class=outcome style='color:{colour}'>{esc(r.outcome)}</td>"
-            f"<td>{esc(r.why)}</td></tr>"
+            f"<tr id='crit-{esc(r.arm)}-{esc(r.id)}'><td class=nw>{esc(r.id)}</td><td class=nw>{esc(r.kind)}</td>"
+            f"<td>{esc(r.text)}</td><td class=num>{esc(row['estimate'])}</td>"
+            f"<td class=num>{esc(row['bounds'])}</td><td class=num>{esc(row['margin'])}</td>"
+            f"<td class=rule>{esc(row['rule'])}</td><td class=num>{esc(row['pairs needed'])}</td>"
+            f"<td class=num>{p_cell(r)}</td><td class=num>{esc(row['n'])}</td>"
+            f"<td class=outcome style='color:{colour}'>{esc(r.outcome)}</td><td>{esc(r.why)}</td></tr>"
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<table class=criteria>{head}{''.join(rows)}</table>"
 
 
 def frame_table(df: pd.DataFrame, max_rows: int = 60, note: str = "") -> str:
@@ -141,21 +154,41 @@ def render_html(ctx: ReportContext) -> str:
     parts.append("<h2>Criteria</h2>")
     parts.append(
         f"<p class=note>Treatment arm {esc(label(cfg, p.arm))} vs reference arms "
-        f"{esc(label(cfg, cfg.reference_arm))} and {esc(label(cfg, cfg.eightbit_arm))}. "
-        "Runs are paired by seed and every grid axis. Values pool pairs as the geometric mean of "
-        "treatment/reference ratios; CIs are percentile bootstrap over pairs "
-        f"({cfg.bootstrap.n_resamples} resamples, seed {cfg.bootstrap.seed}). The paired t-test is "
-        f"on {'log ' if cfg.memory_test_scale == 'log' else ''}values; the exact two-sided Wilcoxon "
-        "signed-rank test cannot give p below 2/2<sup>n</sup> with n pairs (0.25 for 3, 0.0625 for 5), "
-        "so a p at that floor is no evidence of no effect. Holm's correction runs across the "
-        f"criteria that use p-values; decisions use the {'Holm-adjusted' if cfg.decide_on_holm else 'raw'} "
-        "p. A failure criterion's outcome <b>fail</b> means the failure condition holds.</p>"
+        f"{esc(label(cfg, cfg.reference_arm))} and {esc(label(cfg, cfg.eightbit_arm))}.</p>"
     )
+    parts += [f"<p class=note>{esc(t)}</p>" for t in method_text(ctx)]
     parts.append(criteria_table(p.criteria))
     if ctx.secondary:
         parts.append("<h3>Secondary arms (shown, do not change the verdict)</h3>")
         parts += [_arm_section(av, cfg) for av in ctx.secondary]
 
+    parts.append("<h2>Seeds: the sequential rule</h2>")
+    parts.append(f"<p class=note id=sequential>{esc(sequential_text(ctx))}</p>")
+    parts.append("<h2>Planned runs</h2>")
+    acc = accounting_frame(ctx)
+    planned = ctx.accounting.planned
+    parts.append(
+        "<p class=note id=accounting>"
+        + esc(
+            f"{planned} runs planned in sweep.json; "
+            if planned is not None
+            else "No sweep.json plan: the planned runs are unknown. "
+        )
+        + esc(
+            "every planned run completed."
+            if acc.empty and planned is not None
+            else f"{len(acc)} runs did not complete or were not planned (blocks: counts against GO):"
+        )
+        + "</p>"
+    )
+    if not acc.empty:
+        parts.append(frame_table(acc))
+    parts.append(f"<p class=note id=assay>Accuracy assay sensitivity: {esc(ctx.assay[1])}</p>")
+    parts.append(f"<h2>Do savings disappear at sequence lengths &gt; {cfg.long_seq_len}?</h2>")
+    long_df, answer = long_sequences(ctx)
+    parts.append(f"<p class=answer id=long-seq-answer>{esc(answer)}</p>")
+    if not long_df.empty:
+        parts.append(frame_table(long_df, note="tables/long_sequences.csv"))
     parts.append("<h2>Gate decisions</h2>")
     g = ctx.gates
     if g.empty:

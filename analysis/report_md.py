@@ -8,7 +8,7 @@ import pandas as pd
 
 from analysis.context import ReportContext
 from analysis.criteria import CriterionResult, label
-from analysis.report_html import fmt_p
+from analysis.report_text import accounting_frame, criteria_rows, long_sequences, method_text, sequential_text
 
 
 def _cell(x: object) -> str:
@@ -16,35 +16,24 @@ def _cell(x: object) -> str:
 
 
 def criteria_md(results: list[CriterionResult]) -> str:
-    lines = [
-        "| id | kind | criterion | value | rule | 95% CI | p (t) | p (Holm) | p (Wilcoxon) | attainable min p | n | outcome | why |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    rows = criteria_rows(results)
+    cols = [
+        "id",
+        "kind",
+        "criterion",
+        "estimate",
+        "bounds",
+        "margin",
+        "rule",
+        "pairs needed",
+        "n",
+        "outcome",
+        "why",
     ]
-    for r in results:
-        ci = "—" if not r.ci else f"[{r.ci[0]:.3g}, {r.ci[1]:.3g}]"
-        amin = "—" if r.attainable_min_p is None else f"{r.attainable_min_p:.3g}"
-        lines.append(
-            "| "
-            + " | ".join(
-                _cell(x)
-                for x in (
-                    r.id,
-                    r.kind,
-                    r.text,
-                    r.value_text or "—",
-                    f"{r.comparator} {r.threshold:g}",
-                    ci,
-                    fmt_p(r.p_values.get("t_test")),
-                    fmt_p(r.p_values.get("t_test_holm")),
-                    fmt_p(r.p_values.get("wilcoxon_exact")),
-                    amin,
-                    r.n_pairs,
-                    f"**{r.outcome}**",
-                    r.why,
-                )
-            )
-            + " |"
-        )
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        row = dict(row, outcome=f"**{row['outcome']}**")
+        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -92,13 +81,31 @@ def render_md(ctx: ReportContext) -> str:
         criteria_md(p.criteria),
         "",
     ]
-    out.append(
-        "Exact two-sided Wilcoxon p cannot go below 2/2^n with n pairs (0.25 for 3 pairs): "
-        "a p at that floor is no evidence of no effect."
-    )
+    out += [t + "\n" for t in method_text(ctx)]
     for av in ctx.secondary:
         out += ["", f"### Secondary arm {label(cfg, av.arm)}: {av.verdict}", ""]
         out += [f"- {r}" for r in av.reasons] + ["", criteria_md(av.criteria)]
+    out += ["", "## Seeds: the sequential rule", "", sequential_text(ctx), "", "## Planned runs", ""]
+    acc = accounting_frame(ctx)
+    out.append(
+        (
+            f"{ctx.accounting.planned} runs planned in sweep.json; "
+            if ctx.accounting.planned is not None
+            else "No sweep.json plan: the planned runs are unknown. "
+        )
+        + (
+            "every planned run completed."
+            if acc.empty and ctx.accounting.planned is not None
+            else f"{len(acc)} runs did not complete or were not planned:"
+        )
+    )
+    if not acc.empty:
+        out += ["", frame_md(acc)]
+    out += ["", f"Accuracy assay sensitivity: {ctx.assay[1]}", ""]
+    long_df, answer = long_sequences(ctx)
+    out += [f"## Do savings disappear at sequence lengths > {cfg.long_seq_len}?", "", f"**{answer}**", ""]
+    if not long_df.empty:
+        out += [frame_md(long_df), ""]
     out += ["", "## Gate decisions", ""]
     g = ctx.gates
     out.append(

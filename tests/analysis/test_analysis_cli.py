@@ -62,6 +62,7 @@ def test_cfg_prints_the_resolved_config() -> None:
     assert proc.returncode == 0
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.treatment_arm == "flashoptim_gr" and len(cfg.criteria.entries) == 13
+    assert cfg.criteria.sequential.looks == [3, 10]
 
 
 def test_unknown_key_is_rejected_at_compose_time() -> None:
@@ -81,3 +82,75 @@ def test_every_protocol_criterion_declares_its_fields(cfg) -> None:
     assert kinds.count("success") == 7 and kinds.count("failure") == 6
     assert [c.id for c in cfg.criteria.entries if c.uses_p_value] == ["S5"]
     assert [c.id for c in cfg.criteria.entries if list(c.designs) == ["full"]] == ["S6"]
+
+
+# ------------------------------------------------------------- issue 18: nothing the user owns is deleted
+def test_output_dir_with_user_files_is_refused_and_kept(tmp_path: Path) -> None:
+    sweep_dir = write_sweep(tmp_path / "s", go_spec())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("months of work")
+    proc = run_cli(str(sweep_dir), f"output_dir={mine}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "output_dir" in proc.stderr and "thesis.tex" in proc.stderr and "allowed" in proc.stderr
+    assert (mine / "thesis.tex").read_text() == "months of work"
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+def test_output_dir_pointing_at_the_sweep_itself_is_refused(tmp_path: Path) -> None:
+    sweep_dir = write_sweep(tmp_path / "s", go_spec())
+    before = sorted(p.name for p in (sweep_dir / "runs").iterdir())
+    proc = run_cli(str(sweep_dir), f"output_dir={sweep_dir}")
+    assert proc.returncode == 2 and "runs" in proc.stderr
+    assert sorted(p.name for p in (sweep_dir / "runs").iterdir()) == before
+
+
+def test_output_dir_of_another_sweeps_report_is_refused(tmp_path: Path) -> None:
+    a = write_sweep(tmp_path / "a", go_spec(sweep_id="sweep-a"))
+    b = write_sweep(tmp_path / "b", go_spec(sweep_id="sweep-b"))
+    assert run_cli(str(a)).returncode == 0
+    proc = run_cli(str(b), f"output_dir={a / 'report'}")
+    assert proc.returncode == 2 and "sweep-a" in proc.stderr
+    assert json.loads((a / "report" / "verdict.json").read_text())["sweep_id"] == "sweep-a"
+
+
+def test_output_dir_empty_or_an_earlier_report_of_the_same_sweep_is_replaced(tmp_path: Path) -> None:
+    sweep_dir = write_sweep(tmp_path / "s", go_spec())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(str(sweep_dir), f"output_dir={empty}").returncode == 0
+    assert (empty / "verdict.json").exists()
+    assert run_cli(str(sweep_dir), f"output_dir={empty}").returncode == 0  # its own earlier report
+
+
+# ------------------------------------------------------------------- issue 18: a failed re-analysis
+def test_failed_reanalysis_leaves_the_old_verdict_marked_not_current(tmp_path: Path) -> None:
+    sweep_dir = write_sweep(tmp_path / "s", go_spec())
+    assert run_cli(str(sweep_dir)).returncode == 0
+    verdict = sweep_dir / "report" / "verdict.json"
+    assert json.loads(verdict.read_text())["current"] is True
+    victim = next((sweep_dir / "runs").iterdir()) / "summary.json"
+    s = json.loads(victim.read_text())
+    s["rel_l2_error"] = "abc"
+    victim.write_text(json.dumps(s))
+    proc = run_cli(str(sweep_dir))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        str(victim) in proc.stderr
+        and "rel_l2_error='abc'" in proc.stderr
+        and "a number or null" in proc.stderr
+    )
+    old = json.loads(verdict.read_text())
+    assert old["current"] is False and "rel_l2_error" in old["stale_reason"]
+    assert (sweep_dir / "report" / "STALE.txt").exists()
+
+
+def test_bad_status_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    sweep_dir = write_sweep(tmp_path / "s", go_spec())
+    victim = next((sweep_dir / "runs").iterdir()) / "summary.json"
+    s = json.loads(victim.read_text())
+    s["status"] = "finished"
+    victim.write_text(json.dumps(s))
+    proc = run_cli(str(sweep_dir))
+    assert proc.returncode == 2 and str(victim) in proc.stderr and "'finished'" in proc.stderr
+    assert "completed, oom, diverged, aborted, failed" in proc.stderr
