@@ -19,7 +19,7 @@ def summaries(seeds: int, sd: float, factor: float = 1.0, noise_seed: int = 0) -
 
 
 def test_undecided_accuracy_adds_seeds_up_to_the_next_look(cfg) -> None:
-    step = next_seeds(summaries(3, 0.03, noise_seed=2), cfg)
+    step = next_seeds(summaries(3, 0.02, noise_seed=2), cfg)
     assert (step.look, step.seeds) == (1, 3)
     assert step.add == 7 and not step.stop and "S3" in step.undecided  # looks [3, 10]
     assert step.confidence == 1 - 0.025 * 0.2  # look 1 spends a fifth of the one-sided alpha
