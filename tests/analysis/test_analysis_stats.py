@@ -103,10 +103,12 @@ def test_holm_never_lowers_a_p_value_and_is_monotone() -> None:
 
 
 def test_decide_on_a_bound_only_claims_what_the_bound_proves() -> None:
+    import math
+
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from analysis.criteria import decide
+    from analysis.decide import UNDECIDED, decide
 
     @given(
         bound_value=st.floats(-1, 1),
@@ -116,10 +118,11 @@ def test_decide_on_a_bound_only_claims_what_the_bound_proves() -> None:
         kind=st.sampled_from(["lower", "upper"]),
     )
     def check(bound_value: float, slack: float, threshold: float, comparator: str, kind: str) -> None:
-        # Any true value consistent with the bound must agree with a decided outcome.
+        # Any true value consistent with a one-sided (OOM) bound must agree with a decided outcome.
         true_value = bound_value + slack if kind == "lower" else bound_value - slack
-        decided = decide(bound_value, comparator, threshold, kind)
-        if decided is not None:
-            assert decided == decide(true_value, comparator, threshold, None)
+        lo, hi = (bound_value, math.inf) if kind == "lower" else (-math.inf, bound_value)
+        decided = str(decide(comparator, threshold, lo, hi))
+        if decided != UNDECIDED:
+            assert decided == str(decide(comparator, threshold, true_value, true_value))
 
     check()
