@@ -27,7 +27,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PARAM_DTYPES = ("float32", "bfloat16")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-DECODERS = ("auto", "static", "hf")  # train.eval.decoder (experiments.evaluate.generate)
+DECODERS = ("auto", "static", "hf")  # train.eval.decoder (experiments.eval.evaluate.generate)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The GPU evidence table: every arm at one model size, each in its own process.
 
-    python -m experiments.gpu_table --model llama-1b --steps 50
-    python -m experiments.gpu_table --model llama2-7b --steps 6 --timing-warmup 2
+    python -m scripts.gpu_table --model llama-1b --steps 50
+    python -m scripts.gpu_table --model llama2-7b --steps 6 --timing-warmup 2
 
 Each arm is a real ``python -m experiments.run`` (same code, same run directory contract), with
 micro-batch 1, sequence 2048, activation checkpointing, W&B off, no periodic checkpoint, and a small

@@ -12,13 +12,13 @@ The trivial predictor answers every sample with the training-split mean stress f
 (``trivial_rel_l2_error``) says whether the model learned anything beyond the average.
 
 Generation stops a row as soon as its parse is decided (:class:`DecidedRows`), not only at eos or
-``max_new_tokens``: :func:`~experiments.textdata.parse_stress` reads the whitespace-separated fields
+``max_new_tokens``: :func:`~experiments.eval.textdata.parse_stress` reads the whitespace-separated fields
 of the text and only the first ``P*6`` of them, so once those are all closed (followed by
 whitespace), or one of them (or the field being written) can no longer be a finite number, nothing
 the model adds can change the parse. The metric is the same as with full-length generation; only
 the stored ``example_output`` ends where its row was decided.
 
-Decoding: :class:`experiments.decode.StaticCacheDecoder` (the model's own modules, a KV cache
+Decoding: :class:`experiments.eval.decode.StaticCacheDecoder` (the model's own modules, a KV cache
 allocated once) for Llama models, ``model.generate`` otherwise or with ``train.eval.decoder=hf``;
 both greedy, same semantics (tests compare them token for token).
 """
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.textdata import EOS, EncodedSample, TextCodec, parse_stress
+from experiments.eval.textdata import EOS, EncodedSample, TextCodec, parse_stress
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,10 @@ def generate(
 
     With ``n_probes``, a row also stops once its parse is decided (:class:`DecidedRows`), unless the
     tokenizer cleans up tokenization spaces (decoded prefixes would then not be prefixes).
-    ``decoder``: ``static`` (:class:`experiments.decode.StaticCacheDecoder`, a ValueError if the
+    ``decoder``: ``static`` (:class:`experiments.eval.decode.StaticCacheDecoder`, a ValueError if the
     model is not supported), ``hf`` (``model.generate``), ``auto`` (static where supported)."""
-    from experiments import decode
     from experiments.config import DECODERS
+    from experiments.eval import decode
 
     if n_probes is not None and getattr(codec.tok, "clean_up_tokenization_spaces", False):
         n_probes = None

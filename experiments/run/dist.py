@@ -93,7 +93,9 @@ class DistContext:
         if d.strategy == "none":
             return cls()
         if not under_torchrun():
-            raise RuntimeError("dist.strategy=fsdp2 runs under torchrun (experiments.dist.launch starts it)")
+            raise RuntimeError(
+                "dist.strategy=fsdp2 runs under torchrun (experiments.run.dist.launch starts it)"
+            )
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
@@ -146,7 +148,7 @@ class DistContext:
         """fully_shard the decoder layers and the root (see the module docstring)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        from experiments.optim_arms import DTYPES
+        from experiments.run.arms import DTYPES
 
         param_dtype = autocast if opt_cfg.param_dtype == "float32" else None
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=DTYPES[reduce_dtype])
@@ -164,7 +166,7 @@ class DistContext:
         model._is_fsdp_managed_module = True
 
     def build_optimizer(self, model: Any, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
-        from experiments import optim_arms
+        from experiments.run import arms as optim_arms
 
         if opt_cfg.target in self.native_optimizers:
             return optim_arms.build_optimizer(model, opt_cfg, train_cfg, device)
@@ -184,7 +186,7 @@ class DistContext:
     def rank_rows(self, ids: Any, labels: Any) -> tuple[Any, Any, int]:
         """This rank's row block of a micro-batch and the target-token count of the whole micro-batch
         (the labels are shifted by one inside the loss, so position 0 never counts)."""
-        from experiments.textdata import IGNORE_INDEX
+        from experiments.eval.textdata import IGNORE_INDEX
 
         n_items = int((labels[:, 1:] != IGNORE_INDEX).sum())
         per = ids.shape[0] // self.world_size
@@ -298,7 +300,7 @@ def launch(cfg: Any, args: list[str]) -> int:
     """Run ``experiments.run`` under torchrun; make sure a terminal summary exists afterwards."""
     from common.config import ConfigError, exit_on_config_error
     from experiments import identity
-    from experiments.session import TERMINAL, existing_status
+    from experiments.run.session import TERMINAL, existing_status
 
     n = int(cfg.dist.nproc)
     with exit_on_config_error():
@@ -349,8 +351,8 @@ def _record_unrecorded_failure(cfg: Any, run_dir: Any, rc: int) -> int:
     """torchrun ended without a terminal summary: reproduce a config error (exit 2) or record failed."""
     from common.atomic import read_json
     from common.config import exit_on_config_error
-    from experiments.run import _Empty
-    from experiments.session import RunSession, prepare_data
+    from experiments.run.main import _Empty
+    from experiments.run.session import RunSession, prepare_data
 
     with exit_on_config_error():  # e.g. train.max_seq_len too short for the data: one line, exit 2
         data = prepare_data(cfg, run_dir)

@@ -25,7 +25,7 @@ log = logging.getLogger("experiments.run")
 def execute(cfg: Any) -> int:
     """Run one configured training run; returns the process exit code. Under torchrun
     (``dist.strategy=fsdp2``) every rank calls this; only rank 0 owns the run directory."""
-    from experiments.dist import DistContext
+    from experiments.run.dist import DistContext
 
     ctx = DistContext.start(cfg)
     try:
@@ -35,8 +35,8 @@ def execute(cfg: Any) -> int:
 
 
 def _execute(cfg: Any, ctx: Any) -> int:
-    from experiments.session import RunSession, _NoWandb, existing_status, prepare_data
-    from experiments.trainer import Stop, StopFlag, Trainer
+    from experiments.run.session import RunSession, _NoWandb, existing_status, prepare_data
+    from experiments.run.trainer import Stop, StopFlag, Trainer
 
     run_id, run_dir = identity.run_id(cfg), identity.run_dir(cfg)
     if existing_status(run_dir) == "completed":
@@ -96,7 +96,7 @@ def _execute(cfg: Any, ctx: Any) -> int:
         if session is not None:
             ok = session.close(trainer, data) if trainer is not None else session.close(_Empty(cfg), data)
             if ok and ctx.active:
-                from experiments.dist import amend_summary
+                from experiments.run.dist import amend_summary
 
                 amend_summary(run_dir, ctx, ctx.peaks_per_rank or [_Empty(cfg).state.peaks])
     return 0 if ok else 1
@@ -148,7 +148,7 @@ class _Empty:
     """Stands in for a trainer that could not even be constructed (the summary is still written)."""
 
     def __init__(self, cfg: Any) -> None:
-        from experiments.trainer import RunState
+        from experiments.run.trainer import RunState
 
         self.state = RunState()
 
@@ -171,14 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             print(OmegaConf.to_yaml(compose("run", rest)))
         return 0
     cfg = load_validated("run", args, run_config.validate)
-    from experiments import dist
+    from experiments.run import dist
 
     if cfg.dist.strategy != "none" and not dist.under_torchrun():
         return dist.launch(cfg, args)  # one torchrun command; this process waits and checks the summary
     if cfg.dist.strategy == "none" and dist.under_torchrun() and dist.torchrun_world_size() > 1:
         die(ConfigError("dist.strategy", "none", "fsdp2 (torchrun started several processes)"))
     return execute(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

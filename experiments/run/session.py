@@ -23,8 +23,8 @@ from common.atomic import read_json, write_json, write_text
 from common.config import ConfigError
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
-from experiments import checkpoint, identity
-from experiments.textdata import (
+from experiments import identity
+from experiments.eval.textdata import (
     EncodedSample,
     TextCodec,
     encode_samples,
@@ -32,6 +32,7 @@ from experiments.textdata import (
     split_samples,
     target_text,
 )
+from experiments.run import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class RunSession:
         }
         write_json(rd / "manifest.json", self.manifest)
         log.info("run %s -> %s%s", self.run_id, rd, " (resuming)" if resuming else "")
-        from experiments.wandb_log import WandbLogger
+        from experiments.run.wandb_log import WandbLogger
 
         try:
             self.wandb = WandbLogger(
@@ -163,7 +164,7 @@ class RunSession:
 
     def record(self, exc: BaseException) -> None:
         """Classify how the run ended. Called from the wrapper's except clause."""
-        from experiments.trainer import Stop
+        from experiments.run.trainer import Stop
 
         if isinstance(exc, Stop):
             self.status, self.status_reason = exc.status, exc.reason

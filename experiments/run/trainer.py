@@ -27,8 +27,11 @@ import torch
 
 from common.atomic import append_jsonl, read_jsonl, write_text
 from common.provenance import device_label
-from experiments import checkpoint, evaluate, identity, memory, models, optim_arms
-from experiments.textdata import PackedStream
+from experiments import identity
+from experiments.eval import evaluate
+from experiments.eval.textdata import PackedStream
+from experiments.run import arms as optim_arms
+from experiments.run import checkpoint, memory, models
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ class Trainer:
     def __init__(
         self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag, dist_ctx: Any = None
     ) -> None:
-        from experiments.dist import DistContext
+        from experiments.run.dist import DistContext
 
         self.cfg = cfg
         self.dist = dist_ctx if dist_ctx is not None else DistContext()  # FSDP2 rank, or inactive

@@ -32,7 +32,7 @@ class GridConf:
 
 @dataclass
 class EstimateConf:
-    """Dry-run estimates (module docstring of experiments.plan gives the formulas)."""
+    """Dry-run estimates (module docstring of experiments.sweep.plan gives the formulas)."""
 
     bytes_per_param: dict[str, float] = field(
         default_factory=lambda: {"adamw": 16.0, "adam8bit": 10.0, "flashoptim": 7.0}

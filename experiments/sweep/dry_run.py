@@ -1,5 +1,5 @@
 """``sweep.dry_run=true``: the planned runs in order with predicted peak memory against the device's,
-the runs that will not fit flagged, and the GPU-hours of the whole sweep (formulas: experiments.plan).
+the runs that will not fit flagged, and the GPU-hours of the whole sweep (formulas: experiments.sweep.plan).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments import plan as P
+from experiments.sweep import plan as P
 
 
 def device_memory_gib(cfg: Any) -> tuple[float, str]:

@@ -148,7 +148,7 @@ def make_launcher(sweep_cfg_with_hydra: Any, task: RunTask, sweep_dir: Path) -> 
     from hydra.types import HydraContext
 
     from common.config import CONF_DIR
-    from experiments.plan import _loader
+    from experiments.sweep.plan import _loader
 
     cfg = sweep_cfg_with_hydra
     with open_dict(cfg):

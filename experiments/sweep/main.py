@@ -1,8 +1,8 @@
 """``python -m experiments.sweep sweep=<mvt|full> scale=<smoke|pilot|protocol> [overrides]``: a grid of runs.
 
-Compose -> plan (experiments.plan: every run's config and run_id, ordered so the gates have their
+Compose -> plan (experiments.sweep.plan: every run's config and run_id, ordered so the gates have their
 references) -> ensure datasets (``python -m datagen``) -> launch waves through Hydra's launcher
-(experiments.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
+(experiments.sweep.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
 
 Resumable by construction: a run whose ``summary.json`` holds a terminal status is never launched
 again; a run dir without one (killed sweep) is launched with ``resume=true``; ``sweep.json`` is
@@ -28,12 +28,12 @@ from common.config import exit_on_config_error
 from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
-from experiments import dry_run
 from experiments import gates as G
-from experiments import launch as L
-from experiments import plan as P
-from experiments.progress import Progress
-from experiments.sweep_config import validate
+from experiments.sweep import dry_run
+from experiments.sweep import launch as L
+from experiments.sweep import plan as P
+from experiments.sweep.config import validate
+from experiments.sweep.progress import Progress
 
 FINISHED = ("completed", "oom", "diverged", "aborted", "failed", "skipped")
 
@@ -466,7 +466,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         sweep.expand()  # composes every run config now, so a bad axis value fails before any work
     return sweep.run()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

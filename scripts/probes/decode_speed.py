@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from experiments import decode
+from experiments.eval import decode
 
 VOCAB = 384  # the pilot's BPE vocabulary (train.text.tokenizer_vocab_size)
 
@@ -32,7 +32,7 @@ def build(dtype: torch.dtype, device: str, tiny: bool) -> torch.nn.Module:
 
     from common.config import compose
     from experiments.config import register
-    from experiments.models import llama_config
+    from experiments.run.models import llama_config
 
     register()
     model_cfg = compose("run", [f"model={'tiny' if tiny else 'llama-1b'}"]).model
