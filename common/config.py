@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_CONFIG_ERROR = 2
 
@@ -80,11 +85,6 @@ def translate_hydra_error(exc: BaseException, overrides: Sequence[str]) -> Confi
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> Any:
     """Compose ``conf/<config_name>.yaml`` with ``overrides``; raise ConfigError on any mistake."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 
 from common.config import CONF_DIR
 from common.ids import content_id
+from datagen.dataset import dataset_id
+from experiments.config import OptimizerConfig
 
 
 def _plain(node: Any) -> Any:
@@ -21,8 +23,6 @@ def _plain(node: Any) -> Any:
 
 
 def run_settings(cfg: Any) -> dict[str, Any]:
-    from datagen.dataset import dataset_id
-
     settings = {
         "optimizer": _plain(cfg.optimizer),
         "model": _plain(cfg.model),
@@ -49,7 +49,6 @@ def run_dir(cfg: Any) -> Path:
 
 def arm_config(arm: str) -> Any:
     """The resolved ``conf/optimizer/<arm>.yaml`` (following its defaults list) on the schema."""
-    from experiments.config import OptimizerConfig
 
     def load(name: str) -> Any:
         raw = OmegaConf.load(CONF_DIR / "optimizer" / f"{name}.yaml")

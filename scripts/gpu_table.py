@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments import identity
+from experiments.config import load_run_config
+
 GIB = 2**30
 ARMS = ("adamw", "adam8bit", "flashoptim", "flashoptim_gr")
 
@@ -54,9 +57,6 @@ def overrides(args: argparse.Namespace, arm: str) -> list[str]:
 
 
 def run_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
-    from experiments import identity
-    from experiments.config import load_run_config
-
     ov = overrides(args, arm)
     cfg = load_run_config(ov)
     run_dir = identity.run_dir(cfg)

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.config import DECODERS
+from experiments.eval import decode
 from experiments.eval.textdata import EOS, EncodedSample, TextCodec, parse_stress
 
 log = logging.getLogger(__name__)
@@ -159,9 +161,6 @@ def generate(
     tokenizer cleans up tokenization spaces (decoded prefixes would then not be prefixes).
     ``decoder``: ``static`` (:class:`experiments.eval.decode.StaticCacheDecoder`, a ValueError if the
     model is not supported), ``hf`` (``model.generate``), ``auto`` (static where supported)."""
-    from experiments.config import DECODERS
-    from experiments.eval import decode
-
     if n_probes is not None and getattr(codec.tok, "clean_up_tokenization_spaces", False):
         n_probes = None
     if decoder not in DECODERS:

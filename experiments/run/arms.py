@@ -26,7 +26,7 @@ def import_target(path: str) -> Any:
 def apply_param_dtype(model: torch.nn.Module, opt_cfg: Any) -> None:
     """fp32 master weights stay as built; bf16 arms cast (FlashOptim's cast_model keeps norms fp32)."""
     if opt_cfg.cast_model:
-        import flashoptim
+        import flashoptim  # imports triton and its kernels: only FlashOptim arms load it
 
         flashoptim.cast_model(model, dtype=DTYPES[opt_cfg.param_dtype])
     elif opt_cfg.param_dtype != "float32":
@@ -54,7 +54,7 @@ def build_optimizer(model: torch.nn.Module, opt_cfg: Any, train_cfg: Any, device
 
 
 def enable_gradient_release(model: torch.nn.Module, optimizer: Any) -> Any:
-    import flashoptim
+    import flashoptim  # imports triton and its kernels: only FlashOptim arms load it
 
     return flashoptim.enable_gradient_release(model, optimizer)
 

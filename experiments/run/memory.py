@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class MemoryMeter:
         self._nvml_handle: Any = None
         if self.measurable:
             try:
-                import pynvml
+                import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
                 pynvml.nvmlInit()
                 self._nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
@@ -99,9 +102,7 @@ class MemoryMeter:
         """Device memory NVML attributes to this process (includes the CUDA context), bytes."""
         if self._nvml_handle is None:
             return None
-        import os
-
-        import pynvml
+        import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
         try:
             procs = pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml_handle)
@@ -259,11 +260,10 @@ class Snapshot:
         if not self.enabled:
             return None
         try:
-            from torch.cuda._memory_viz import trace_plot
+            from torch.cuda._memory_viz import trace_plot  # private torch module: only for a snapshot
 
             snap = torch.cuda.memory._snapshot()
             html = trace_plot(snap)
-            from common.atomic import write_text
 
             return write_text(out, html)
         except Exception as exc:  # a diagnostics extra must never fail the run

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from common.atomic import append_jsonl, read_jsonl, write_text
@@ -30,19 +32,13 @@ from common.provenance import device_label
 from experiments import identity
 from experiments.eval import evaluate
 from experiments.eval.textdata import PackedStream
+from experiments.gates import InRunGates
 from experiments.run import arms as optim_arms
 from experiments.run import checkpoint, memory, models
+from experiments.run.dist import DistContext
+from experiments.rundir import Stop
 
 log = logging.getLogger(__name__)
-
-
-class Stop(Exception):
-    """End the run with a terminal status (raised inside the loop, caught by the run wrapper)."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class StopFlag:
@@ -126,8 +122,6 @@ class Trainer:
     def __init__(
         self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag, dist_ctx: Any = None
     ) -> None:
-        from experiments.run.dist import DistContext
-
         self.cfg = cfg
         self.dist = dist_ctx if dist_ctx is not None else DistContext()  # FSDP2 rank, or inactive
         self.run_dir = run_dir
@@ -149,8 +143,6 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------
     def _gates(self) -> Any:
-        from experiments.gates import InRunGates
-
         ref = self.cfg.gates.reference_arm
         ref_dir = identity.reference_run_dir(self.cfg, ref) if ref != self.cfg.optimizer.name else None
         return InRunGates(
@@ -220,8 +212,6 @@ class Trainer:
     def _check_host_memory(self, n: int) -> None:
         """On CPU a model too large for RAM would not raise: the kernel's OOM killer would end this
         process (and maybe a neighbour's). Refuse it as a recorded oom instead, before allocating."""
-        import psutil
-
         need = n * (4 + max(self.cfg.optimizer.nominal_bytes_per_param, 16.0))  # fp32 build + training
         available = psutil.virtual_memory().available
         if need > available:
@@ -538,9 +528,7 @@ class Trainer:
 
 
 def _jsonl(row: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(row, sort_keys=True) + "\n"
 
 
-__all__ = ["RunState", "Stop", "StopFlag", "Trainer", "lr_at"]
+__all__ = ["RunState", "StopFlag", "Trainer", "lr_at"]

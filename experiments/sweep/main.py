@@ -29,13 +29,12 @@ from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
 from experiments import gates as G
+from experiments.rundir import read_summary
 from experiments.sweep import dry_run
 from experiments.sweep import launch as L
 from experiments.sweep import plan as P
 from experiments.sweep.config import validate
 from experiments.sweep.progress import Progress
-
-FINISHED = ("completed", "oom", "diverged", "aborted", "failed", "skipped")
 
 
 class SweepState:
@@ -77,7 +76,7 @@ class SweepState:
                 "total_steps": total_steps,
                 "eta_s": None,
             }
-            summary = G.read_summary(run.run_dir)
+            summary = read_summary(run.run_dir)
             if summary is not None:  # finished by an earlier invocation: never redone
                 e.update(
                     status=summary["status"],
@@ -250,7 +249,7 @@ class Sweep:
             for r, res in zip(batch, results):
                 e = self.state.by_id[r.run_id]
                 before = e["status"]  # the progress thread may already have seen the summary
-                summary = G.read_summary(r.run_dir)
+                summary = read_summary(r.run_dir)
                 if summary is not None:
                     e.update(
                         status=summary["status"],
@@ -292,7 +291,7 @@ class Sweep:
                 )
 
     def summaries(self, runs: list[P.PlannedRun]) -> list[dict[str, Any]]:
-        return [s for r in runs if (s := G.read_summary(r.run_dir)) is not None]
+        return [s for r in runs if (s := read_summary(r.run_dir)) is not None]
 
     def run_model(self, model_runs: list[P.PlannedRun]) -> None:
         n_params, model = model_runs[0].n_params, model_runs[0].model
@@ -384,7 +383,7 @@ class Sweep:
         self.state.write()
         for r in self.runs:  # a gate B that fired in an earlier invocation still stops this one
             if self.state.by_id[r.run_id].get("previously_finished") and not self.aborted_reason:
-                self._check_gate_b(r, G.read_summary(r.run_dir) or {})
+                self._check_gate_b(r, read_summary(r.run_dir) or {})
         title = f"sweep {self.sweep_id} ({self.cfg.sweep.design}, scale {self.cfg.scale})"
         with Progress(
             self.state.entries,

@@ -31,9 +31,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.core.utils import setup_globals
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.config import CONF_DIR, ConfigError, translate_hydra_error
+from experiments.rundir import read_summary
 
 GIB = 1024**3
 
@@ -77,9 +82,6 @@ class PlannedRun:
 # --------------------------------------------------------------------------------- composition
 @cache
 def _loader(config_dir: str) -> Any:
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-
     return ConfigLoaderImpl(config_search_path=create_config_search_path(config_dir))
 
 
@@ -92,9 +94,6 @@ def compose_with_hydra(
     reused (hundreds of run configs in a full grid) and group choices stay readable. Mistakes become
     a one-line ``ConfigError``.
     """
-    from hydra.core.utils import setup_globals
-    from hydra.types import RunMode
-
     setup_globals()
     try:
         cfg = _loader(str(config_dir)).load_configuration(
@@ -414,8 +413,6 @@ class Prediction:
 
 def measured_throughput(results_root: Path) -> dict[tuple[str, str], list[tuple[int | None, float]]]:
     """(arm, model) -> [(seq_len, tokens/s)] from completed runs of every sweep under results_root."""
-    from experiments.gates import read_summary
-
     out: dict[tuple[str, str], list[tuple[int | None, float]]] = {}
     for summary_path in sorted(Path(results_root).glob("sweeps/*/runs/*/summary.json")):
         s = read_summary(summary_path.parent)

@@ -59,7 +59,7 @@ def test_dist_settings_change_the_run_id_but_not_for_unsharded_runs(results_root
 
 
 def test_torchrun_command_is_standalone_with_one_process_per_rank() -> None:
-    from experiments.run.dist import torchrun_command
+    from experiments.run.torchrun import torchrun_command
 
     cmd = torchrun_command(4, ["optimizer=adamw", "dist=fsdp2", "dist.nproc=4"])
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
@@ -89,7 +89,7 @@ def test_a_torchrun_that_ended_without_a_status_is_recorded_as_failed(results_ro
     """If a rank dies before rank 0 records a status, the launcher writes the terminal summary."""
     from run_helpers import compose_run, read_summary
 
-    from experiments.run.dist import _record_unrecorded_failure
+    from experiments.run.torchrun import _record_unrecorded_failure
 
     cfg = compose_run(results_root, [*FAST, "sweep_id=dist_crash", "dist=fsdp2", "dist.nproc=2"])
     run_dir = identity.run_dir(cfg)
