@@ -157,7 +157,7 @@ class DistContext:
         from flashoptim.distributed import ShardedOptimizer
 
         groups = arms.param_groups(model, train_cfg.weight_decay)
-        cls = arms.import_target(opt_cfg.target)
+        cls = arms.optimizer_class(opt_cfg)
         kwargs = arms.optimizer_kwargs(opt_cfg, train_cfg, device)
         return ShardedOptimizer(groups, lambda g: cls(g, **kwargs))
 

@@ -35,9 +35,8 @@ from hydra.core.utils import JobStatus
 from hydra.types import HydraContext
 from omegaconf import open_dict
 
-from common.config import CONF_DIR
+from common.config import CONF_DIR, loader
 from experiments.rundir import flock, read_summary, run_lock
-from experiments.sweep.plan import _loader
 
 PR_SET_PDEATHSIG = 1
 
@@ -136,7 +135,7 @@ def make_launcher(sweep_cfg_with_hydra: Any, task: RunTask, sweep_dir: Path) -> 
     cfg = sweep_cfg_with_hydra
     with open_dict(cfg):
         cfg.hydra.sweep.dir = str(sweep_dir / "launcher")
-    ctx = HydraContext(config_loader=_loader(str(CONF_DIR)), callbacks=Callbacks(cfg))
+    ctx = HydraContext(config_loader=loader(CONF_DIR), callbacks=Callbacks(cfg))
     return Plugins.instance().instantiate_launcher(hydra_context=ctx, task_function=task, config=cfg)
 
 

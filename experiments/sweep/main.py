@@ -24,10 +24,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from common.atomic import write_json
-from common.config import exit_on_config_error
+from common.config import exit_on_config_error, load
 from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
+from experiments import config as run_config
 from experiments import gates as G
 from experiments.rundir import read_summary
 from experiments.sweep import dry_run
@@ -441,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a not in ("--cfg", "job", "all")
     ]
     with exit_on_config_error():
-        cfg = P.compose_with_hydra("sweep", overrides, multirun=True)
+        cfg = load("sweep", overrides, multirun=True)
         if show_cfg:
             print(
                 OmegaConf.to_yaml(
@@ -450,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         validate(cfg)
-        P._register_run_schema(cfg.sweep.run_schema_module)
+        run_config.register()
         probe, _ = P.compose_run(
             cfg.sweep.run_config,
             [f"scale={cfg.scale}", *cfg.sweep.run_overrides],

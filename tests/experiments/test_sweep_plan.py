@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError
+from common.config import ConfigError, load
 from experiments.sweep import main as S
 from experiments.sweep import plan as P
 from experiments.sweep.config import validate
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep_cfg(*overrides: str) -> Any:
-    cfg = P.compose_with_hydra(
+    cfg = load(
         "sweep",
         [f"sweep.scale={o.split('=', 1)[1]}" if o.startswith("scale=") else o for o in overrides],
         multirun=True,
