@@ -304,3 +304,31 @@ def evaluate_split(
     ``wall_s``: wall time of generation, parse and scoring (s)."""
     result = evaluate_splits(model, codec, {"split": (encoded, true_stress)}, train_stress, **kw)
     return None if result is None else result["split"]
+
+
+def evaluate_held_out(
+    model: Any,
+    data: Any,
+    eval_cfg: Any,
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    should_stop: Callable[[], bool],
+) -> dict[str, dict[str, Any]] | None:
+    """A run's evaluation: validation (when the run has any) and test prompts of ``data`` (the run's
+    ``PreparedData``) in one generation (:func:`evaluate_splits`: half the decode steps), decoded as
+    ``train.eval`` says. Metrics per split, or None when ``should_stop`` ended generation."""
+    splits = {"val": (data.val, data.val_stress)} if data.val else {}
+    splits["test"] = (data.test, data.test_stress)
+    return evaluate_splits(
+        model,
+        data.codec,
+        splits,
+        data.train_stress,
+        max_new_tokens=data.max_new_tokens,
+        batch_size=eval_cfg.batch_size,
+        device=device,
+        autocast=autocast,
+        decoder=eval_cfg.decoder,
+        should_stop=should_stop,
+    )

@@ -295,18 +295,37 @@ class Trainer:
         measure = step == h.measure_step or (
             step == t.max_steps and self.state.mem_breakdown is None and step >= 2
         )
-        snap = memory.Snapshot(measure and h.memory_snapshot)
-        phases = None
+        probe = memory.StepProbe(
+            self.meter,
+            self.model,
+            enabled=measure,
+            snapshot=h.memory_snapshot,
+            breakdown=not self.dist.active,
+            release=self._release_handle is not None,
+            state_bytes=lambda: self.state.audit.state_bytes,
+            snapshot_path=self.run_dir / "memory_snapshot.html",
+        )
+        with probe:
+            loss_sum = self._forward_backward()
+            with probe.optimizer_step():
+                if t.grad_clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
+                if self._release_handle is None:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+            if self.state.audit is None:
+                self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
+                self.state.gates.note_state_dtypes(self.state.audit.dtypes)
+                if not self.state.audit.materialised:
+                    log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
         if measure:
-            snap.start()
-            self.meter.reset()
-            # the breakdown's phases (memory.StepPhases; host counters only). Not under FSDP2: its
-            # gradient hooks never fire on sharded params, so the parts would be wrong; the peaks
-            # stay measured and the breakdown is null there.
-            if self.meter.measurable and not self.dist.active:
-                counters = memory.CudaCounters(self.meter)
-                phases = memory.StepPhases(self.model, counters, release=self._release_handle is not None)
-                phases.start()
+            self.state.mem_breakdown = probe.breakdown
+        self.state.step = step
+        return loss_sum
+
+    def _forward_backward(self) -> torch.Tensor:
+        """The step's micro-batches: forward under the arm's autocast, backward; the summed loss."""
+        t = self.cfg.train
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast)
             if self.autocast is not None
@@ -326,31 +345,6 @@ class Trainer:
                 loss = self.model(input_ids=ids_t, labels=labels_t, **kw).loss / t.grad_accum_steps
             (loss * scale if scale != 1 else loss).backward()
             loss_sum += loss.detach().float()
-        with phases.optimizer_step() if phases is not None else contextlib.nullcontext():
-            if t.grad_clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
-            if self._release_handle is None:
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        if self.state.audit is None:
-            self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
-            self.state.gates.note_state_dtypes(self.state.audit.dtypes)
-            if not self.state.audit.materialised:
-                log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
-        if measure:
-            self.state.mem_breakdown = (
-                memory.step_breakdown(
-                    params_bytes=memory.tensor_bytes(self.model.parameters()),
-                    state_bytes=self.state.audit.state_bytes,
-                    before_bytes=phases.before_bytes,
-                    phases=phases.finish(),
-                )
-                if phases is not None
-                else memory.unmeasured_breakdown()
-            )
-            snap.stop(self.run_dir / "memory_snapshot.html")
-            self.meter.sample_nvml()
-        self.state.step = step
         return loss_sum
 
     def _flush(self) -> None:
@@ -471,21 +465,17 @@ class Trainer:
         )
 
     def _evaluate(self) -> None:
-        e, d = self.cfg.train.eval, self.data
-        kw = {
-            "max_new_tokens": d.max_new_tokens,
-            "batch_size": e.batch_size,
-            "device": self.device,
-            "autocast": self.autocast,
-            "decoder": e.decoder,
+        d = self.data
+        results = evaluate.evaluate_held_out(
+            self.model,
+            d,
+            self.cfg.train.eval,
+            device=self.device,
+            autocast=self.autocast,
             # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
-            "should_stop": lambda: self.dist.any(self.stop.requested),
-        }
-        # one generation over validation and test prompts together (evaluate.evaluate_splits: half
-        # the decode steps); gate D is still decided on validation alone before test is reported
-        splits = {"val": (d.val, d.val_stress)} if d.val else {}
-        splits["test"] = (d.test, d.test_stress)
-        results = evaluate.evaluate_splits(self.model, d.codec, splits, d.train_stress, **kw)
+            should_stop=lambda: self.dist.any(self.stop.requested),
+        )
+        # gate D is decided on validation alone before test is reported
         self._stopped_in_eval(results)
         assert results is not None
         if d.val:
