@@ -11,7 +11,7 @@ DATA ?= smoke
 SWEEP_DIR ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu lint format wheels clean
+.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu lint typecheck ci format wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,12 @@ test-gpu: $(STAMP) ## the GPU tests (needs CUDA)
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict on the flashoptim library (settings in pyproject.toml [tool.mypy])
+	$(VENV)/bin/mypy
+
+ci: ## what CI runs (.ci/run): lint, then typecheck, then test
+	@.ci/run
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -1,7 +1,10 @@
 """Compose Hydra configs and turn every configuration mistake into one clear line.
 
-Entry points call :func:`compose` (Hydra's Compose API over ``conf/``) and then their schema's
-``validate``. Any mistake, whether Hydra's (unknown group option, unknown key, wrong type) or ours
+The one way the project composes a config: :func:`load` (Hydra's own config loader over ``conf/``,
+the same call Hydra's Compose API and ``@hydra.main`` make; one loader per config directory is kept,
+since a sweep composes hundreds of run configs) and :func:`compose` (``load`` without the ``hydra``
+node, resolved, every mandatory value checked). Entry points call :func:`load_validated` (compose,
+then their schema's ``validate``). Any mistake, whether Hydra's (unknown group option, unknown key, wrong type) or ours
 (negative learning rate, missing dataset, impossible combination), becomes a :class:`ConfigError`
 naming the key, the bad value and what is allowed. :func:`exit_on_config_error` prints that one
 line and exits with status 2 before any work starts or any directory is created.
@@ -14,8 +17,16 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
+
+from hydra import version
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.core.utils import setup_globals
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXIT_CONFIG_ERROR = 2
@@ -78,17 +89,45 @@ def translate_hydra_error(exc: BaseException, overrides: Sequence[str]) -> Confi
     return ConfigError("overrides", " ".join(overrides), f"a valid override ({first})")
 
 
-def compose(config_name: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose ``conf/<config_name>.yaml`` with ``overrides``; raise ConfigError on any mistake."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+@cache
+def _loader(config_dir: str) -> ConfigLoaderImpl:
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(config_dir))
 
-    GlobalHydra.instance().clear()
+
+def loader(config_dir: Path | str = CONF_DIR) -> ConfigLoaderImpl:
+    """Hydra's config loader over ``config_dir`` (one per directory; Hydra's launchers need it too)."""
+    return _loader(str(config_dir))
+
+
+def load(
+    config_name: str, overrides: Sequence[str] = (), config_dir: Path | str = CONF_DIR, multirun: bool = False
+) -> DictConfig:
+    """Compose ``<config_dir>/<config_name>.yaml`` with ``overrides``, keeping the ``hydra`` node
+    (group choices, launcher) and interpolations unresolved; ConfigError on any mistake."""
+    version.setbase("1.3")  # as initialize_config_dir(version_base="1.3") / @hydra.main do
+    setup_globals()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        return loader(config_dir).load_configuration(
+            config_name=config_name,
+            overrides=list(overrides),
+            run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+        )
+    except Exception as exc:  # Hydra raises several unrelated exception types for config mistakes
+        raise translate_hydra_error(exc, overrides) from exc
+
+
+def strip_hydra(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without its ``hydra`` node (what a program sees of its config)."""
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), config_dir: Path | str = CONF_DIR) -> Any:
+    """Compose ``config_name`` with ``overrides``, resolved, without the ``hydra`` node; raise
+    ConfigError on any mistake."""
+    cfg = strip_hydra(load(config_name, overrides, config_dir))
+    try:
         OmegaConf.resolve(cfg)
         # Touch every value so that missing mandatory values surface here, not mid-run.
         OmegaConf.to_container(cfg, throw_on_missing=True)

@@ -99,7 +99,7 @@ def hardware() -> dict[str, Any]:
             p = torch.cuda.get_device_properties(i)
             info["gpus"].append({"name": p.name, "total_memory_bytes": int(p.total_memory)})
         try:
-            import pynvml
+            import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
             pynvml.nvmlInit()
             info["driver"] = pynvml.nvmlSystemGetDriverVersion()

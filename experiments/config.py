@@ -18,16 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from common.config import ConfigError, require
+import datagen.spec
+import experiments.gates
+from common.config import ConfigError, compose, require
+from datagen.dataset import dataset_dir
 
 SCALES = ("smoke", "pilot", "protocol")
 WANDB_MODES = ("offline", "online", "disabled")
 PARAM_DTYPES = ("float32", "bfloat16")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-DECODERS = ("auto", "static", "hf")  # train.eval.decoder (experiments.evaluate.generate)
+DECODERS = ("auto", "static", "hf")  # train.eval.decoder (experiments.eval.evaluate.generate)
 
 
 @dataclass
@@ -173,10 +177,6 @@ class RunConfig:
 
 def register() -> None:
     """Register ``run_schema`` and the schemas the run's groups inherit. Idempotent."""
-    from hydra.core.config_store import ConfigStore
-
-    import datagen.spec  # noqa: F401  (registers data/data_schema)
-    import experiments.gates  # noqa: F401  (registers gates/gates_schema)
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
@@ -392,8 +392,6 @@ def _validate_dist(d: Any, t: Any) -> None:
 
 
 def _validate_dataset(cfg: Any) -> None:
-    from datagen.dataset import dataset_dir
-
     d = dataset_dir(cfg.data, cfg.results_root)
     name = cfg.data.get("name", "?")
     require(
@@ -406,9 +404,6 @@ def _validate_dataset(cfg: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Semantic checks of a composed run config; raises ConfigError on the first problem."""
-    import datagen.spec
-    import experiments.gates
-
     require(cfg.scale in SCALES, "scale", cfg.scale, f"one of {SCALES}")
     require(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     require(
@@ -437,8 +432,6 @@ def validate(cfg: Any) -> None:
 
 def load_run_config(overrides: list[str]) -> Any:
     """Compose ``conf/run.yaml`` with overrides and validate; ConfigError on any mistake."""
-    from common.config import compose
-
     register()
     cfg = compose("run", overrides)
     validate(cfg)

@@ -35,15 +35,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import read_json, read_jsonl
+from common.atomic import read_jsonl
 from experiments.gates_config import (  # noqa: F401  (re-exported: the schema registers on import)
     MEMORY_METRICS,
     GatesConf,
     register_schema,
     validate,
 )
+from experiments.rundir import read_summary
 
-TERMINAL_STATUSES = ("completed", "oom", "diverged", "aborted", "failed")
 STEP_GATES = ("A", "B", "E")  # decided in the run at a step (scaled to the last step of short runs)
 
 
@@ -69,20 +69,6 @@ def not_evaluable(
     gate: str, step: int | None, reason: str, values: dict[str, Any] | None = None
 ) -> GateDecision:
     return GateDecision(gate, step, False, "not_evaluable", values or {}, reason)
-
-
-def read_summary(run_dir: Path | str | None) -> dict[str, Any] | None:
-    """summary.json of a finished run (terminal status), else None. A torn/partial file is not finished."""
-    if run_dir is None:
-        return None
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
-    if not isinstance(summary, dict) or summary.get("status") not in TERMINAL_STATUSES:
-        return None
-    return summary
 
 
 def reference_problem(run_dir: Path | str | None, arm: str) -> str | None:

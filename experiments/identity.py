@@ -12,8 +12,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from common.config import CONF_DIR
+from common.config import compose
 from common.ids import content_id
+from datagen.dataset import dataset_id
+from experiments import config as run_config
 
 
 def _plain(node: Any) -> Any:
@@ -21,8 +23,6 @@ def _plain(node: Any) -> Any:
 
 
 def run_settings(cfg: Any) -> dict[str, Any]:
-    from datagen.dataset import dataset_id
-
     settings = {
         "optimizer": _plain(cfg.optimizer),
         "model": _plain(cfg.model),
@@ -48,19 +48,10 @@ def run_dir(cfg: Any) -> Path:
 
 
 def arm_config(arm: str) -> Any:
-    """The resolved ``conf/optimizer/<arm>.yaml`` (following its defaults list) on the schema."""
-    from experiments.config import OptimizerConfig
-
-    def load(name: str) -> Any:
-        raw = OmegaConf.load(CONF_DIR / "optimizer" / f"{name}.yaml")
-        defaults = raw.pop("defaults", [])
-        merged = OmegaConf.structured(OptimizerConfig)
-        for d in defaults:
-            if d != "_self_":
-                merged = OmegaConf.merge(merged, load(str(d)))
-        return OmegaConf.merge(merged, raw)
-
-    return load(arm)
+    """The resolved ``optimizer`` node of ``conf/optimizer/<arm>.yaml`` (its defaults list followed, on
+    the schema), composed the one way every config is (:func:`common.config.compose`)."""
+    run_config.register()
+    return compose("run", [f"optimizer={arm}"]).optimizer
 
 
 def reference_run_dir(cfg: Any, arm: str) -> Path:

@@ -14,10 +14,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 case "$part" in
   kernels)
     python3 -m pytest tests/flashoptim -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/flashoptim-gpu-tests.log" | tail -15
-    python3 -m experiments.gpu_table --model llama-1b --steps 50 --timing-warmup 5 --micro-batch 4 --out "$out" 2>&1 | tail -12
+    python3 -m scripts.gpu_table --model llama-1b --steps 50 --timing-warmup 5 --micro-batch 4 --out "$out" 2>&1 | tail -12
     ;;
   7b)
-    python3 -m experiments.gpu_table --model llama2-7b --steps 6 --timing-warmup 2 --micro-batch 1 --out "$out" 2>&1 | tail -12
+    python3 -m scripts.gpu_table --model llama2-7b --steps 6 --timing-warmup 2 --micro-batch 1 --out "$out" 2>&1 | tail -12
     ;;
   pilot)
     export WANDB_MODE=disabled   # wandb is not carried to the GPU box (transfer limit)

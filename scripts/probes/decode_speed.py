@@ -21,19 +21,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from experiments import decode
+from transformers import LlamaForCausalLM
+
+from common.config import compose
+from experiments.config import register
+from experiments.eval import decode
+from experiments.run.models import llama_config
 
 VOCAB = 384  # the pilot's BPE vocabulary (train.text.tokenizer_vocab_size)
 
 
 def build(dtype: torch.dtype, device: str, tiny: bool) -> torch.nn.Module:
     """The conf/model preset (llama-1b, or tiny to check the script) with the pilot's vocabulary."""
-    from transformers import LlamaForCausalLM
-
-    from common.config import compose
-    from experiments.config import register
-    from experiments.models import llama_config
-
     register()
     model_cfg = compose("run", [f"model={'tiny' if tiny else 'llama-1b'}"]).model
     torch.manual_seed(0)

@@ -20,15 +20,14 @@ import sys
 from typing import Any
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import flashoptim
 
 GIB = 2**30
 
 
 def build() -> tuple[Any, Any, Any]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import flashoptim
-
     cfg = LlamaConfig(
         hidden_size=4096,
         num_hidden_layers=32,

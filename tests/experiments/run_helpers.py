@@ -132,7 +132,7 @@ def compose_run(results_root: Path, overrides: list[str]) -> Any:
 def run_in_process(results_root: Path, overrides: list[str]) -> tuple[int, Path]:
     """``python -m experiments.run`` in this process (imports paid once); (exit code, run dir)."""
     from experiments import identity
-    from experiments.run import main
+    from experiments.run.main import main
 
     code = main([f"results_root={results_root}", *overrides])
     return code, identity.run_dir(compose_run(results_root, overrides))

@@ -8,8 +8,8 @@ import pytest
 import run_helpers  # noqa: F401  (puts the repo's packages ahead of tests/ namespace shadows)
 import torch
 
-from experiments import decode
-from experiments.evaluate import generate
+from experiments.eval import decode
+from experiments.eval.evaluate import generate
 
 
 def _llama(n_kv: int, layers: int = 2, seed: int = 0) -> Any:

@@ -29,7 +29,7 @@ BAD = [
 def test_bad_dist_config_is_one_line_and_exit_2(
     results_root: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], names: str, allowed: str
 ) -> None:
-    from experiments.run import main
+    from experiments.run.main import main
 
     args = [f"results_root={results_root}", "sweep_id=dist_cfg", *FAST, *overrides]
     with pytest.raises(SystemExit) as exc:
@@ -59,7 +59,7 @@ def test_dist_settings_change_the_run_id_but_not_for_unsharded_runs(results_root
 
 
 def test_torchrun_command_is_standalone_with_one_process_per_rank() -> None:
-    from experiments.dist import torchrun_command
+    from experiments.run.torchrun import torchrun_command
 
     cmd = torchrun_command(4, ["optimizer=adamw", "dist=fsdp2", "dist.nproc=4"])
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
@@ -72,7 +72,7 @@ def test_torchrun_command_is_standalone_with_one_process_per_rank() -> None:
 
 
 def test_a_sharded_run_takes_all_its_gpus_at_once_in_a_joblib_sweep(tmp_path: Path) -> None:
-    from experiments.launch import _gpu_slot, _nproc
+    from experiments.sweep.launch import _gpu_slot, _nproc
 
     assert _nproc(["optimizer=adamw", "dist=fsdp2", "dist.nproc=2"]) == 2 and _nproc(["seed=1"]) == 1
     with _gpu_slot(tmp_path, [0, 1, 2], 2) as two:
@@ -89,7 +89,7 @@ def test_a_torchrun_that_ended_without_a_status_is_recorded_as_failed(results_ro
     """If a rank dies before rank 0 records a status, the launcher writes the terminal summary."""
     from run_helpers import compose_run, read_summary
 
-    from experiments.dist import _record_unrecorded_failure
+    from experiments.run.torchrun import _record_unrecorded_failure
 
     cfg = compose_run(results_root, [*FAST, "sweep_id=dist_crash", "dist=fsdp2", "dist.nproc=2"])
     run_dir = identity.run_dir(cfg)
@@ -103,7 +103,7 @@ def test_torchrun_with_several_processes_and_no_strategy_is_a_config_error(
     results_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Started by torchrun directly without dist=fsdp2, every rank would write the same run dir."""
-    from experiments.run import main
+    from experiments.run.main import main
 
     for key, value in {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(key, value)

@@ -1,6 +1,6 @@
-"""The memory breakdown's accounting (experiments.memory.step_breakdown, StepPhases) on CPU.
+"""The memory breakdown's accounting (experiments.run.memory.step_breakdown, StepPhases) on CPU.
 
-The expected figures are worked out by hand from the definitions in experiments/memory.py's
+The expected figures are worked out by hand from the definitions in experiments/run/memory.py's
 docstring (B = allocated at the step's start, P = peak of the peak phase, S = allocated when that
 phase began, G = gradients alive in it), not copied from the code.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import flashoptim
-from experiments import memory as M
+from experiments.run import memory as M
 
 MIB = 2**20
 

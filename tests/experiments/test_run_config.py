@@ -15,7 +15,7 @@ from run_helpers import compose_run, fixture_results_root
 from common.config import CONF_DIR, compose
 from experiments import identity
 from experiments.config import register, validate
-from experiments.run import main
+from experiments.run.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -137,7 +137,7 @@ def test_sigterm_checkpoints_and_aborts_resumably(results_root: Path) -> None:
 def test_cpu_allocator_failure_is_classified_as_oom() -> None:
     import torch
 
-    from experiments.session import is_oom
+    from experiments.run.session import is_oom
 
     with pytest.raises(RuntimeError) as exc:
         torch.empty(2**60, dtype=torch.uint8)  # 1 EiB: refused by the allocator, nothing touched

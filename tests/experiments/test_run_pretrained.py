@@ -18,7 +18,7 @@ def _save_pretrained(out: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from experiments.textdata import EOS, PAD, TextCodec
+    from experiments.eval.textdata import EOS, PAD, TextCodec
 
     codec = TextCodec.train_bpe(["BC: liver | mu=1.50 -> STRESS: 1.20 -3.40e-1 0 5.60e2"] * 50, 320)
     tok = PreTrainedTokenizerFast(tokenizer_object=codec.tok, eos_token=EOS, pad_token=PAD)

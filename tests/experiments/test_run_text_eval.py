@@ -10,7 +10,7 @@ import run_helpers  # noqa: F401  (puts the repo's packages ahead of tests/ name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.evaluate import (
+from experiments.eval.evaluate import (
     evaluate_split,
     evaluate_splits,
     generate,
@@ -18,7 +18,7 @@ from experiments.evaluate import (
     rel_l2_error,
     trivial_rel_l2_error,
 )
-from experiments.textdata import (
+from experiments.eval.textdata import (
     IGNORE_INDEX,
     EncodedSample,
     PackedStream,
@@ -172,7 +172,7 @@ def test_stopping_decided_rows_keeps_the_metrics_bit_identical(
 ) -> None:
     import torch
 
-    from experiments import evaluate
+    from experiments.eval import evaluate
 
     monkeypatch.setattr(evaluate, "DECIDE_EVERY_TOKENS", 4)  # short outputs: check often
     threads = torch.get_num_threads()

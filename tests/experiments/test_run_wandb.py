@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from run_helpers import FAST, fixture_results_root, read_metrics, read_summary, run_in_process
 
-from experiments.wandb_log import read_offline_run
+from experiments.run.wandb_log import read_offline_run
 
 FAKE_KEY = "local-0123456789abcdef0123456789abcdef01234567"
 

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError
-from experiments import plan as P
-from experiments import sweep as S
-from experiments.sweep_config import validate
+from common.config import ConfigError, load
+from experiments.sweep import main as S
+from experiments.sweep import plan as P
+from experiments.sweep.config import validate
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep_cfg(*overrides: str) -> Any:
-    cfg = P.compose_with_hydra(
+    cfg = load(
         "sweep",
         [f"sweep.scale={o.split('=', 1)[1]}" if o.startswith("scale=") else o for o in overrides],
         multirun=True,
@@ -196,7 +196,7 @@ def test_sweep_id_is_content_of_result_changing_settings() -> None:
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "slurm"])
 def test_launcher_configs_compose_and_instantiate(tmp_path: Path, launcher: str) -> None:
-    from experiments.launch import RunTask, make_launcher
+    from experiments.sweep.launch import RunTask, make_launcher
 
     extra = ["hydra.launcher.partition=gpu"] if launcher == "slurm" else []
     cfg = sweep_cfg(f"hydra/launcher={launcher}", *extra)
@@ -246,7 +246,7 @@ def test_a_sweep_id_that_looks_like_a_float_stays_the_sweep_directory(tmp_path: 
     such sweep would then share results/sweeps/inf/."""
     from common.config import compose
     from experiments import identity
-    from experiments.sweep import Sweep
+    from experiments.sweep.main import Sweep
 
     cfg = sweep_cfg("sweep=mvt", "scale=smoke", "sweep.grid.seed=[0]", f"results_root={tmp_path}")
     runs = P.expand(cfg.sweep, cfg.scale, "94e607891917", results_root=str(tmp_path))

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from common.atomic import write_text
 
 IGNORE_INDEX = -100
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -103,8 +106,6 @@ class TextCodec:
 
     @classmethod
     def train_bpe(cls, texts: list[str], vocab_size: int) -> TextCodec:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         tok = Tokenizer(models.BPE(unk_token=UNK))
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -124,19 +125,15 @@ class TextCodec:
 
     @classmethod
     def load(cls, path: Path) -> TextCodec:
-        from tokenizers import Tokenizer
-
         return cls(Tokenizer.from_file(str(path)), hf=False)
 
     @classmethod
     def from_pretrained(cls, path: str) -> TextCodec:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # seconds to import: only for a pretrained model
 
         return cls(AutoTokenizer.from_pretrained(path), hf=True)
 
     def save(self, run_dir: Path) -> Path:
-        from common.atomic import write_text
-
         if self.hf:
             out = run_dir / "tokenizer"
             self.tok.save_pretrained(str(out))

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-from experiments.gates import read_summary
+from experiments.rundir import read_summary
 
 STATUS_STYLE = {
     "completed": "green",
@@ -199,8 +200,6 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.tty:
-            from rich.live import Live
-
             self._live = Live(self.table(), console=self.console, refresh_per_second=1, transient=False)
             self._live.__enter__()
         else:

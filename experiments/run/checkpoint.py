@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,7 @@ def save_sharded(
     so a kill at any point leaves a ``checkpoint.pt`` whose shards are complete. Returns the bytes
     on disk (checkpoint.pt + that step's shards); the same figure on every rank.
     """
-    import shutil
-
+    # torch.distributed.checkpoint imports DTensor (seconds): only sharded runs load it
     import torch.distributed.checkpoint as dcp
 
     name = f"{SHARDS_DIR}/step-{step:06d}"
@@ -144,8 +144,10 @@ def save_sharded(
 
 def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) -> dict[str, Any] | None:
     """Restore a :func:`save_sharded` checkpoint on every rank (same world size for per-rank state)."""
+    # torch.distributed.checkpoint imports DTensor (seconds): only sharded runs load it
     import torch.distributed.checkpoint as dcp
 
+    # flashoptim imports triton and its kernels: only the sharded path needs this helper
     from flashoptim.distributed import materialise_state
 
     path = run_dir / CHECKPOINT_NAME
@@ -175,7 +177,5 @@ def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) ->
 
 def remove(run_dir: Path) -> None:
     """Delete the checkpoint (one-process file and sharded directories)."""
-    import shutil
-
     (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     shutil.rmtree(run_dir / SHARDS_DIR, ignore_errors=True)

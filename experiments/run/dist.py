@@ -1,10 +1,8 @@
-"""FSDP2 data parallelism for ``experiments.run``: launch under torchrun, shard, agree, record.
+"""FSDP2 data parallelism for ``experiments.run``: one rank's view (shard, agree, record).
 
-``python -m experiments.run dist=fsdp2 dist.nproc=N ...`` validates its config, then relaunches
-itself as ``python -m torch.distributed.run --standalone --nproc_per_node N -m experiments.run ...``
-(:func:`launch`); a process started by torchrun (``TORCHELASTIC_RUN_ID`` set) runs the training
-as one rank. After torchrun returns, the launcher makes sure the run dir holds a terminal summary
-(a rank that died unrecorded becomes status ``failed``), so a sweep sees one command and one status.
+``python -m experiments.run dist=fsdp2 dist.nproc=N ...`` relaunches itself under torchrun
+(:mod:`experiments.run.torchrun`); each process torchrun starts (``TORCHELASTIC_RUN_ID`` set) runs the
+training as one rank with a :class:`DistContext`.
 
 Semantics (the run's result does not depend on the world size, float rounding aside):
 
@@ -28,16 +26,20 @@ Semantics (the run's result does not depend on the world size, float rounding as
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+
+from common.atomic import read_json
+from experiments.eval.textdata import IGNORE_INDEX
+from experiments.run import arms
+from experiments.rundir import SUMMARY, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +52,6 @@ def under_torchrun() -> bool:
 
 def torchrun_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def torchrun_command(nproc: int, args: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "experiments.run",
-        *args,
-    ]
 
 
 @dataclass
@@ -93,8 +82,10 @@ class DistContext:
         if d.strategy == "none":
             return cls()
         if not under_torchrun():
-            raise RuntimeError("dist.strategy=fsdp2 runs under torchrun (experiments.dist.launch starts it)")
-        import torch.distributed as dist
+            raise RuntimeError(
+                "dist.strategy=fsdp2 runs under torchrun (experiments.run.dist.launch starts it)"
+            )
+        # DTensor (device mesh, FSDP2) takes seconds to import: only sharded runs load it
         from torch.distributed.device_mesh import init_device_mesh
 
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -120,11 +111,8 @@ class DistContext:
         )
 
     def close(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
 
     def describe(self) -> dict[str, Any]:
         """What the run dir records (manifest and summary ``dist``)."""
@@ -144,12 +132,11 @@ class DistContext:
     # -- model and optimizer ------------------------------------------------------------------
     def shard(self, model: Any, opt_cfg: Any, autocast: torch.dtype | None, reduce_dtype: str) -> None:
         """fully_shard the decoder layers and the root (see the module docstring)."""
+        # DTensor (device mesh, FSDP2) takes seconds to import: only sharded runs load it
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        from experiments.optim_arms import DTYPES
-
         param_dtype = autocast if opt_cfg.param_dtype == "float32" else None
-        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=DTYPES[reduce_dtype])
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=arms.DTYPES[reduce_dtype])
         kw = {"mesh": self.mesh, "mp_policy": mp, "reshard_after_forward": self.reshard_after_forward}
         dtypes = {p.dtype for p in model.parameters()}
         if len(dtypes) > 1 and param_dtype is None:
@@ -164,18 +151,18 @@ class DistContext:
         model._is_fsdp_managed_module = True
 
     def build_optimizer(self, model: Any, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
-        from experiments import optim_arms
-
         if opt_cfg.target in self.native_optimizers:
-            return optim_arms.build_optimizer(model, opt_cfg, train_cfg, device)
+            return arms.build_optimizer(model, opt_cfg, train_cfg, device)
+        # flashoptim imports triton and its kernels: only an arm that needs it pays for that import
         from flashoptim.distributed import ShardedOptimizer
 
-        groups = optim_arms.param_groups(model, train_cfg.weight_decay)
-        cls = optim_arms.import_target(opt_cfg.target)
-        kwargs = optim_arms.optimizer_kwargs(opt_cfg, train_cfg, device)
+        groups = arms.param_groups(model, train_cfg.weight_decay)
+        cls = arms.optimizer_class(opt_cfg)
+        kwargs = arms.optimizer_kwargs(opt_cfg, train_cfg, device)
         return ShardedOptimizer(groups, lambda g: cls(g, **kwargs))
 
     def enable_gradient_release(self, model: Any, optimizer: Any) -> Any:
+        # flashoptim imports triton and its kernels: only an arm that needs it pays for that import
         from flashoptim.distributed import enable_sharded_gradient_release
 
         return enable_sharded_gradient_release(model, optimizer)
@@ -184,8 +171,6 @@ class DistContext:
     def rank_rows(self, ids: Any, labels: Any) -> tuple[Any, Any, int]:
         """This rank's row block of a micro-batch and the target-token count of the whole micro-batch
         (the labels are shifted by one inside the loss, so position 0 never counts)."""
-        from experiments.textdata import IGNORE_INDEX
-
         n_items = int((labels[:, 1:] != IGNORE_INDEX).sum())
         per = ids.shape[0] // self.world_size
         rows = slice(self.rank * per, (self.rank + 1) * per)
@@ -197,8 +182,6 @@ class DistContext:
     ) -> tuple[list[float], bool]:
         """One collective per logged interval: the global losses (sum of the ranks' shares), whether
         any rank was asked to stop, and every rank's memory figures (kept in ``mem_per_rank``)."""
-        import torch.distributed as dist
-
         vec = torch.cat(
             [
                 losses.detach().double().reshape(-1),
@@ -220,8 +203,6 @@ class DistContext:
         """Rank 0's ``obj`` on every rank."""
         if not self.active:
             return obj
-        import torch.distributed as dist
-
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -229,8 +210,6 @@ class DistContext:
     def gather(self, obj: Any) -> list[Any]:
         if not self.active:
             return [obj]
-        import torch.distributed as dist
-
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
@@ -239,8 +218,6 @@ class DistContext:
         """True on every rank if it is True on any (e.g. a signal seen by one rank during evaluation)."""
         if not self.active:
             return flag
-        import torch.distributed as dist
-
         t = torch.tensor([float(flag)], device=self.device_for_collectives)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
@@ -255,8 +232,6 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.active:
-            import torch.distributed as dist
-
             dist.barrier()
 
 
@@ -277,10 +252,7 @@ def amend_summary(run_dir: Any, ctx: DistContext, per_rank_peaks: list[Any]) -> 
 
     The summary's own ``peak_mem_*_bytes`` are the per-GPU figure (the largest rank's), the one that
     decides whether a run fits a device; ``dist.peak_mem_*_bytes_sum`` is the whole job's."""
-    from common.atomic import read_json, write_json
-
-    path = run_dir / "summary.json"
-    summary = dict(read_json(path))
+    summary = dict(read_json(Path(run_dir) / SUMMARY))
     info = {**ctx.describe(), **memory_summary(per_rank_peaks)}
     if not summary.get("mem_measurable"):
         info = {k: (None if k.startswith("peak_mem_") else v) for k, v in info.items()}
@@ -290,83 +262,7 @@ def amend_summary(run_dir: Any, ctx: DistContext, per_rank_peaks: list[Any]) -> 
     info["optimizer_state_bytes_sum"] = sum(state) if state and None not in state else None
     summary["dist"] = info
     summary["world_size"] = ctx.world_size
-    write_json(path, summary)
+    write_summary(run_dir, summary)
 
 
-# -- the launcher (the process the user or the sweep started) -----------------------------------
-def launch(cfg: Any, args: list[str]) -> int:
-    """Run ``experiments.run`` under torchrun; make sure a terminal summary exists afterwards."""
-    from common.config import ConfigError, exit_on_config_error
-    from experiments import identity
-    from experiments.session import TERMINAL, existing_status
-
-    n = int(cfg.dist.nproc)
-    with exit_on_config_error():
-        if cfg.harness.device != "cpu" and torch.cuda.is_available() and n > torch.cuda.device_count():
-            raise ConfigError("dist.nproc", n, f"<= {torch.cuda.device_count()} (CUDA devices visible)")
-    run_dir = identity.run_dir(cfg)
-    if existing_status(run_dir) == "completed":
-        log.info("run %s already completed (%s): nothing to do", run_dir.name, run_dir)
-        return 0
-    cmd = torchrun_command(n, args)
-    log.info("launching %d ranks: %s", n, " ".join(cmd))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    rc = _run_forwarding_signals(cmd, env)
-    if existing_status(run_dir) in TERMINAL:
-        return 0
-    return _record_unrecorded_failure(cfg, run_dir, rc)
-
-
-def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
-    """Run torchrun; SIGINT/SIGTERM sent to this launcher go to torchrun, which passes them to every
-    rank (each checkpoints and stops at the same step); if this launcher is killed outright, the
-    kernel sends torchrun SIGTERM (PR_SET_PDEATHSIG), so no rank trains on unobserved."""
-    import ctypes
-    import signal
-
-    def die_with_parent() -> None:
-        # not Linux: no death signal, the parent's handlers below still forward signals
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
-    previous = {}
-
-    def forward(signum: int, _frame: Any) -> None:
-        proc.send_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they were
-            previous[sig] = signal.signal(sig, forward)
-    try:
-        return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _record_unrecorded_failure(cfg: Any, run_dir: Any, rc: int) -> int:
-    """torchrun ended without a terminal summary: reproduce a config error (exit 2) or record failed."""
-    from common.atomic import read_json
-    from common.config import exit_on_config_error
-    from experiments.run import _Empty
-    from experiments.session import RunSession, prepare_data
-
-    with exit_on_config_error():  # e.g. train.max_seq_len too short for the data: one line, exit 2
-        data = prepare_data(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    session = RunSession(cfg, run_dir, run_dir.name)
-    try:
-        session.manifest = dict(read_json(run_dir / "manifest.json"))
-    except (OSError, ValueError):
-        session.manifest = {"run_id": run_dir.name, "sweep_id": cfg.sweep_id, "seed": cfg.seed}
-    session.status = "failed"
-    session.status_reason = (
-        f"torchrun exited with code {rc} before rank 0 recorded a status "
-        "(a rank crashed or was killed; its traceback is in the launcher's output)"
-    )
-    log.error("%s", session.status_reason)
-    return 0 if session.close(_Empty(cfg), data) else 1
-
-
-__all__ = ["DistContext", "amend_summary", "launch", "memory_summary", "torchrun_command", "under_torchrun"]
+__all__ = ["DistContext", "amend_summary", "memory_summary"]

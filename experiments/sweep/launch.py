@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
 import subprocess
@@ -30,9 +29,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.callbacks import Callbacks
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.types import HydraContext
 from omegaconf import open_dict
 
-from experiments.gates import read_summary
+from common.config import CONF_DIR, loader
+from experiments.rundir import flock, read_summary, run_lock
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,21 +45,6 @@ def die_with_parent() -> None:
     """preexec_fn: the child gets SIGKILL when the sweep dies (Linux), so no orphan writes on."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock; a killed holder releases it too
 
 
 @contextlib.contextmanager
@@ -72,7 +61,7 @@ def _gpu_slot(sweep_dir: Path, gpus: Sequence[int] | None, n: int = 1) -> Iterat
         with contextlib.ExitStack() as held:
             got = []
             for k in gpus:
-                if held.enter_context(_flock(sweep_dir / "locks" / f"gpu-{k}.lock", blocking=False)):
+                if held.enter_context(flock(sweep_dir / "locks" / f"gpu-{k}.lock", blocking=False)):
                     got.append(str(int(k)))
                     if len(got) == n:
                         yield ",".join(got)
@@ -112,7 +101,7 @@ class RunTask:
         run_id = str(cfg.sweep.launch_run)
         argv, run_dir = self.jobs[run_id]
         sweep_dir = Path(self.sweep_dir)
-        with _flock(sweep_dir / "locks" / f"{run_id}.lock"):
+        with run_lock(sweep_dir, run_id):
             if read_summary(run_dir) is not None:  # finished meanwhile (another launcher, a requeue)
                 return {"run_id": run_id, "returncode": 0, "skipped": True}
             resume = Path(run_dir).exists()
@@ -143,17 +132,10 @@ def is_sequential(cfg: Any) -> bool:
 
 def make_launcher(sweep_cfg_with_hydra: Any, task: RunTask, sweep_dir: Path) -> Any:
     """Instantiate the configured Hydra launcher for this sweep's job configs."""
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.plugins import Plugins
-    from hydra.types import HydraContext
-
-    from common.config import CONF_DIR
-    from experiments.plan import _loader
-
     cfg = sweep_cfg_with_hydra
     with open_dict(cfg):
         cfg.hydra.sweep.dir = str(sweep_dir / "launcher")
-    ctx = HydraContext(config_loader=_loader(str(CONF_DIR)), callbacks=Callbacks(cfg))
+    ctx = HydraContext(config_loader=loader(CONF_DIR), callbacks=Callbacks(cfg))
     return Plugins.instance().instantiate_launcher(hydra_context=ctx, task_function=task, config=cfg)
 
 
@@ -167,8 +149,6 @@ def job_overrides(task_overrides: Sequence[str], sweep_dir: Path, run_ids: Seque
 
 def launch(launcher: Any, overrides: list[list[str]], initial_job_idx: int) -> list[dict[str, Any]]:
     """Run one batch of jobs; a job whose task raised is reported, not re-raised (the sweep goes on)."""
-    from hydra.core.utils import JobStatus
-
     out = []
     for ret in launcher.launch(overrides, initial_job_idx=initial_job_idx):
         if ret.status == JobStatus.COMPLETED:

@@ -1,5 +1,5 @@
 """``sweep.dry_run=true``: the planned runs in order with predicted peak memory against the device's,
-the runs that will not fit flagged, and the GPU-hours of the whole sweep (formulas: experiments.plan).
+the runs that will not fit flagged, and the GPU-hours of the whole sweep (formulas: experiments.sweep.plan).
 """
 
 from __future__ import annotations
@@ -9,14 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments import plan as P
+from rich.console import Console
+from rich.table import Table
+
+from experiments.sweep import plan as P
 
 
 def device_memory_gib(cfg: Any) -> tuple[float, str]:
     if cfg.sweep.device_memory_gib is not None:
         return float(cfg.sweep.device_memory_gib), "sweep.device_memory_gib"
     try:  # NVML, not torch: importing torch costs seconds and the dry run needs only this number
-        import pynvml
+        import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
         pynvml.nvmlInit()
         first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
@@ -29,9 +32,6 @@ def device_memory_gib(cfg: Any) -> tuple[float, str]:
 
 
 def show(cfg: Any, runs: list[P.PlannedRun], sweep_id: str) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     mem_gib, mem_src = device_memory_gib(cfg)
     preds = P.predict(runs, cfg.sweep, mem_gib, P.measured_throughput(Path(cfg.results_root)))
     console = Console(width=None if sys.stdout.isatty() else 200)

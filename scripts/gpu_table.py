@@ -1,7 +1,7 @@
 """The GPU evidence table: every arm at one model size, each in its own process.
 
-    python -m experiments.gpu_table --model llama-1b --steps 50
-    python -m experiments.gpu_table --model llama2-7b --steps 6 --timing-warmup 2
+    python -m scripts.gpu_table --model llama-1b --steps 50
+    python -m scripts.gpu_table --model llama2-7b --steps 6 --timing-warmup 2
 
 Each arm is a real ``python -m experiments.run`` (same code, same run directory contract), with
 micro-batch 1, sequence 2048, activation checkpointing, W&B off, no periodic checkpoint, and a small
@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from experiments import identity
+from experiments.config import load_run_config
 
 GIB = 2**30
 ARMS = ("adamw", "adam8bit", "flashoptim", "flashoptim_gr")
@@ -54,9 +57,6 @@ def overrides(args: argparse.Namespace, arm: str) -> list[str]:
 
 
 def run_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
-    from experiments import identity
-    from experiments.config import load_run_config
-
     ov = overrides(args, arm)
     cfg = load_run_config(ov)
     run_dir = identity.run_dir(cfg)

@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class MemoryMeter:
         self._nvml_handle: Any = None
         if self.measurable:
             try:
-                import pynvml
+                import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
                 pynvml.nvmlInit()
                 self._nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
@@ -99,9 +102,7 @@ class MemoryMeter:
         """Device memory NVML attributes to this process (includes the CUDA context), bytes."""
         if self._nvml_handle is None:
             return None
-        import os
-
-        import pynvml
+        import pynvml  # optional: NVIDIA's library, present only where there is a driver
 
         try:
             procs = pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml_handle)
@@ -259,11 +260,10 @@ class Snapshot:
         if not self.enabled:
             return None
         try:
-            from torch.cuda._memory_viz import trace_plot
+            from torch.cuda._memory_viz import trace_plot  # private torch module: only for a snapshot
 
             snap = torch.cuda.memory._snapshot()
             html = trace_plot(snap)
-            from common.atomic import write_text
 
             return write_text(out, html)
         except Exception as exc:  # a diagnostics extra must never fail the run
@@ -271,3 +271,69 @@ class Snapshot:
             return None
         finally:
             torch.cuda.memory._record_memory_history(enabled=None)
+
+
+class StepProbe:
+    """The memory measurement of one training step, as a context manager around it.
+
+    Inactive (``enabled`` False) it does nothing. Active: on entry the allocator history starts
+    (``snapshot``), the peak counters are reset and, where the breakdown can be measured
+    (``breakdown``: CUDA, one process; under FSDP2 the gradient hooks never fire on sharded params,
+    so the parts would be wrong), the step's phases are recorded (:class:`StepPhases`). The loop
+    wraps clipping and ``optimizer.step()`` in :meth:`optimizer_step`. On a normal exit the step's
+    :func:`step_breakdown` (or :func:`unmeasured_breakdown`) is in :attr:`breakdown`, the snapshot
+    page is written to ``snapshot_path`` and NVML is sampled; an exception passes through untouched.
+    ``state_bytes`` is called at exit (the optimizer state exists only after the first step).
+    """
+
+    def __init__(
+        self,
+        meter: MemoryMeter,
+        model: torch.nn.Module,
+        *,
+        enabled: bool,
+        snapshot: bool,
+        breakdown: bool,
+        release: bool,
+        state_bytes: Any,
+        snapshot_path: Path,
+    ) -> None:
+        self.meter = meter
+        self.model = model
+        self.enabled = enabled
+        self.snap = Snapshot(enabled and snapshot)
+        self.phases: StepPhases | None = None
+        self._with_breakdown = enabled and breakdown and meter.measurable
+        self.release = release
+        self.state_bytes = state_bytes
+        self.snapshot_path = snapshot_path
+        self.breakdown: dict[str, Any] | None = None
+
+    def __enter__(self) -> StepProbe:
+        if self.enabled:
+            self.snap.start()
+            self.meter.reset()
+            if self._with_breakdown:
+                counters = CudaCounters(self.meter)
+                self.phases = StepPhases(self.model, counters, release=self.release)
+                self.phases.start()
+        return self
+
+    def optimizer_step(self) -> contextlib.AbstractContextManager[None]:
+        return self.phases.optimizer_step() if self.phases is not None else contextlib.nullcontext()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self.enabled or exc_type is not None:
+            return
+        self.breakdown = (
+            step_breakdown(
+                params_bytes=tensor_bytes(self.model.parameters()),
+                state_bytes=self.state_bytes(),
+                before_bytes=self.phases.before_bytes,
+                phases=self.phases.finish(),
+            )
+            if self.phases is not None
+            else unmeasured_breakdown()
+        )
+        self.snap.stop(self.snapshot_path)
+        self.meter.sample_nvml()

@@ -1,8 +1,8 @@
 """``python -m experiments.sweep sweep=<mvt|full> scale=<smoke|pilot|protocol> [overrides]``: a grid of runs.
 
-Compose -> plan (experiments.plan: every run's config and run_id, ordered so the gates have their
+Compose -> plan (experiments.sweep.plan: every run's config and run_id, ordered so the gates have their
 references) -> ensure datasets (``python -m datagen``) -> launch waves through Hydra's launcher
-(experiments.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
+(experiments.sweep.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
 
 Resumable by construction: a run whose ``summary.json`` holds a terminal status is never launched
 again; a run dir without one (killed sweep) is launched with ``resume=true``; ``sweep.json`` is
@@ -24,18 +24,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from common.atomic import write_json
-from common.config import exit_on_config_error
+from common.config import exit_on_config_error, load
 from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
-from experiments import dry_run
+from experiments import config as run_config
 from experiments import gates as G
-from experiments import launch as L
-from experiments import plan as P
-from experiments.progress import Progress
-from experiments.sweep_config import validate
-
-FINISHED = ("completed", "oom", "diverged", "aborted", "failed", "skipped")
+from experiments.rundir import read_summary
+from experiments.sweep import dry_run
+from experiments.sweep import launch as L
+from experiments.sweep import plan as P
+from experiments.sweep.config import validate
+from experiments.sweep.progress import Progress
 
 
 class SweepState:
@@ -77,7 +77,7 @@ class SweepState:
                 "total_steps": total_steps,
                 "eta_s": None,
             }
-            summary = G.read_summary(run.run_dir)
+            summary = read_summary(run.run_dir)
             if summary is not None:  # finished by an earlier invocation: never redone
                 e.update(
                     status=summary["status"],
@@ -250,7 +250,7 @@ class Sweep:
             for r, res in zip(batch, results):
                 e = self.state.by_id[r.run_id]
                 before = e["status"]  # the progress thread may already have seen the summary
-                summary = G.read_summary(r.run_dir)
+                summary = read_summary(r.run_dir)
                 if summary is not None:
                     e.update(
                         status=summary["status"],
@@ -292,7 +292,7 @@ class Sweep:
                 )
 
     def summaries(self, runs: list[P.PlannedRun]) -> list[dict[str, Any]]:
-        return [s for r in runs if (s := G.read_summary(r.run_dir)) is not None]
+        return [s for r in runs if (s := read_summary(r.run_dir)) is not None]
 
     def run_model(self, model_runs: list[P.PlannedRun]) -> None:
         n_params, model = model_runs[0].n_params, model_runs[0].model
@@ -384,7 +384,7 @@ class Sweep:
         self.state.write()
         for r in self.runs:  # a gate B that fired in an earlier invocation still stops this one
             if self.state.by_id[r.run_id].get("previously_finished") and not self.aborted_reason:
-                self._check_gate_b(r, G.read_summary(r.run_dir) or {})
+                self._check_gate_b(r, read_summary(r.run_dir) or {})
         title = f"sweep {self.sweep_id} ({self.cfg.sweep.design}, scale {self.cfg.scale})"
         with Progress(
             self.state.entries,
@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a not in ("--cfg", "job", "all")
     ]
     with exit_on_config_error():
-        cfg = P.compose_with_hydra("sweep", overrides, multirun=True)
+        cfg = load("sweep", overrides, multirun=True)
         if show_cfg:
             print(
                 OmegaConf.to_yaml(
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         validate(cfg)
-        P._register_run_schema(cfg.sweep.run_schema_module)
+        run_config.register()
         probe, _ = P.compose_run(
             cfg.sweep.run_config,
             [f"scale={cfg.scale}", *cfg.sweep.run_overrides],
@@ -466,7 +466,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         sweep.expand()  # composes every run config now, so a bad axis value fails before any work
     return sweep.run()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,13 +12,12 @@ import logging
 from typing import Any
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
 
 def llama_config(model_cfg: Any, vocab_size: int) -> Any:
-    from transformers import LlamaConfig
-
     cfg = LlamaConfig(
         hidden_size=model_cfg.hidden_size,
         num_hidden_layers=model_cfg.num_hidden_layers,
@@ -38,8 +37,6 @@ def llama_config(model_cfg: Any, vocab_size: int) -> Any:
 
 def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int) -> tuple[Any, str]:
     """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards."""
-    from transformers import LlamaForCausalLM
-
     torch.manual_seed(seed)
     if model_cfg.pretrained_path:
         model = LlamaForCausalLM.from_pretrained(

@@ -44,7 +44,7 @@ class WandbLogger:
         self.mode = "disabled" if os.environ.get("WANDB_MODE") == "disabled" else cfg.wandb.mode
         if self.mode == "disabled":
             return
-        import wandb
+        import wandb  # optional and slow to import: not loaded when W&B is disabled
 
         os.environ["WANDB_DIR"] = str(run_dir)
         name = f"{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}"
@@ -136,7 +136,7 @@ def _records(data: bytes) -> list[bytes]:
 
 def read_offline_run(wandb_dir: Path) -> dict[str, Any]:
     """History rows, summary, config, name, group and tags from ``<wandb_dir>/offline-run-*/run-*.wandb``."""
-    from wandb.proto import wandb_internal_pb2
+    from wandb.proto import wandb_internal_pb2  # optional: only to read offline W&B files
 
     files = sorted(Path(wandb_dir).glob("offline-run-*/run-*.wandb"))
     if not files:

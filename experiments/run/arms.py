@@ -9,24 +9,30 @@ or keeps a hidden fp32 copy cannot look cheaper than it is.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def import_target(path: str) -> Any:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def optimizer_class(opt_cfg: Any) -> Any:
+    """The arm's optimizer class, ``optimizer.target`` resolved by Hydra (``hydra.utils.get_class``).
+
+    The class is named in config, not imported here, because the arms' packages are optional
+    (bitsandbytes, torchao: ``optimizer.requires`` is checked at validation) and adding an arm is a
+    config file. The key stays ``target`` rather than Hydra's ``_target_``: the optimizer node is part
+    of every run id (experiments/identity.py), and the node is not instantiated as a whole (the
+    parameter groups and shared hyper-parameters come from ``train``)."""
+    return get_class(str(opt_cfg.target))
 
 
 def apply_param_dtype(model: torch.nn.Module, opt_cfg: Any) -> None:
     """fp32 master weights stay as built; bf16 arms cast (FlashOptim's cast_model keeps norms fp32)."""
     if opt_cfg.cast_model:
-        import flashoptim
+        import flashoptim  # imports triton and its kernels: only FlashOptim arms load it
 
         flashoptim.cast_model(model, dtype=DTYPES[opt_cfg.param_dtype])
     elif opt_cfg.param_dtype != "float32":
@@ -49,12 +55,12 @@ def optimizer_kwargs(opt_cfg: Any, train_cfg: Any, device: torch.device) -> dict
 
 
 def build_optimizer(model: torch.nn.Module, opt_cfg: Any, train_cfg: Any, device: torch.device) -> Any:
-    cls = import_target(opt_cfg.target)
+    cls = optimizer_class(opt_cfg)
     return cls(param_groups(model, train_cfg.weight_decay), **optimizer_kwargs(opt_cfg, train_cfg, device))
 
 
 def enable_gradient_release(model: torch.nn.Module, optimizer: Any) -> Any:
-    import flashoptim
+    import flashoptim  # imports triton and its kernels: only FlashOptim arms load it
 
     return flashoptim.enable_gradient_release(model, optimizer)
 

@@ -23,17 +23,19 @@ Korthikanti et al. 2022; k_ckpt = 2, the bf16 layer input).
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from common.config import CONF_DIR, ConfigError, translate_hydra_error
+from common.config import CONF_DIR, ConfigError, load, strip_hydra, translate_hydra_error
+from datagen.dataset import dataset_dir
+from experiments import config as run_config
+from experiments import identity
+from experiments.rundir import read_summary
 
 GIB = 1024**3
 
@@ -75,49 +77,13 @@ class PlannedRun:
 
 
 # --------------------------------------------------------------------------------- composition
-@cache
-def _loader(config_dir: str) -> Any:
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-
-    return ConfigLoaderImpl(config_search_path=create_config_search_path(config_dir))
-
-
-def compose_with_hydra(
-    config_name: str, overrides: Sequence[str], config_dir: Path | str = CONF_DIR, multirun: bool = False
-) -> DictConfig:
-    """Compose ``config_name`` keeping the ``hydra`` node (runtime choices, launcher).
-
-    Same composition as ``common.config.compose`` (Hydra's loader over conf/), but one loader is
-    reused (hundreds of run configs in a full grid) and group choices stay readable. Mistakes become
-    a one-line ``ConfigError``.
-    """
-    from hydra.core.utils import setup_globals
-    from hydra.types import RunMode
-
-    setup_globals()
-    try:
-        cfg = _loader(str(config_dir)).load_configuration(
-            config_name=config_name,
-            overrides=list(overrides),
-            run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
-        )
-    except ConfigError:
-        raise
-    except Exception as exc:  # Hydra raises several unrelated exception types for config mistakes
-        raise translate_hydra_error(exc, overrides) from exc
-    return cfg
-
-
 def compose_unresolved(
     config_name: str, overrides: Sequence[str], config_dir: Path | str
 ) -> tuple[Any, dict[str, str]]:
     """The run config as Hydra composes it (no hydra node, interpolations kept) and its group choices."""
-    cfg = compose_with_hydra(config_name, overrides, config_dir)
+    cfg = load(config_name, overrides, config_dir)
     choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))  # type: ignore[arg-type]
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
+    return strip_hydra(cfg), choices
 
 
 def resolve_variants(
@@ -236,13 +202,6 @@ def _as_variant(override: str) -> tuple[str, Any]:
     return key, int(value) if value.lstrip("-").isdigit() else value
 
 
-def _register_run_schema(module: str | None) -> None:
-    if module:
-        mod = importlib.import_module(module)
-        if hasattr(mod, "register"):
-            mod.register()
-
-
 def expand(
     sweep_cfg: Any,
     scale: str,
@@ -253,8 +212,7 @@ def expand(
 ) -> list[PlannedRun]:
     """Every run of the grid (``seeds`` / one grid ``point`` restrict it), composed and ordered."""
     s = sweep_cfg
-    _register_run_schema(s.run_schema_module)
-    identity = importlib.import_module(s.identity_module)
+    run_config.register()
     config_dir = s.run_config_dir or CONF_DIR
     grid = s.grid
     axes = list(s.axes)
@@ -341,8 +299,7 @@ def _planned(
     model = str(point.get("model") or _get(cfg, "model.name") or choices.get("model") or "?")
     ds_dir = None
     if s.ensure_data:
-        dataset = importlib.import_module("datagen.dataset")
-        ds_dir = Path(dataset.dataset_dir(cfg.data, results_root))
+        ds_dir = Path(dataset_dir(cfg.data, results_root))
     label = f"model={model} seq_len={shape['seq_len']} global_batch={shape['global_batch']}"
     if point.get("behaviour") is not None:
         label += f" behaviour={point['behaviour']}"
@@ -414,8 +371,6 @@ class Prediction:
 
 def measured_throughput(results_root: Path) -> dict[tuple[str, str], list[tuple[int | None, float]]]:
     """(arm, model) -> [(seq_len, tokens/s)] from completed runs of every sweep under results_root."""
-    from experiments.gates import read_summary
-
     out: dict[tuple[str, str], list[tuple[int | None, float]]] = {}
     for summary_path in sorted(Path(results_root).glob("sweeps/*/runs/*/summary.json")):
         s = read_summary(summary_path.parent)

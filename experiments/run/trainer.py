@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import signal
@@ -23,23 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from common.atomic import append_jsonl, read_jsonl, write_text
 from common.provenance import device_label
-from experiments import checkpoint, evaluate, identity, memory, models, optim_arms
-from experiments.textdata import PackedStream
+from experiments import identity
+from experiments.eval import evaluate
+from experiments.eval.textdata import PackedStream
+from experiments.gates import InRunGates
+from experiments.run import arms as optim_arms
+from experiments.run import checkpoint, memory, models
+from experiments.run.dist import DistContext
+from experiments.rundir import Stop
 
 log = logging.getLogger(__name__)
-
-
-class Stop(Exception):
-    """End the run with a terminal status (raised inside the loop, caught by the run wrapper)."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class StopFlag:
@@ -123,8 +122,6 @@ class Trainer:
     def __init__(
         self, cfg: Any, run_dir: Path, data: Any, wandb_logger: Any, stop: StopFlag, dist_ctx: Any = None
     ) -> None:
-        from experiments.dist import DistContext
-
         self.cfg = cfg
         self.dist = dist_ctx if dist_ctx is not None else DistContext()  # FSDP2 rank, or inactive
         self.run_dir = run_dir
@@ -146,8 +143,6 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------
     def _gates(self) -> Any:
-        from experiments.gates import InRunGates
-
         ref = self.cfg.gates.reference_arm
         ref_dir = identity.reference_run_dir(self.cfg, ref) if ref != self.cfg.optimizer.name else None
         return InRunGates(
@@ -217,8 +212,6 @@ class Trainer:
     def _check_host_memory(self, n: int) -> None:
         """On CPU a model too large for RAM would not raise: the kernel's OOM killer would end this
         process (and maybe a neighbour's). Refuse it as a recorded oom instead, before allocating."""
-        import psutil
-
         need = n * (4 + max(self.cfg.optimizer.nominal_bytes_per_param, 16.0))  # fp32 build + training
         available = psutil.virtual_memory().available
         if need > available:
@@ -302,18 +295,37 @@ class Trainer:
         measure = step == h.measure_step or (
             step == t.max_steps and self.state.mem_breakdown is None and step >= 2
         )
-        snap = memory.Snapshot(measure and h.memory_snapshot)
-        phases = None
+        probe = memory.StepProbe(
+            self.meter,
+            self.model,
+            enabled=measure,
+            snapshot=h.memory_snapshot,
+            breakdown=not self.dist.active,
+            release=self._release_handle is not None,
+            state_bytes=lambda: self.state.audit.state_bytes,
+            snapshot_path=self.run_dir / "memory_snapshot.html",
+        )
+        with probe:
+            loss_sum = self._forward_backward()
+            with probe.optimizer_step():
+                if t.grad_clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
+                if self._release_handle is None:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+            if self.state.audit is None:
+                self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
+                self.state.gates.note_state_dtypes(self.state.audit.dtypes)
+                if not self.state.audit.materialised:
+                    log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
         if measure:
-            snap.start()
-            self.meter.reset()
-            # the breakdown's phases (memory.StepPhases; host counters only). Not under FSDP2: its
-            # gradient hooks never fire on sharded params, so the parts would be wrong; the peaks
-            # stay measured and the breakdown is null there.
-            if self.meter.measurable and not self.dist.active:
-                counters = memory.CudaCounters(self.meter)
-                phases = memory.StepPhases(self.model, counters, release=self._release_handle is not None)
-                phases.start()
+            self.state.mem_breakdown = probe.breakdown
+        self.state.step = step
+        return loss_sum
+
+    def _forward_backward(self) -> torch.Tensor:
+        """The step's micro-batches: forward under the arm's autocast, backward; the summed loss."""
+        t = self.cfg.train
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast)
             if self.autocast is not None
@@ -333,31 +345,6 @@ class Trainer:
                 loss = self.model(input_ids=ids_t, labels=labels_t, **kw).loss / t.grad_accum_steps
             (loss * scale if scale != 1 else loss).backward()
             loss_sum += loss.detach().float()
-        with phases.optimizer_step() if phases is not None else contextlib.nullcontext():
-            if t.grad_clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
-            if self._release_handle is None:
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        if self.state.audit is None:
-            self.state.audit = optim_arms.audit_state(self.optimizer, self.cfg.optimizer)
-            self.state.gates.note_state_dtypes(self.state.audit.dtypes)
-            if not self.state.audit.materialised:
-                log.warning("optimizer state not as the arm promises: %s", self.state.audit.problem)
-        if measure:
-            self.state.mem_breakdown = (
-                memory.step_breakdown(
-                    params_bytes=memory.tensor_bytes(self.model.parameters()),
-                    state_bytes=self.state.audit.state_bytes,
-                    before_bytes=phases.before_bytes,
-                    phases=phases.finish(),
-                )
-                if phases is not None
-                else memory.unmeasured_breakdown()
-            )
-            snap.stop(self.run_dir / "memory_snapshot.html")
-            self.meter.sample_nvml()
-        self.state.step = step
         return loss_sum
 
     def _flush(self) -> None:
@@ -478,21 +465,17 @@ class Trainer:
         )
 
     def _evaluate(self) -> None:
-        e, d = self.cfg.train.eval, self.data
-        kw = {
-            "max_new_tokens": d.max_new_tokens,
-            "batch_size": e.batch_size,
-            "device": self.device,
-            "autocast": self.autocast,
-            "decoder": e.decoder,
+        d = self.data
+        results = evaluate.evaluate_held_out(
+            self.model,
+            d,
+            self.cfg.train.eval,
+            device=self.device,
+            autocast=self.autocast,
             # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
-            "should_stop": lambda: self.dist.any(self.stop.requested),
-        }
-        # one generation over validation and test prompts together (evaluate.evaluate_splits: half
-        # the decode steps); gate D is still decided on validation alone before test is reported
-        splits = {"val": (d.val, d.val_stress)} if d.val else {}
-        splits["test"] = (d.test, d.test_stress)
-        results = evaluate.evaluate_splits(self.model, d.codec, splits, d.train_stress, **kw)
+            should_stop=lambda: self.dist.any(self.stop.requested),
+        )
+        # gate D is decided on validation alone before test is reported
         self._stopped_in_eval(results)
         assert results is not None
         if d.val:
@@ -535,9 +518,7 @@ class Trainer:
 
 
 def _jsonl(row: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(row, sort_keys=True) + "\n"
 
 
-__all__ = ["RunState", "Stop", "StopFlag", "Trainer", "lr_at"]
+__all__ = ["RunState", "StopFlag", "Trainer", "lr_at"]

@@ -12,13 +12,13 @@ The trivial predictor answers every sample with the training-split mean stress f
 (``trivial_rel_l2_error``) says whether the model learned anything beyond the average.
 
 Generation stops a row as soon as its parse is decided (:class:`DecidedRows`), not only at eos or
-``max_new_tokens``: :func:`~experiments.textdata.parse_stress` reads the whitespace-separated fields
+``max_new_tokens``: :func:`~experiments.eval.textdata.parse_stress` reads the whitespace-separated fields
 of the text and only the first ``P*6`` of them, so once those are all closed (followed by
 whitespace), or one of them (or the field being written) can no longer be a finite number, nothing
 the model adds can change the parse. The metric is the same as with full-length generation; only
 the stored ``example_output`` ends where its row was decided.
 
-Decoding: :class:`experiments.decode.StaticCacheDecoder` (the model's own modules, a KV cache
+Decoding: :class:`experiments.eval.decode.StaticCacheDecoder` (the model's own modules, a KV cache
 allocated once) for Llama models, ``model.generate`` otherwise or with ``train.eval.decoder=hf``;
 both greedy, same semantics (tests compare them token for token).
 """
@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.textdata import EOS, EncodedSample, TextCodec, parse_stress
+from experiments.config import DECODERS
+from experiments.eval import decode
+from experiments.eval.textdata import EOS, EncodedSample, TextCodec, parse_stress
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +159,8 @@ def generate(
 
     With ``n_probes``, a row also stops once its parse is decided (:class:`DecidedRows`), unless the
     tokenizer cleans up tokenization spaces (decoded prefixes would then not be prefixes).
-    ``decoder``: ``static`` (:class:`experiments.decode.StaticCacheDecoder`, a ValueError if the
+    ``decoder``: ``static`` (:class:`experiments.eval.decode.StaticCacheDecoder`, a ValueError if the
     model is not supported), ``hf`` (``model.generate``), ``auto`` (static where supported)."""
-    from experiments import decode
-    from experiments.config import DECODERS
-
     if n_probes is not None and getattr(codec.tok, "clean_up_tokenization_spaces", False):
         n_probes = None
     if decoder not in DECODERS:
@@ -305,3 +304,31 @@ def evaluate_split(
     ``wall_s``: wall time of generation, parse and scoring (s)."""
     result = evaluate_splits(model, codec, {"split": (encoded, true_stress)}, train_stress, **kw)
     return None if result is None else result["split"]
+
+
+def evaluate_held_out(
+    model: Any,
+    data: Any,
+    eval_cfg: Any,
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    should_stop: Callable[[], bool],
+) -> dict[str, dict[str, Any]] | None:
+    """A run's evaluation: validation (when the run has any) and test prompts of ``data`` (the run's
+    ``PreparedData``) in one generation (:func:`evaluate_splits`: half the decode steps), decoded as
+    ``train.eval`` says. Metrics per split, or None when ``should_stop`` ended generation."""
+    splits = {"val": (data.val, data.val_stress)} if data.val else {}
+    splits["test"] = (data.test, data.test_stress)
+    return evaluate_splits(
+        model,
+        data.codec,
+        splits,
+        data.train_stress,
+        max_new_tokens=data.max_new_tokens,
+        batch_size=eval_cfg.batch_size,
+        device=device,
+        autocast=autocast,
+        decoder=eval_cfg.decoder,
+        should_stop=should_stop,
+    )

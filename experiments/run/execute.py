@@ -1,23 +1,22 @@
-"""``python -m experiments.run optimizer=<arm> model=<preset> seed=<n> [key=value ...]``
+"""Execute one validated run config (every rank under torchrun): prepare the data, open the run
+directory, train, evaluate, and leave exactly one terminal status in ``summary.json``.
 
-One training run: compose and validate the config (a mistake exits 2 with one line, before any
-directory exists), prepare the data, train, evaluate, and leave
-``results/sweeps/<sweep_id>/runs/<run_id>/`` with exactly one terminal status in ``summary.json``.
-Every ending that was recorded exits 0 (OOM, divergence and failure are results a sweep goes on
-from); a non-zero exit means the summary itself could not be written. ``--cfg`` prints the
-resolved config and exits. A run whose summary says ``completed`` is not redone.
+Entry point and config handling: :mod:`experiments.run.main`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
-from common.config import ConfigError, die, exit_on_config_error, load_validated
-from common.logs import setup_logging
-from experiments import config as run_config
-from experiments import identity
+from omegaconf import open_dict
+
+from common.config import ConfigError, die
+from experiments import identity, rundir
+from experiments.run.dist import DistContext, amend_summary
+from experiments.run.session import NoTrainer, NoWandb, RunSession, prepare_data
+from experiments.run.trainer import StopFlag, Trainer
+from experiments.rundir import Stop
 
 log = logging.getLogger("experiments.run")
 
@@ -25,8 +24,6 @@ log = logging.getLogger("experiments.run")
 def execute(cfg: Any) -> int:
     """Run one configured training run; returns the process exit code. Under torchrun
     (``dist.strategy=fsdp2``) every rank calls this; only rank 0 owns the run directory."""
-    from experiments.dist import DistContext
-
     ctx = DistContext.start(cfg)
     try:
         return _execute(cfg, ctx)
@@ -35,11 +32,8 @@ def execute(cfg: Any) -> int:
 
 
 def _execute(cfg: Any, ctx: Any) -> int:
-    from experiments.session import RunSession, _NoWandb, existing_status, prepare_data
-    from experiments.trainer import Stop, StopFlag, Trainer
-
     run_id, run_dir = identity.run_id(cfg), identity.run_dir(cfg)
-    if existing_status(run_dir) == "completed":
+    if rundir.is_done(run_dir):
         log.info("run %s already completed (%s): nothing to do", run_id, run_dir)
         return 0
     session: Any = None
@@ -72,7 +66,7 @@ def _execute(cfg: Any, ctx: Any) -> int:
             session.open(data)
         if session is not None and session.status is not None:
             raise RuntimeError(session.status_reason or "run directory could not be opened")
-        wandb = session.wandb if session is not None else _NoWandb()
+        wandb = session.wandb if session is not None else NoWandb()
         trainer = Trainer(cfg, run_dir, data, wandb, stop, ctx)
         trainer.train(trainer.setup())
         trainer.evaluate()
@@ -94,11 +88,9 @@ def _execute(cfg: Any, ctx: Any) -> int:
                 _agree_peaks(trainer, ctx, agreed)
         ok = True
         if session is not None:
-            ok = session.close(trainer, data) if trainer is not None else session.close(_Empty(cfg), data)
+            ok = session.close(trainer, data) if trainer is not None else session.close(NoTrainer(), data)
             if ok and ctx.active:
-                from experiments.dist import amend_summary
-
-                amend_summary(run_dir, ctx, ctx.peaks_per_rank or [_Empty(cfg).state.peaks])
+                amend_summary(run_dir, ctx, ctx.peaks_per_rank or [NoTrainer().state.peaks])
     return 0 if ok else 1
 
 
@@ -115,8 +107,6 @@ def _open_for_ranks(session: Any, data: Any, ctx: Any) -> str | None:
 
 def _tokenizer_from_run_dir(cfg: Any) -> Any:
     """The other ranks load rank 0's tokenizer (tokenizer.json in the run dir) instead of training one."""
-    from omegaconf import open_dict
-
     copy = cfg.copy()
     with open_dict(copy):
         copy.resume = True  # prepare_data's rule: resume + tokenizer.json present -> load it
@@ -144,41 +134,4 @@ def _agree_peaks(trainer: Any, ctx: Any, agreed: bool) -> None:
     )
 
 
-class _Empty:
-    """Stands in for a trainer that could not even be constructed (the summary is still written)."""
-
-    def __init__(self, cfg: Any) -> None:
-        from experiments.trainer import RunState
-
-        self.state = RunState()
-
-    def median_step_time(self) -> None:
-        return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    setup_logging()
-    run_config.register()
-    if "--cfg" in args:  # Hydra style: `--cfg` or `--cfg job` prints the resolved config
-        from omegaconf import OmegaConf
-
-        from common.config import compose
-
-        i = args.index("--cfg")
-        rest = args[:i] + args[i + 1 + (i + 1 < len(args) and args[i + 1] in ("job", "all")) :]
-        with exit_on_config_error():
-            print(OmegaConf.to_yaml(compose("run", rest)))
-        return 0
-    cfg = load_validated("run", args, run_config.validate)
-    from experiments import dist
-
-    if cfg.dist.strategy != "none" and not dist.under_torchrun():
-        return dist.launch(cfg, args)  # one torchrun command; this process waits and checks the summary
-    if cfg.dist.strategy == "none" and dist.under_torchrun() and dist.torchrun_world_size() > 1:
-        die(ConfigError("dist.strategy", "none", "fsdp2 (torchrun started several processes)"))
-    return execute(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["execute"]

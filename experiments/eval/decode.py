@@ -18,7 +18,7 @@ positions (the left padding itself) attend to themselves only, so their states s
 masked out as keys, never reach a real row.
 
 Supported: Llama-architecture ``LlamaForCausalLM`` models that are not sharded (:func:`supported`);
-:func:`experiments.evaluate.generate` falls back to ``model.generate`` otherwise.
+:func:`experiments.eval.evaluate.generate` falls back to ``model.generate`` otherwise.
 """
 
 from __future__ import annotations

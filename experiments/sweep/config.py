@@ -32,7 +32,7 @@ class GridConf:
 
 @dataclass
 class EstimateConf:
-    """Dry-run estimates (module docstring of experiments.plan gives the formulas)."""
+    """Dry-run estimates (module docstring of experiments.sweep.plan gives the formulas)."""
 
     bytes_per_param: dict[str, float] = field(
         default_factory=lambda: {"adamw": 16.0, "adam8bit": 10.0, "flashoptim": 7.0}
@@ -75,12 +75,10 @@ class SweepSection:
             "vocab_fallback": "train.text.tokenizer_vocab_size",
         }
     )
-    run_schema_module: str | None = "experiments.config"  # its register() is called before composing runs
     run_overrides: list[str] = field(default_factory=list)
     run_config: str = "run"
     run_config_dir: str | None = None  # null: conf/
     run_module: str = "experiments.run"
-    identity_module: str = "experiments.identity"
     ensure_data: bool = True
     datagen_module: str = "datagen"
     analyse: bool = True

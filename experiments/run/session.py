@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
-from common.atomic import read_json, write_json, write_text
+from common.atomic import write_json, write_text
 from common.config import ConfigError
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
-from experiments import checkpoint, identity
-from experiments.textdata import (
+from datagen.dataset import dataset_dir, dataset_id, load_split
+from experiments import rundir
+from experiments.eval.textdata import (
     EncodedSample,
     TextCodec,
     encode_samples,
@@ -32,10 +34,12 @@ from experiments.textdata import (
     split_samples,
     target_text,
 )
+from experiments.run import checkpoint
+from experiments.run.trainer import RunState
+from experiments.run.wandb_log import WandbLogger
+from experiments.rundir import Stop
 
 log = logging.getLogger(__name__)
-
-TERMINAL = ("completed", "oom", "diverged", "aborted", "failed")
 
 
 @dataclass
@@ -57,8 +61,6 @@ class PreparedData:
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     """Load the splits through the manifest, build/load the tokenizer, encode. ConfigError if a
     sample cannot fit ``train.max_seq_len`` (raised before any directory is created)."""
-    from datagen.dataset import dataset_dir, dataset_id, load_split
-
     prep_start = time.perf_counter()
     d = dataset_dir(cfg.data, cfg.results_root)
     t = cfg.train
@@ -100,16 +102,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     )
 
 
-def existing_status(run_dir: Path) -> str | None:
-    try:
-        return str(read_json(run_dir / "summary.json").get("status"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_oom(exc: BaseException) -> bool:
-    import torch
-
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     # CPU allocator failures are plain RuntimeErrors ("DefaultCPUAllocator: can't allocate memory").
@@ -133,7 +126,7 @@ class RunSession:
         if rd.exists() and not resuming:
             shutil.rmtree(rd)  # an unfinished or failed earlier attempt: start over
         rd.mkdir(parents=True, exist_ok=True)
-        (rd / "summary.json").unlink(missing_ok=True)  # live again: must not look finished
+        (rd / rundir.SUMMARY).unlink(missing_ok=True)  # live again: must not look finished
         setup_logging(rd / "run.log")
         write_text(rd / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         if not data.codec.hf:
@@ -150,8 +143,6 @@ class RunSession:
         }
         write_json(rd / "manifest.json", self.manifest)
         log.info("run %s -> %s%s", self.run_id, rd, " (resuming)" if resuming else "")
-        from experiments.wandb_log import WandbLogger
-
         try:
             self.wandb = WandbLogger(
                 self.cfg, rd, self.run_id, OmegaConf.to_container(self.cfg, resolve=True)
@@ -159,12 +150,10 @@ class RunSession:
         except Exception as exc:  # W&B is a mirror; metrics.jsonl is the record. Say so, go on.
             log.error("W&B init failed (%s): logging to metrics.jsonl only", exc)
             self.manifest["wandb_error"] = str(exc)[:500]
-            self.wandb = _NoWandb()
+            self.wandb = NoWandb()
 
     def record(self, exc: BaseException) -> None:
         """Classify how the run ended. Called from the wrapper's except clause."""
-        from experiments.trainer import Stop
-
         if isinstance(exc, Stop):
             self.status, self.status_reason = exc.status, exc.reason
         elif is_oom(exc):
@@ -209,7 +198,7 @@ class RunSession:
         try:
             self.manifest["end_time"] = now_iso()
             write_json(self.run_dir / "manifest.json", self.manifest)
-            write_json(self.run_dir / "summary.json", summary)
+            rundir.write_summary(self.run_dir, summary)
         except Exception:
             log.exception("summary.json could not be written")
             return False
@@ -223,7 +212,17 @@ class RunSession:
         return True
 
 
-class _NoWandb:
+class NoTrainer:
+    """Stands in for a trainer that could not even be constructed (the summary is still written)."""
+
+    def __init__(self) -> None:
+        self.state = RunState()
+
+    def median_step_time(self) -> None:
+        return None
+
+
+class NoWandb:
     def log(self, row: dict[str, Any]) -> None: ...
     def summary(self, summary: dict[str, Any]) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
@@ -322,4 +321,4 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
     }
 
 
-__all__ = ["TERMINAL", "PreparedData", "RunSession", "existing_status", "identity", "prepare_data"]
+__all__ = ["NoTrainer", "NoWandb", "PreparedData", "RunSession", "is_oom", "prepare_data"]
