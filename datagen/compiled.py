@@ -136,6 +136,7 @@ class CompiledModel:
         cache: dict[str, tuple[NonlinearProblem, dict[str, Any]]] = self.__dict__.setdefault("_problems", {})
         if scenario not in cache:
             bcs, vals = self.bcs_for(scenario)
+            self.__dict__.setdefault("_bcs", {})[scenario] = bcs
             prob = NonlinearProblem(
                 self.residual,
                 self.state,
