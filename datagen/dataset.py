@@ -6,7 +6,8 @@ Layout: results/datasets/<dataset_id>/manifest.json (written LAST: its presence 
 and shards/<split>-<k:05d>.npz. A shard holds, per accepted sample, `sample_id`, `tissue`,
 `material_model`, `scenario`, `behaviour`, `params` (N, K; NaN where a parameter does not apply),
 `stress` (N, P, 6) Cauchy kPa, `strain` (N, P, 6) Green-Lagrange, `converged`, `newton_iterations`,
-`load_steps`, plus `probe_points` (P, 3) mm and the rejected samples of its range
+`load_steps`, `error_estimate` (estimated discretisation error / the sample's stress scale, NaN
+where not estimated), plus `probe_points` (P, 3) mm and the rejected samples of its range
 (`rejected_sample_id`, `rejected_reason`), which `load_split` does not return.
 Shards are written byte-for-byte deterministically (fixed zip timestamps, sorted members), so the
 same config and seed give the same shard hashes.
@@ -45,6 +46,7 @@ SAMPLE_FIELDS = (
     "converged",
     "newton_iterations",
     "load_steps",
+    "error_estimate",
 )
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 NON_RESULT_KEYS = ("name",)  # data keys that do not change the numbers
@@ -190,6 +192,7 @@ def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
         "converged": np.zeros(0, bool),
         "newton_iterations": np.zeros(0, np.int64),
         "load_steps": np.zeros(0, np.int64),
+        "error_estimate": np.zeros(0),
     }
     for f in SAMPLE_FIELDS:
         arrs = [p[f] for p in parts]

@@ -141,6 +141,7 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
             ("converged", res.converged),
             ("newton_iterations", res.newton_iterations),
             ("load_steps", res.load_steps),
+            ("error_estimate", res.error_estimate),
         ):
             rows[k].append(v)
     P = len(runner.specimen.probe_xyz)
@@ -157,6 +158,7 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
         "converged": np.asarray(rows["converged"], dtype=bool),
         "newton_iterations": np.asarray(rows["newton_iterations"], dtype=np.int64),
         "load_steps": np.asarray(rows["load_steps"], dtype=np.int64),
+        "error_estimate": np.asarray(rows["error_estimate"], dtype=np.float64),
         "probe_points": np.asarray(runner.specimen.probe_xyz, dtype=np.float64),
         "rejected_sample_id": np.asarray(rejected_ids, dtype=np.int64),
         "rejected_reason": np.asarray(rejected_reasons, dtype="<U64"),
@@ -496,6 +498,15 @@ def write_manifest(
         "units": {**UNITS, "params": param_units(data)},
         "param_names": names,
         "probe_points": probe_points.tolist() if probe_points is not None else [],
+        "accuracy": {
+            "tolerance": float(data.solver.error_tolerance),
+            "measure": "max |stress - reference| at the probes / max |stress| of the sample",
+            "estimated": "poroelastic: time step doubling (BDF2)"
+            if data.solver.poro_error_estimate
+            else "none",
+            "rejected_above_tolerance": int(rejected.get("discretisation_error_above_tolerance", 0)),
+            "verification": "datagen/README.md, 'Verification at the generator's settings'",
+        },
         "generation_wall_s_last_run": wall_s,
         "samples_total": total_done,
     }

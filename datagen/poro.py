@@ -153,7 +153,9 @@ class Biot(CompiledModel):
             self._unit = {k: fem.assemble_matrix(f).to_scipy().tocsr() for k, f in self._unit_forms.items()}
         return self._unit
 
-    def run_path(self, scenario: str, set_load: Any, times: list[float], scheme: str = "bdf2") -> SolveStats:
+    def run_path(
+        self, scenario: str, set_load: Any, times: list[float], scheme: str = "bdf2", estimate: bool = False
+    ) -> SolveStats:
         """Apply the full load undrained (dt = 0), then step through `times` (s) holding it.
 
         `scheme`: "bdf2" (variable-step BDF2 after a first backward-Euler step) or
@@ -162,13 +164,41 @@ class Biot(CompiledModel):
         (dt, a0) does not change. The result equals the solution of `residual` = 0 (the
         NonlinearProblem path, used by datagen.show and tests/datagen/test_poroelastic.py).
         A singular or non-finite solve rejects the sample (cutting the step back would not cure it).
+
+        `estimate`: also march on every other point of `times` (ending at the same time) and set
+        `stats.error_estimate` = max |probe stress difference| / 3 / max |probe stress| (step
+        doubling with Richardson's factor 2^2 - 1 for a second-order scheme: the estimated time
+        error of the stored, full-grid solution; backward Euler uses 2^1 - 1 = 1). It does not see
+        the spatial error (README, "Verification at the generator's settings").
         """
         if scheme not in POROELASTIC_SCHEMES:
             raise ValueError(f"unknown time scheme {scheme!r}; one of {POROELASTIC_SCHEMES}")
         self.problem(scenario)  # creates the BCs and their value Constants (set by set_load)
-        bcs = self._bcs[scenario]
         stats = SolveStats()
         set_load(1.0)
+        x = self._march(scenario, times, scheme, stats)
+        if estimate:
+            half = times[::-2][::-1]  # every other time, ending at times[-1]
+            xh = self._march(scenario, half, scheme, SolveStats())
+            self._set_state(xh)
+            sh = self.probe_outputs()[0]
+            self._set_state(x)
+            sf = self.probe_outputs()[0]
+            factor = 3.0 if scheme == "bdf2" else 1.0
+            scale = max(float(np.max(np.abs(sf))), 1e-300)
+            stats.error_estimate = float(np.max(np.abs(sf - sh)) / factor / scale)
+        else:
+            self._set_state(x)
+        return stats
+
+    def _set_state(self, x: np.ndarray) -> None:
+        self.w.x.array[: len(x)] = x
+        self.w.x.scatter_forward()
+        self.w_n.x.array[:] = self.w.x.array
+
+    def _march(self, scenario: str, times: list[float], scheme: str, stats: SolveStats) -> np.ndarray:
+        """The dof vector at times[-1] after the undrained step and `times` (s)."""
+        bcs = self._bcs[scenario]
         U = self.unit_matrices()
         mu = float(self.c["mu"].value)
         nu = float(self.c["nu"].value)
@@ -212,10 +242,7 @@ class Biot(CompiledModel):
             x_nm1, x_n = x_n, x
             stats.load_steps += 1
             t_prev, dt_prev = t, dt
-        self.w.x.array[:n] = x_n
-        self.w.x.scatter_forward()
-        self.w_n.x.array[:] = self.w.x.array
-        return stats
+        return x_n
 
     def probe_outputs(self) -> tuple[np.ndarray, np.ndarray]:
         return self.sp.eval_at_probes(self._probe_sigma, 6), self.sp.eval_at_probes(self._probe_E, 6)

@@ -135,6 +135,10 @@ class SolverConfig:
     poro_step_ratio: float = 1.5  # each step this times the previous one ...
     poro_max_step: float = 0.02  # ... up to this (dimensionless T)
     poro_scheme: str = "bdf2"  # bdf2 | backward_euler
+    poro_error_estimate: bool = True  # step doubling per Biot sample (also marches every other step)
+    error_tolerance: float = (
+        0.02  # reject a sample whose estimated discretisation error / stress scale exceeds it
+    )
     poro_time_factor: ParamRange = MISSING  # T_v = c_v t / H^2 at the output time
 
 

@@ -25,9 +25,11 @@ from datagen.specimen import build_specimen
 class SampleResult:
     stress: np.ndarray  # (P, 6) kPa, Cauchy
     strain: np.ndarray  # (P, 6) Green-Lagrange
-    converged: bool
+    converged: bool  # every increment solved (Newton converged / linear solve finite) and the
+    # estimated discretisation error, where estimated, <= data.solver.error_tolerance
     newton_iterations: int
     load_steps: int
+    error_estimate: float  # estimated discretisation error / stress scale; NaN where not estimated
 
 
 class SampleRunner:
@@ -126,7 +128,9 @@ class SampleRunner:
             mu, nu, k = p["biot.mu"], p["biot.nu"], p["biot.permeability"]
             c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)  # k (lambda + 2 mu), mm^2/s
             times = poro_times(p["load.time_s"], L**2 / c_v, sv)
-            stats = model.run_path(x.scenario, set_load, times, scheme=str(sv.poro_scheme))
+            stats = model.run_path(
+                x.scenario, set_load, times, scheme=str(sv.poro_scheme), estimate=bool(sv.poro_error_estimate)
+            )
         elif x.behaviour == "viscoelastic":
             t_ramp, t_end = float(sv.visco_ramp_time_s), p["load.time_s"]
             nr, nh = int(sv.visco_ramp_steps), int(sv.visco_hold_steps)
@@ -139,7 +143,11 @@ class SampleRunner:
         stress, strain = model.probe_outputs()
         if not (np.all(np.isfinite(stress)) and np.all(np.isfinite(strain))):
             raise SampleRejected("nan_probe_output")
-        return SampleResult(stress, strain, True, stats.newton_iterations, stats.load_steps)
+        if stats.error_estimate > float(sv.error_tolerance):  # NaN (not estimated) compares False
+            raise SampleRejected("discretisation_error_above_tolerance")
+        return SampleResult(
+            stress, strain, True, stats.newton_iterations, stats.load_steps, stats.error_estimate
+        )
 
     def _load_setter(self, model: Any, x: SampleInputs, vals: dict[str, Any], L: float) -> Any:
         p = x.params

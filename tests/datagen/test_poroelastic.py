@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from datagen_reference import confined_step_displacement, confined_step_displacement_fd
 
 from common.config import compose
 from datagen.poro import Biot
 from datagen.sampling import SampleInputs
+from datagen.solid import SampleRejected
 from datagen.specimen import build_specimen
 from datagen.worker import SampleRunner
 
@@ -151,3 +153,32 @@ def test_generator_confined_compression_within_tolerance() -> None:
         ref = confined_step_displacement(mu, nu, e0, L, Tv, runner.specimen.probe_xyz[:, 2])
         err = np.max(np.abs(res.stress - ref)) / np.max(np.abs(ref))
         assert err <= 0.02, (mu, nu, k, e0, Tv, err)
+        assert res.converged and 0 <= res.error_estimate <= float(data.solver.error_tolerance)
+
+
+def test_coarse_time_grid_is_rejected_by_its_error_estimate() -> None:
+    """The per-sample step-doubling estimate catches a time grid too coarse for the tolerance: with
+    steps doubling up to T_v 0.3 the sample is rejected and counted under its reason."""
+    data = compose(
+        "datagen", ["data=protocol", "data.solver.poro_step_ratio=2.0", "data.solver.poro_max_step=0.3"]
+    ).data
+    runner = SampleRunner(data, eager=False)
+    mu, nu, k, e0, Tv = CONFINED_CASES[1]
+    c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)
+    x = SampleInputs(
+        0,
+        "poroelastic",
+        "liver",
+        "linear_biot",
+        "confined_compression",
+        None,
+        {
+            "biot.mu": mu,
+            "biot.nu": nu,
+            "biot.permeability": k,
+            "load.compression_strain": e0,
+            "load.time_s": Tv * 100.0 / c_v,
+        },
+    )
+    with pytest.raises(SampleRejected, match="discretisation_error_above_tolerance"):
+        runner.run(x)
