@@ -11,7 +11,7 @@ import sys
 from omegaconf import OmegaConf
 
 import datagen.spec  # registers the schemas before composing
-from common.config import load_validated
+from common.config import exit_on_config_error, load_validated
 from common.logs import setup_logging
 
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=cfg.log_level)
     from datagen.generate import generate
 
-    out = generate(cfg)
+    with exit_on_config_error():  # DatasetError too: one line naming the file, exit 2
+        out = generate(cfg)
     print(out)
     return 0
 

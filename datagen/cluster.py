@@ -27,7 +27,8 @@ def app(cfg: Any) -> None:
     setup_logging(level=cfg.log_level)
     from datagen.generate import generate
 
-    generate(cfg)
+    with exit_on_config_error():  # DatasetError too: one line naming the file, exit 2
+        generate(cfg)
 
 
 if __name__ == "__main__":

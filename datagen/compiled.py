@@ -38,6 +38,7 @@ class SolveStats:
     newton_iterations: int = 0
     cutbacks: int = 0
     failures: list[str] = field(default_factory=list)
+    error_estimate: float = float("nan")  # discretisation error / stress scale (NaN: not estimated)
 
 
 def petsc_options(solver_cfg: Any, *, saddle_point: bool = False) -> dict[str, Any]:
@@ -136,6 +137,7 @@ class CompiledModel:
         cache: dict[str, tuple[NonlinearProblem, dict[str, Any]]] = self.__dict__.setdefault("_problems", {})
         if scenario not in cache:
             bcs, vals = self.bcs_for(scenario)
+            self.__dict__.setdefault("_bcs", {})[scenario] = bcs
             prob = NonlinearProblem(
                 self.residual,
                 self.state,

@@ -6,7 +6,8 @@ Layout: results/datasets/<dataset_id>/manifest.json (written LAST: its presence 
 and shards/<split>-<k:05d>.npz. A shard holds, per accepted sample, `sample_id`, `tissue`,
 `material_model`, `scenario`, `behaviour`, `params` (N, K; NaN where a parameter does not apply),
 `stress` (N, P, 6) Cauchy kPa, `strain` (N, P, 6) Green-Lagrange, `converged`, `newton_iterations`,
-`load_steps`, plus `probe_points` (P, 3) mm and the rejected samples of its range
+`load_steps`, `error_estimate` (estimated discretisation error / the sample's stress scale, NaN
+where not estimated), plus `probe_points` (P, 3) mm and the rejected samples of its range
 (`rejected_sample_id`, `rejected_reason`), which `load_split` does not return.
 Shards are written byte-for-byte deterministically (fixed zip timestamps, sorted members), so the
 same config and seed give the same shard hashes.
@@ -14,6 +15,7 @@ same config and seed give the same shard hashes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -22,12 +24,15 @@ from typing import Any
 import numpy as np
 
 from common.atomic import read_json, write_bytes
+from common.config import ConfigError
 from common.ids import content_id, file_sha256
 
 # Bump when a change to the generator changes the numbers it writes (it is part of dataset_id).
 # 2: QLV history no longer decayed twice. 3: mixed u-p solid (no volumetric locking); QLV relaxes the
 # non-volumetric stress only, history sampled at interior points (Legendre DG) instead of cell corners.
-GENERATOR_VERSION = 3
+# 4: Biot on its own z-graded mesh with variable-step BDF2 on a T_v-scaled grid (was backward Euler on
+# 6 steps: 29-40% off in confined compression, issue 17).
+GENERATOR_VERSION = 4
 SCHEMA_VERSION = 1
 SAMPLE_FIELDS = (
     "sample_id",
@@ -41,6 +46,7 @@ SAMPLE_FIELDS = (
     "converged",
     "newton_iterations",
     "load_steps",
+    "error_estimate",
 )
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 NON_RESULT_KEYS = ("name",)  # data keys that do not change the numbers
@@ -86,32 +92,71 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write atomically; return the sha256 of the bytes."""
-    data = npz_bytes(arrays)
-    write_bytes(path, data)
-    import hashlib
+def digest_path(shard_path: str | Path) -> Path:
+    """The generator's record of a shard's sha256, written right after the shard."""
+    return Path(f"{shard_path}.sha256")
 
-    return hashlib.sha256(data).hexdigest()
+
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write atomically, then its digest record; return the sha256 of the bytes.
+
+    A shard without its record (killed in between) is not trusted on resume: it is solved again.
+    """
+    data = npz_bytes(arrays)
+    digest = hashlib.sha256(data).hexdigest()
+    write_bytes(path, data)
+    write_bytes(digest_path(path), (digest + "\n").encode())
+    return digest
+
+
+class DatasetError(ConfigError):
+    """A dataset problem the user can act on: one line naming the file and what to do.
+
+    A ConfigError, so every entry point that prints user errors in one line with exit 2
+    (`common.config.exit_on_config_error`, `experiments.run`) does so for dataset errors too.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("dataset", None, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"dataset error: {self.message}"
+
+
+def regenerate_hint(dataset_dir: str | Path) -> str:
+    return (
+        f"rerun `python -m datagen` with the dataset's config (it verifies the shards of {dataset_dir}, "
+        "moves a bad one to shards/quarantine/ and solves it again)"
+    )
 
 
 def read_shard(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-class DatasetError(RuntimeError):
-    pass
+    """All arrays of a shard; DatasetError (naming the file) if it cannot be read (truncated, bad
+    CRC, not an npz)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise DatasetError(
+            f"{path}: unreadable shard ({type(e).__name__}: {detail}); "
+            + regenerate_hint(Path(path).parent.parent)
+        ) from e
 
 
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / "manifest.json"
     if not path.exists():
         raise DatasetError(
-            f"{dataset_dir}: no manifest.json (dataset incomplete or missing); "
-            "run `python -m datagen data=<name>`"
+            f"{path} missing (dataset incomplete or not generated); " + regenerate_hint(dataset_dir)
         )
-    return read_json(path)  # type: ignore[no-any-return]
+    try:
+        return read_json(path)  # type: ignore[no-any-return]
+    except (OSError, ValueError) as e:
+        raise DatasetError(
+            f"{path}: unreadable manifest ({type(e).__name__}); " + regenerate_hint(dataset_dir)
+        ) from e
 
 
 def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
@@ -119,16 +164,21 @@ def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
     dataset_dir = Path(dataset_dir)
     man = load_manifest(dataset_dir)
     if split not in man["counts"]:
-        raise DatasetError(f"unknown split {split!r}; one of {sorted(man['counts'])}")
+        raise DatasetError(f"{dataset_dir}: unknown split {split!r}; one of {sorted(man['counts'])}")
     names = sorted(n for n in man["shard_hashes"] if n.startswith(f"{split}-"))
     parts: list[dict[str, np.ndarray]] = []
     for n in names:
         path = dataset_dir / "shards" / n
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: shard listed in the manifest is missing; " + regenerate_hint(dataset_dir)
+            )
         digest = file_sha256(str(path))
         if digest != man["shard_hashes"][n]:
             raise DatasetError(
                 f"{path}: sha256 {digest[:12]} does not match the manifest "
-                f"({man['shard_hashes'][n][:12]}); the shard was modified or truncated"
+                f"({man['shard_hashes'][n][:12]}), the shard was modified or truncated; "
+                + regenerate_hint(dataset_dir)
             )
         parts.append(read_shard(path))
     K = len(man["param_names"])
@@ -142,6 +192,7 @@ def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
         "converged": np.zeros(0, bool),
         "newton_iterations": np.zeros(0, np.int64),
         "load_steps": np.zeros(0, np.int64),
+        "error_estimate": np.zeros(0),
     }
     for f in SAMPLE_FIELDS:
         arrs = [p[f] for p in parts]
@@ -150,8 +201,8 @@ def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:
     out["probe_points"] = np.asarray(man["probe_points"], dtype=np.float64)
     if len(out["sample_id"]) != man["counts"][split]:
         raise DatasetError(
-            f"{split}: {len(out['sample_id'])} samples in shards but the manifest counts "
-            f"{man['counts'][split]}"
+            f"{dataset_dir}: split {split}: {len(out['sample_id'])} samples in shards but the manifest "
+            f"counts {man['counts'][split]}; " + regenerate_hint(dataset_dir)
         )
     return out
 

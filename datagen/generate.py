@@ -7,8 +7,13 @@ Hazards handled here:
   `worker_max_shards` shards: MPICH runs out of communicators after ~2,000 meshes/functions.
 - FFCx compiles on first use; compiling in N workers at once would race and waste N x the time,
   so the parent compiles every form first (the on-disk cache is then hit by the workers).
-- Resumability: a shard file exists only once complete (atomic rename); re-runs skip it.
-  manifest.json is written last, from the shards on disk.
+- Resumability: a shard file exists only once complete (atomic rename), followed by its digest
+  record `<shard>.sha256`. A re-run trusts no shard it did not write itself: each one present is
+  verified (`verify_shard`: digest record, readable, the planned sample ids, every sample's inputs
+  equal to what `draw_sample` draws, the probe points, and one sample re-solved) before it is
+  skipped, and again before a manifest is built from it; one that fails is moved to
+  `shards/quarantine/` (never deleted) and solved again. manifest.json is written last; a manifest
+  whose shards no longer match its hashes is moved to quarantine the same way.
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import write_json
+from common.atomic import read_json, write_json
 from common.ids import file_sha256
 from common.provenance import git_state, now_iso, package_versions
 from datagen.dataset import (
     GENERATOR_VERSION,
     SAMPLE_FIELDS,
     SCHEMA_VERSION,
+    DatasetError,
     dataset_dir,
     dataset_id,
+    digest_path,
     normalisation_stats,
     read_shard,
     shard_name,
@@ -134,6 +141,7 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
             ("converged", res.converged),
             ("newton_iterations", res.newton_iterations),
             ("load_steps", res.load_steps),
+            ("error_estimate", res.error_estimate),
         ):
             rows[k].append(v)
     P = len(runner.specimen.probe_xyz)
@@ -150,13 +158,15 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
         "converged": np.asarray(rows["converged"], dtype=bool),
         "newton_iterations": np.asarray(rows["newton_iterations"], dtype=np.int64),
         "load_steps": np.asarray(rows["load_steps"], dtype=np.int64),
+        "error_estimate": np.asarray(rows["error_estimate"], dtype=np.float64),
         "probe_points": np.asarray(runner.specimen.probe_xyz, dtype=np.float64),
         "rejected_sample_id": np.asarray(rejected_ids, dtype=np.int64),
         "rejected_reason": np.asarray(rejected_reasons, dtype="<U64"),
     }
-    write_shard(Path(out_dir) / spec.name, arrays)
+    digest = write_shard(Path(out_dir) / spec.name, arrays)
     return {
         "name": spec.name,
+        "sha256": digest,
         "accepted": n,
         "rejected": dict(Counter(rejected_reasons)),
         "seconds": time.perf_counter() - t0,
@@ -166,8 +176,12 @@ def solve_shard(spec: ShardSpec, out_dir: str) -> dict[str, Any]:
 
 # ---- parent side -------------------------------------------------------------------------------
 def _solver_versions() -> dict[str, Any]:
+    # Hazard: import order (mpi4py, dolfinx_solver, then dolfinx/petsc4py), or dolfinx fails on
+    # `libmpi.so.12` when no solve happened in this process (a manifest rebuilt from shards on disk).
     import dolfinx
+    import dolfinx_solver  # noqa: F401
     import petsc4py
+    from mpi4py import MPI  # noqa: F401
     from petsc4py import PETSc
 
     v = PETSc.Sys.getVersion()
@@ -191,62 +205,195 @@ def warm_jit(data: Any) -> tuple[Any, float]:
     return runner, time.perf_counter() - t0
 
 
+SHARD_KEYS = frozenset((*SAMPLE_FIELDS, "probe_points", "rejected_sample_id", "rejected_reason"))
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a file the generator will not use to <dataset>/shards/quarantine/ (never deleted)."""
+    root = path.parent if path.parent.name == "shards" else path.parent / "shards"
+    qdir = root / "quarantine"
+    qdir.mkdir(parents=True, exist_ok=True)
+    dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+    k = 0
+    while dest.exists():
+        k += 1
+        dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.{k}"
+    os.replace(path, dest)
+    rec = digest_path(path)
+    if rec.exists():
+        os.replace(rec, Path(f"{dest}.sha256"))
+    log.warning("%s: %s; moved to %s, it will be solved again", path, reason, dest)
+    return dest
+
+
+def verify_shard(path: Path, spec: ShardSpec, data: Any, runner: Any) -> str | None:
+    """None if the shard on disk is what the generator writes for `spec`, else the reason.
+
+    Checks: the digest record written with it matches its bytes; it reads (zip CRCs); its arrays
+    are the shard fields; accepted + rejected ids are exactly the planned range; every sample's
+    inputs equal `draw_sample`'s; the probe points are the specimen's; the first accepted sample,
+    solved again, gives the stored stress and strain (to 1e-9 of its scale).
+    """
+    from datagen.sampling import draw_sample
+
+    rec = digest_path(path)
+    if not rec.is_file():
+        return "no digest record (written by an interrupted or older run)"
+    digest = file_sha256(str(path))
+    if rec.read_text().strip() != digest:
+        return f"sha256 {digest[:12]} differs from its digest record (modified or truncated)"
+    try:
+        sh = read_shard(path)
+    except DatasetError as e:
+        return e.message.split(": ", 1)[-1].split(";")[0]
+    if set(sh) != SHARD_KEYS:
+        return f"arrays {sorted(set(sh) ^ SHARD_KEYS)} differ from the shard format"
+    ids = np.sort(np.concatenate([sh["sample_id"], sh["rejected_sample_id"]]))
+    if not np.array_equal(ids, np.arange(spec.first_sample_id, spec.first_sample_id + spec.count)):
+        return "its sample ids are not the planned ones"
+    names = param_names(data)
+    for i, sid in enumerate(sh["sample_id"]):
+        x = draw_sample(data, int(sid))
+        prm = np.full(len(names), np.nan)
+        for k, v in x.params.items():
+            prm[names.index(k)] = v
+        same = (
+            str(sh["tissue"][i]) == x.tissue
+            and str(sh["material_model"][i]) == x.material_model
+            and str(sh["scenario"][i]) == x.scenario
+            and str(sh["behaviour"][i]) == x.behaviour
+            and sh["params"].shape[1] == len(names)
+            and np.array_equal(sh["params"][i], prm, equal_nan=True)
+        )
+        if not same:
+            return f"inputs of sample {int(sid)} differ from what the config draws"
+    if not np.array_equal(sh["probe_points"], runner.specimen.probe_xyz):
+        return "probe points differ from the specimen's"
+    if len(sh["sample_id"]):
+        sid = int(sh["sample_id"][0])
+        try:
+            res = runner.run(draw_sample(data, sid))
+        except Exception as e:  # a rejection now is a mismatch, with its reason
+            return f"sample {sid} is stored but its re-solve fails ({e})"
+        for f, val in (("stress", res.stress), ("strain", res.strain)):
+            scale = max(float(np.max(np.abs(val))), 1e-30)
+            if not np.allclose(sh[f][0], val, rtol=0.0, atol=1e-9 * scale):
+                return f"sample {sid}: stored {f} differs from its re-solve"
+    return None
+
+
 def generate(cfg: Any, *, shard_filter: Any = None) -> Path:
-    """Create (or resume, or find complete) the dataset of `cfg.data`; returns its directory."""
+    """Create, resume, repair or find complete the dataset of `cfg.data`; returns its directory.
+
+    Works from any interrupted state: shards on disk are verified before they are used
+    (`verify_shard`), bad ones quarantined and solved again; the manifest is written once every
+    planned shard is present and verified.
+    """
     from omegaconf import OmegaConf
 
     data = cfg.data
     out = dataset_dir(data, cfg.results_root)
-    if (out / "manifest.json").exists():
-        log.info("dataset %s is complete (manifest.json present): nothing to do", out)
-        return out
     shards_dir = out / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_shards(data)
-    todo = [s for s in plan if not (shards_dir / s.name).exists()]
+    man_path = out / "manifest.json"
+    if man_path.exists():
+        why = _manifest_problem(man_path, plan, data)
+        if why is None:
+            log.info("dataset %s is complete (manifest.json present, shard hashes match): nothing to do", out)
+            return out
+        quarantine(man_path, why)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    mine = plan
     if cfg.shard_groups > 1:  # one cluster job of several: every shard_groups-th shard of the plan
-        mine = {s.name for i, s in enumerate(plan) if i % cfg.shard_groups == cfg.shard_group}
-        todo = [s for s in todo if s.name in mine]
+        mine = [s for i, s in enumerate(plan) if i % cfg.shard_groups == cfg.shard_group]
     if shard_filter is not None:
-        todo = [s for s in todo if shard_filter(s)]
-    total = sum(s.count for s in todo)
+        mine = [s for s in mine if shard_filter(s)]
+    for k in BLAS_ENV:
+        os.environ[k] = "1"
+    container = OmegaConf.to_container(data, resolve=True)
+    state: dict[str, Any] = {"runner": None, "verified": {}}
+
+    def runner() -> Any:
+        if state["runner"] is None:
+            # Warm from the same container the workers get, so Constants/Functions are created in
+            # the same order with the same values (see SampleRunner.__init__ on expression cache keys).
+            state["runner"], t_warm = warm_jit(OmegaConf.create(container))
+            log.info("JIT cache warm (%.1f s)", t_warm)
+        return state["runner"]
+
+    def check(specs: list[ShardSpec]) -> None:
+        for s in specs:
+            path = shards_dir / s.name
+            if s.name in state["verified"] or not path.exists():
+                continue
+            why = verify_shard(path, s, data, runner())
+            if why is None:
+                state["verified"][s.name] = file_sha256(str(path))
+            else:
+                quarantine(path, why)
+
+    t_start = time.perf_counter()
+    check(mine)
+    todo = [s for s in mine if not (shards_dir / s.name).exists()]
     log.info(
-        "dataset %s: %d shards planned, %d done, %d to solve (%d samples), workers=%d",
+        "dataset %s: %d shards planned, %d verified present, %d to solve (%d samples), workers=%d",
         dataset_id(data),
         len(plan),
-        len(plan) - len([s for s in plan if not (shards_dir / s.name).exists()]),
+        len(state["verified"]),
         len(todo),
-        total,
+        sum(s.count for s in todo),
         cfg.workers,
     )
-    t_start = time.perf_counter()
-    if todo:
-        for k in BLAS_ENV:
-            os.environ[k] = "1"
-        container = OmegaConf.to_container(data, resolve=True)
-        # Warm from the same container the workers get, so Constants/Functions are created in the
-        # same order with the same values (see SampleRunner.__init__ on expression cache keys).
-        runner, t_warm = warm_jit(OmegaConf.create(container))
-        log.info("JIT cache warm (%.1f s)", t_warm)
-        _run_pool(todo, container, str(shards_dir), cfg, total, runner)
-    if all((shards_dir / s.name).exists() for s in plan):
-        write_manifest(cfg, out, plan, time.perf_counter() - t_start)
-        log.info("wrote %s", out / "manifest.json")
-    else:
-        log.info("shards still missing (another job may be solving them); manifest not written yet")
-    return out
+    for _ in range(2):  # solve, then verify shards other jobs wrote; solve again what failed
+        if todo:
+            done = _run_pool(todo, container, str(shards_dir), cfg, sum(s.count for s in todo), runner())
+            state["verified"].update(done)
+        if not all((shards_dir / s.name).exists() for s in plan):
+            log.info("shards still missing (another job may be solving them); manifest not written yet")
+            return out
+        check(plan)
+        todo = [s for s in plan if not (shards_dir / s.name).exists()]
+        if not todo:
+            write_manifest(cfg, out, plan, time.perf_counter() - t_start, state["verified"])
+            log.info("wrote %s", man_path)
+            return out
+    raise DatasetError(
+        f"{shards_dir}: shards {[s.name for s in todo]} failed verification after being solved again "
+        "(the generator is not deterministic here); report it with the quarantine/ files"
+    )
+
+
+def _manifest_problem(man_path: Path, plan: list[ShardSpec], data: Any) -> str | None:
+    """Why an existing manifest cannot be trusted (None: every planned shard matches its hash)."""
+    try:
+        man = read_json(man_path)
+        hashes = man["shard_hashes"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable manifest ({type(e).__name__})"
+    if man.get("dataset_id") != dataset_id(data) or set(hashes) != {s.name for s in plan}:
+        return "manifest does not describe this config's shards"
+    for s in plan:
+        path = man_path.parent / "shards" / s.name
+        if not path.is_file():
+            return f"shard {s.name} is missing"
+        if file_sha256(str(path)) != hashes[s.name]:
+            return f"shard {s.name} does not match the manifest's sha256"
+    return None
 
 
 def _run_pool(
     todo: list[ShardSpec], container: dict[str, Any], shards_dir: str, cfg: Any, total: int, runner: Any
-) -> None:
+) -> dict[str, str]:
+    """Solve `todo`; returns {shard name: sha256} of the shards written."""
     t0 = time.perf_counter()
+    written: dict[str, str] = {}
     done = acc = 0
     rejects: Counter[str] = Counter()
     last = 0.0
 
     def report(r: dict[str, Any], force: bool = False) -> None:
         nonlocal done, acc, last
+        written[r["name"]] = r["sha256"]
         done += r["accepted"] + sum(r["rejected"].values())
         acc += r["accepted"]
         rejects.update(r["rejected"])
@@ -270,7 +417,7 @@ def _run_pool(
         _init_worker(container, runner)
         for s in todo:
             report(solve_shard(s, shards_dir))
-        return
+        return written
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(
         processes=min(cfg.workers, len(todo)),
@@ -288,9 +435,13 @@ def _run_pool(
         raise
     finally:
         pool.join()
+    return written
 
 
-def write_manifest(cfg: Any, out: Path, plan: list[ShardSpec], wall_s: float) -> None:
+def write_manifest(
+    cfg: Any, out: Path, plan: list[ShardSpec], wall_s: float, verified: dict[str, str]
+) -> None:
+    """Build manifest.json from the planned shards, each verified (`verified`: name -> sha256)."""
     from omegaconf import OmegaConf
 
     data = cfg.data
@@ -304,8 +455,11 @@ def write_manifest(cfg: Any, out: Path, plan: list[ShardSpec], wall_s: float) ->
     probe_points = None
     for s in plan:
         path = out / "shards" / s.name
+        digest = file_sha256(str(path))
+        if verified.get(s.name) != digest:
+            raise DatasetError(f"{path}: changed since it was verified; " + "rerun `python -m datagen`")
         sh = read_shard(path)
-        hashes[s.name] = file_sha256(str(path))
+        hashes[s.name] = digest
         counts[s.split] += len(sh["sample_id"])
         requested[s.split] += s.count
         rs = Counter(str(r) for r in sh["rejected_reason"])
@@ -344,6 +498,15 @@ def write_manifest(cfg: Any, out: Path, plan: list[ShardSpec], wall_s: float) ->
         "units": {**UNITS, "params": param_units(data)},
         "param_names": names,
         "probe_points": probe_points.tolist() if probe_points is not None else [],
+        "accuracy": {
+            "tolerance": float(data.solver.error_tolerance),
+            "measure": "max |stress - reference| at the probes / max |stress| of the sample",
+            "estimated": "poroelastic: time step doubling (BDF2)"
+            if data.solver.poro_error_estimate
+            else "none",
+            "rejected_above_tolerance": int(rejected.get("discretisation_error_above_tolerance", 0)),
+            "verification": "datagen/README.md, 'Verification at the generator's settings'",
+        },
         "generation_wall_s_last_run": wall_s,
         "samples_total": total_done,
     }

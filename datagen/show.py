@@ -66,7 +66,8 @@ def resolve_fields(data: Any, sample_id: int, stored_params: np.ndarray, names: 
         j = names.index(k)
         if not np.isclose(stored_params[j], v, rtol=1e-12, atol=0.0):
             raise DatasetError(
-                f"sample {sample_id}: re-drawn {k}={v} != stored {stored_params[j]} (config drift)"
+                f"sample {sample_id}: re-drawn {k}={v} != stored {stored_params[j]} (config drift: the "
+                "dataset was written by another generator version); regenerate it with `python -m datagen`"
             )
     runner = SampleRunner(data, eager=False)
     res = runner.run(x)

@@ -102,6 +102,8 @@ class MeshConfig:
     quadrature_degree: int = 4  # dx; explicit: the estimated degree of log/det terms is huge
     surface_quadrature_degree: int = 10  # ds (Gaussian pressure patch)
     probes_per_axis: int = 2  # probes at cell-centre-like fractions (i+0.5)/n of the cube
+    poro_cells: list[int] = field(default_factory=lambda: [2, 2, 6])  # Biot mesh: cells in x, y, z
+    poro_z_grading: float = 1.0  # Biot mesh: bottom/top z-layer thickness (> 1: finer at the drained top)
 
 
 @dataclass
@@ -129,7 +131,14 @@ class SolverConfig:
     visco_hold_steps: int = 4
     visco_ramp_time_s: float = 1.0
     visco_hold_time_s: ParamRange = MISSING
-    poro_steps: int = 8
+    poro_first_step: float = 1e-4  # first time step, dimensionless T = c_v t / H^2
+    poro_step_ratio: float = 1.5  # each step this times the previous one ...
+    poro_max_step: float = 0.02  # ... up to this (dimensionless T)
+    poro_scheme: str = "bdf2"  # bdf2 | backward_euler
+    poro_error_estimate: bool = True  # step doubling per Biot sample (also marches every other step)
+    error_tolerance: float = (
+        0.02  # reject a sample whose estimated discretisation error / stress scale exceeds it
+    )
     poro_time_factor: ParamRange = MISSING  # T_v = c_v t / H^2 at the output time
 
 
@@ -281,9 +290,34 @@ def validate(data: Any) -> None:
         (sv.visco_ramp_steps, sv.visco_hold_steps),
         ">= 1 each",
     )
-    require(sv.poro_steps >= 1, "data.solver.poro_steps", sv.poro_steps, ">= 1")
-    _check_range("data.solver.visco_hold_time_s", sv.visco_hold_time_s, positive=True)
-    _check_range("data.solver.poro_time_factor", sv.poro_time_factor, positive=True)
+    require(
+        len(m.poro_cells) == 3 and all(int(c) >= 1 for c in m.poro_cells),
+        "data.mesh.poro_cells",
+        list(m.poro_cells),
+        "three integers >= 1 (cells in x, y, z)",
+    )
+    require(m.poro_z_grading >= 1.0, "data.mesh.poro_z_grading", m.poro_z_grading, ">= 1 (1: uniform)")
+    require(
+        sv.poro_scheme in ("bdf2", "backward_euler"),
+        "data.solver.poro_scheme",
+        sv.poro_scheme,
+        "bdf2 or backward_euler",
+    )
+    require(
+        0 < sv.poro_first_step < 1, "data.solver.poro_first_step", sv.poro_first_step, "(0, 1) (T_v units)"
+    )
+    require(
+        1 <= sv.poro_step_ratio <= 2,
+        "data.solver.poro_step_ratio",
+        sv.poro_step_ratio,
+        "[1, 2] (BDF2 is zero-stable for step ratios < 1 + sqrt 2)",
+    )
+    require(
+        sv.poro_first_step <= sv.poro_max_step <= 1,
+        "data.solver.poro_max_step",
+        sv.poro_max_step,
+        f"[poro_first_step = {sv.poro_first_step}, 1] (T_v units)",
+    )
     for t in data.tissues:
         tc = data.tissue_library[t]
         require(bool(tc.hyperelastic), f"data.tissue_library.{t}.hyperelastic", None, "at least one law")

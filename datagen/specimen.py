@@ -66,12 +66,25 @@ def build_specimen(
     *,
     cells: tuple[int, int, int] | None = None,
     probes: np.ndarray | None = None,
+    z_grading: float = 1.0,
 ) -> Specimen:
-    """Cube of edge `size_mm`; `cells`/`probes` override the uniform division/probe grid (tests)."""
+    """Cube of edge `size_mm`; `cells`/`probes` override the uniform division/probe grid (tests).
+
+    `z_grading` > 1 grades the cell layers in z geometrically towards the top face z = L: the
+    bottom layer is `z_grading` times as thick as the top one (the Biot model's drained face,
+    where the consolidation boundary layer lives). The cells stay axis-aligned boxes.
+    """
     n = cells_per_axis
+    cells = cells or (n, n, n)
     domain = mesh.create_box(
-        MPI.COMM_SELF, [np.zeros(3), np.full(3, size_mm)], list(cells or (n, n, n)), mesh.CellType.hexahedron
+        MPI.COMM_SELF, [np.zeros(3), np.full(3, size_mm)], list(cells), mesh.CellType.hexahedron
     )
+    if z_grading != 1.0:
+        nz = cells[2]
+        uniform = np.linspace(0.0, size_mm, nz + 1)
+        domain.geometry.x[:, 2] = np.interp(
+            domain.geometry.x[:, 2], uniform, graded_nodes(size_mm, nz, z_grading)
+        )
     fdim = domain.topology.dim - 1
     domain.topology.create_connectivity(fdim, domain.topology.dim)
     ents, tags = [], []
@@ -89,6 +102,15 @@ def build_specimen(
     cells, refs = locate_probes(domain, pts)
     num_cells = domain.topology.index_map(domain.topology.dim).size_local
     return Specimen(domain, size_mm, facet_tags, pts, cells, refs, np.arange(num_cells, dtype=np.int32))
+
+
+def graded_nodes(size_mm: float, n: int, grading: float) -> np.ndarray:
+    """n + 1 node coordinates on [0, size_mm], layer thickness shrinking geometrically by a total
+    factor `grading` from the first layer to the last (grading 1: uniform)."""
+    if n == 1 or grading == 1.0:
+        return np.linspace(0.0, size_mm, n + 1)
+    h = grading ** (-np.arange(n) / (n - 1))
+    return np.concatenate([[0.0], np.cumsum(h) / h.sum() * size_mm])
 
 
 def locate_probes(domain: Any, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

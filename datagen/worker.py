@@ -25,9 +25,11 @@ from datagen.specimen import build_specimen
 class SampleResult:
     stress: np.ndarray  # (P, 6) kPa, Cauchy
     strain: np.ndarray  # (P, 6) Green-Lagrange
-    converged: bool
+    converged: bool  # every increment solved (Newton converged / linear solve finite) and the
+    # estimated discretisation error, where estimated, <= data.solver.error_tolerance
     newton_iterations: int
     load_steps: int
+    error_estimate: float  # estimated discretisation error / stress scale; NaN where not estimated
 
 
 class SampleRunner:
@@ -44,9 +46,26 @@ class SampleRunner:
         self.specimen = build_specimen(
             float(m.specimen_size_mm), int(m.cells_per_axis), int(m.probes_per_axis)
         )
+        self._poro_specimen: Any = None
         self._models: dict[tuple[str, str, int | None], Any] = {}
         if eager:
             self.warm(all_model_combos(data), list(data.scenarios))
+
+    @property
+    def poro_specimen(self) -> Any:
+        """The Biot model's mesh: `mesh.poro_cells` (x, y, z) layers graded towards the drained top
+        face by `mesh.poro_z_grading`, same probe points as the solid specimen."""
+        if self._poro_specimen is None:
+            m = self.data.mesh
+            self._poro_specimen = build_specimen(
+                float(m.specimen_size_mm),
+                int(m.cells_per_axis),
+                int(m.probes_per_axis),
+                cells=tuple(int(c) for c in m.poro_cells),
+                probes=self.specimen.probe_xyz,
+                z_grading=float(m.poro_z_grading),
+            )
+        return self._poro_specimen
 
     def model(self, behaviour: str, law: str, alpha: int | None) -> Any:
         key = (behaviour, law, alpha)
@@ -54,7 +73,7 @@ class SampleRunner:
             m = self.data.mesh
             if behaviour == "poroelastic":
                 self._models[key] = Biot(
-                    self.specimen,
+                    self.poro_specimen,
                     degree=m.displacement_degree,
                     pressure_degree=m.pressure_degree,
                     quadrature_degree=m.quadrature_degree,
@@ -106,11 +125,12 @@ class SampleRunner:
         set_load = self._load_setter(model, x, vals, L)
         sv = self.data.solver
         if x.behaviour == "poroelastic":
-            t_end = p["load.time_s"]
-            n = int(sv.poro_steps)
-            # Geometric time grid: consolidation is fastest just after loading.
-            times = list(t_end * np.geomspace(1e-3, 1.0, n)) if n > 1 else [t_end]
-            stats = model.run_path(x.scenario, set_load, times)
+            mu, nu, k = p["biot.mu"], p["biot.nu"], p["biot.permeability"]
+            c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)  # k (lambda + 2 mu), mm^2/s
+            times = poro_times(p["load.time_s"], L**2 / c_v, sv)
+            stats = model.run_path(
+                x.scenario, set_load, times, scheme=str(sv.poro_scheme), estimate=bool(sv.poro_error_estimate)
+            )
         elif x.behaviour == "viscoelastic":
             t_ramp, t_end = float(sv.visco_ramp_time_s), p["load.time_s"]
             nr, nh = int(sv.visco_ramp_steps), int(sv.visco_hold_steps)
@@ -123,7 +143,11 @@ class SampleRunner:
         stress, strain = model.probe_outputs()
         if not (np.all(np.isfinite(stress)) and np.all(np.isfinite(strain))):
             raise SampleRejected("nan_probe_output")
-        return SampleResult(stress, strain, True, stats.newton_iterations, stats.load_steps)
+        if stats.error_estimate > float(sv.error_tolerance):  # NaN (not estimated) compares False
+            raise SampleRejected("discretisation_error_above_tolerance")
+        return SampleResult(
+            stress, strain, True, stats.newton_iterations, stats.load_steps, stats.error_estimate
+        )
 
     def _load_setter(self, model: Any, x: SampleInputs, vals: dict[str, Any], L: float) -> Any:
         p = x.params
@@ -152,6 +176,28 @@ class SampleRunner:
             target = p["load.pressure_kpa"]
             return lambda s: setattr(model.pressure, "value", s * target)
         raise ValueError(f"unknown scenario {x.scenario!r}")
+
+
+def poro_times(t_end: float, time_scale: float, sv: Any) -> list[float]:
+    """Time grid (s) from 0 to `t_end` for consolidation after a step load.
+
+    In the dimensionless time T = t / time_scale (time_scale = H^2 / c_v): the first step is
+    `poro_first_step`, each next step `poro_step_ratio` times the previous one (the sqrt(T) boundary
+    layer right after loading), capped at `poro_max_step` (the slow modes later; the first decays
+    like exp(-pi^2 T / 4) or faster). The last step ends exactly at t_end: if it would be shorter
+    than 0.3 of the one before, the point before it is dropped (step ratios stay < 2, inside BDF2's
+    zero-stability bound 1 + sqrt 2).
+    """
+    T_end = t_end / time_scale
+    dT, T = float(sv.poro_first_step), 0.0
+    grid: list[float] = []
+    while T_end * (1 - 1e-12) > T:
+        T = min(T + dT, T_end)
+        grid.append(T)
+        dT = min(dT * float(sv.poro_step_ratio), float(sv.poro_max_step))
+    if len(grid) >= 3 and grid[-1] - grid[-2] < 0.3 * (grid[-2] - grid[-3]):
+        del grid[-2]
+    return [T * time_scale for T in grid]
 
 
 def all_model_combos(data: Any) -> list[tuple[str, str, int | None]]:

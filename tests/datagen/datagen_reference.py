@@ -7,6 +7,7 @@ complex step (exact to rounding, no truncation error).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -155,3 +156,130 @@ def cauchy_from_energy(psi: EnergyF, F: np.ndarray, h: float = 1e-30) -> np.ndar
             dF[i, j] = 1j * h
             P[i, j] = np.imag(psi(F.astype(complex) + dF)) / h
     return P @ F.T / np.linalg.det(F)
+
+
+# ---- poroelastic (Biot, incompressible constituents) confined compression ------------------------
+def biot_moduli(mu: float, nu: float) -> tuple[float, float]:
+    """(lambda, M = lambda + 2 mu) of the drained skeleton."""
+    lam = 2.0 * mu * nu / (1.0 - 2.0 * nu)
+    return lam, lam + 2.0 * mu
+
+
+def confined_step_displacement(
+    mu: float, nu: float, e0: float, H: float, Tv: float, z: np.ndarray, terms: int = 2000
+) -> np.ndarray:
+    """Cauchy stress (P, 6 Voigt) at heights z of a column 0 <= z <= H, drained at z = H
+    (p = 0), impermeable base and sides, whose top is displaced by -e0 H at t = 0 and held
+    (confined compression, step displacement; T_v = c_v t / H^2, c_v = k M).
+
+    Derivation (tension positive, eps = du/dz): equilibrium makes sigma_zz = M eps - p uniform
+    in z; flow d eps/dt = k d^2 p/dz^2 with d^2 p/dz^2 = M d^2 eps/dz^2 gives, after one
+    integration in z and u(0, t) = 0, u_t = c_v u_zz with u(0) = 0, u(H) = -e0 H and u(z, 0) = 0
+    for z < H (undrained, incompressible: no volume change before drainage). Separation of variables:
+
+        u   = -e0 z + sum_n 2 e0 H (-1)^(n+1) / (n pi) sin(n pi z / H) exp(-n^2 pi^2 T_v),
+        eps = -e0 [1 + 2 sum_n (-1)^n cos(n pi z / H) exp(-n^2 pi^2 T_v)],
+        sigma_zz = M eps(H) = -M e0 [1 + 2 sum_n exp(-n^2 pi^2 T_v)]   (p(H) = 0),
+        p = M eps - sigma_zz,  sigma_xx = sigma_yy = lambda eps - p = sigma_zz - 2 mu eps,
+
+    shear stresses zero. (Terzaghi's problem with a displacement instead of a load on top; the
+    series converges for T_v > 0; `terms` = 2000 is exact to rounding for T_v >= 1e-4.)
+    """
+    _, M = biot_moduli(mu, nu)
+    n = np.arange(1, terms + 1)[:, None]
+    decay = np.exp(-((n * np.pi) ** 2) * Tv)
+    z = np.asarray(z, dtype=float)
+    eps = -e0 * (1.0 + 2.0 * np.sum((-1.0) ** n * np.cos(n * np.pi * z[None, :] / H) * decay, axis=0))
+    szz = -M * e0 * (1.0 + 2.0 * float(np.sum(decay)))
+    out = np.zeros((len(z), 6))
+    out[:, 0] = out[:, 1] = szz - 2.0 * mu * eps
+    out[:, 2] = szz
+    return out
+
+
+def confined_step_displacement_fd(
+    mu: float, nu: float, e0: float, H: float, Tv: float, z: np.ndarray, cells: int = 800, steps: int = 1500
+) -> np.ndarray:
+    """The same problem by finite differences of the coupled u-p equations, without the derivation
+    above: staggered grid (u at nodes, p at cell centres), equilibrium d/dz (M du/dz - p) = 0 at
+    interior nodes, flow d/dt (du/dz) = k d^2 p/dz^2 in each cell (ghost cells: dp/dz = 0 at the
+    base, p = 0 on the top face), backward Euler on a geometric time grid from T_v = 1e-8, in units
+    where k = 1 (T_v = M t / H^2), Richardson-extrapolated in time (2 x(steps) - x(steps / 2) on
+    every other grid point: backward Euler is first order). Returns the Cauchy stress (P, 6) at
+    heights z (linear interpolation between cell centres)."""
+    import scipy.sparse
+    import scipy.sparse.linalg
+
+    lam, M = biot_moduli(mu, nu)
+    N, h = cells, H / cells
+    nu_, npp = N - 1, N  # unknowns u_1..u_{N-1}, p_0..p_{N-1}
+    u_top = -e0 * H
+    t_end = Tv * H**2 / M
+    steps += steps % 2  # even: the half grid times[::2] ends at t_end too
+    times = np.concatenate([[0.0], t_end * np.geomspace(1e-8 / Tv, 1.0, steps)])
+
+    def strain(u_int: np.ndarray) -> np.ndarray:
+        u = np.concatenate([[0.0], u_int, [u_top]])
+        return np.diff(u) / h  # per cell
+
+    # Equilibrium rows i = 1..N-1: M (u_{i+1} - 2 u_i + u_{i-1}) / h^2 - (p_i - p_{i-1}) / h = 0.
+    # Flow rows j = 0..N-1: (eps_j - eps_j^n) / dt - (p_{j+1} - 2 p_j + p_{j-1}) / h^2 = 0.
+    rows, cols, vals = [], [], []
+
+    def add(r: int, c: int, v: float) -> None:
+        rows.append(r)
+        cols.append(c)
+        vals.append(v)
+
+    for i in range(1, N):
+        r = i - 1
+        add(r, i - 1, -2 * M / h**2)
+        if i - 2 >= 0:
+            add(r, i - 2, M / h**2)
+        if i < N - 1:
+            add(r, i, M / h**2)
+        add(r, nu_ + i, -1 / h)
+        add(r, nu_ + i - 1, 1 / h)
+    eq = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(nu_, nu_ + npp))
+    rows, cols, vals = [], [], []
+    for j in range(N):  # d eps_j / d u: eps_j = (u_{j+1} - u_j) / h
+        if j + 1 <= N - 1:
+            add(j, j, 1 / h)
+        if j >= 1:
+            add(j, j - 1, -1 / h)
+    D = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(N, nu_ + npp))
+    rows, cols, vals = [], [], []
+    for j in range(N):  # Laplacian of p with ghost p_{-1} = p_0 (base), p_N = -p_{N-1} (top p = 0)
+        diag = -2.0 + (1.0 if j == 0 else 0.0) - (1.0 if j == N - 1 else 0.0)
+        add(j, nu_ + j, diag / h**2)
+        if j >= 1:
+            add(j, nu_ + j - 1, 1 / h**2)
+        if j <= N - 2:
+            add(j, nu_ + j + 1, 1 / h**2)
+    Lp = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(N, nu_ + npp))
+    b_eq = np.zeros(nu_)
+    b_eq[-1] = -M / h**2 * u_top  # u_N = u_top in the last equilibrium row
+    e_top = np.zeros(N)
+    e_top[-1] = u_top / h  # eps_{N-1} contains u_N / h
+    A0 = scipy.sparse.vstack([eq, -Lp]).tocsc()
+    A1 = scipy.sparse.vstack([scipy.sparse.csr_matrix((nu_, nu_ + npp)), D]).tocsc()
+
+    def march(grid: np.ndarray) -> np.ndarray:
+        x = np.zeros(nu_ + npp)
+        eps_n = np.zeros(N)  # undrained: no volume change before drainage
+        for t0, t1 in itertools.pairwise(grid):
+            dt = t1 - t0
+            b = np.concatenate([b_eq, (eps_n - e_top) / dt])
+            x = scipy.sparse.linalg.spsolve((A0 + A1 / dt).tocsc(), b)
+            eps_n = strain(x[:nu_])
+        return x
+
+    x = 2.0 * march(times) - march(times[::2])
+    eps = strain(x[:nu_])
+    p = x[nu_:]
+    zc = (np.arange(N) + 0.5) * h
+    eps_z, p_z = np.interp(z, zc, eps), np.interp(z, zc, p)
+    out = np.zeros((len(z), 6))
+    out[:, 0] = out[:, 1] = lam * eps_z - p_z
+    out[:, 2] = M * eps_z - p_z
+    return out
