@@ -116,6 +116,7 @@ def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
         eps=0.0,
         step_size=0.0,
         bc2_sqrt=1.0,
+        inv_bc2_sqrt=1.0,
         one_minus_dampening=1.0,
         first_step=int(step == 1),
     )
@@ -128,6 +129,7 @@ def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
             eps=group["eps"],
             step_size=lr / (1 - beta1**step),
             bc2_sqrt=math.sqrt(1 - beta2**step),
+            inv_bc2_sqrt=1.0 / math.sqrt(1 - beta2**step),
         )
     elif kind == "sgd":
         out.update(beta1=group["momentum"], one_minus_dampening=1.0 - group["dampening"])
@@ -184,7 +186,8 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         fam_args.append((0, 1.0, 1.0))
     (s1, s1s, r1, s2, s2s, r2), ((fam1, a1, aux1), (fam2, a2, aux2)) = state_ptrs[:6], fam_args[:2]
     sc = _scalars(opt, group, step)
-    grid = (triton.cdiv(n, GROUPS_PER_PROGRAM * 32),)
+    tile = GROUPS_PER_PROGRAM * 32
+    grid = (triton.cdiv(n, tile),)
     flash_step_kernel[grid](
         work,
         corr if corr is not None else work,
@@ -206,6 +209,7 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         sc["eps"],
         sc["step_size"],
         sc["bc2_sqrt"],
+        sc["inv_bc2_sqrt"],
         sc["one_minus_dampening"],
         sc["first_step"],
         a1,
@@ -223,6 +227,7 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         NESTEROV=bool(group.get("nesterov", False)),
         P_DTYPE=_FUSED_DTYPES[p.dtype],
         GROUPS=GROUPS_PER_PROGRAM,
+        EVEN=n % tile == 0,
         FAST=FAST_MATH,
         INTERPRET=_interpreting(),
         num_warps=NUM_WARPS,

@@ -25,7 +25,8 @@ import flashoptim as fo
 from flashoptim.companders import learned_candidates
 from flashoptim.master_weights import ulp16
 warnings.simplefilter("ignore")
-SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (33,)]
+# (64, 32): one default tile (64 groups of 32), the unmasked EVEN path
+SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (33,), (64, 32)]
 ADAMW = (fo.FlashAdamW, dict(lr=1e-3, weight_decay=0.1))
 SGD = (fo.FlashSGD, dict(lr=1e-2, momentum=0.9))
 LION = (fo.FlashLion, dict(lr=1e-4, weight_decay=0.1))
