@@ -77,9 +77,15 @@ def _worker_env(published: bool, published_root: Path | None) -> tuple[dict[str,
     cwd = None
     if published:
         assert published_root is not None
-        # Only the unpacked wheel (and the carried site dir, for nothing of ours) on the path, run
-        # from a neutral directory: `import flashoptim` must find the published package.
-        keep = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and "site" in p]
+        # The unpacked wheel first, and every other entry except those holding our package (the
+        # repository), run from a neutral directory: `import flashoptim` must find the published
+        # package.  Hazard: keeping only entries named "*site*" (as before) dropped the image's own
+        # PYTHONPATH, and transformers then failed to import in the e2e worker (2026-12-01).
+        keep = [
+            p
+            for p in env.get("PYTHONPATH", "").split(os.pathsep)
+            if p and not (Path(p) / "flashoptim" / "__init__.py").exists()
+        ]
         env["PYTHONPATH"] = os.pathsep.join([str(published_root), *keep])
         cwd = tempfile.gettempdir()
     return env, cwd
