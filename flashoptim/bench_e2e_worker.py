@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 # Model shapes (public architecture facts): TinyLlama-1.1B, Llama-2-7B, Llama-2-13B.
-MODELS: dict[str, dict[str, int]] = {
+MODELS: dict[str, dict[str, Any]] = {
     "llama1b": dict(
         hidden_size=2048,
         intermediate_size=5632,
@@ -66,10 +66,12 @@ LR = 1e-5
 def _build(model_name: str) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM  # heavy; only the worker needs it
 
-    cfg = LlamaConfig(**MODELS[model_name], max_position_embeddings=4096, attn_implementation="sdpa")
+    kwargs: dict[str, Any] = dict(MODELS[model_name], max_position_embeddings=4096)
+    cfg = LlamaConfig(**kwargs)
+    cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg)
+        model = LlamaForCausalLM(cfg)  # type: ignore[no-untyped-call]
     model.gradient_checkpointing_enable()
     model.config.use_cache = False
     return model, cfg

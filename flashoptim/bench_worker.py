@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,7 +48,8 @@ def llama7b_layer_shapes(
 
 
 def small_tensor_shapes(count: int = 1024) -> list[tuple[int, ...]]:
-    return [(4096,)] * count + [(11008,)] * count
+    norms: list[tuple[int, ...]] = [(4096,)] * count
+    return norms + [(11008,)] * count
 
 
 def profile_shapes() -> list[tuple[int, ...]]:
@@ -55,7 +57,7 @@ def profile_shapes() -> list[tuple[int, ...]]:
     return [(11008, 4096)] * 4
 
 
-WORKLOADS = {
+WORKLOADS: dict[str, Callable[[], list[tuple[int, ...]]]] = {
     "llama7b_layers": llama7b_layer_shapes,
     "small_tensors": small_tensor_shapes,
     "profile": profile_shapes,
