@@ -1,10 +1,13 @@
-"""One benchmark arm in its own process: ``python bench_worker.py ARM OUT_JSON [STEPS]``.
+"""One benchmark arm in its own process: ``python bench_worker.py ARM OUT_JSON [STEPS [WORKLOAD]]``.
 
 Kept free of any import of this package at module level, so that the parent can run it with the
 *published* ``flashoptim`` first on ``sys.path`` (arms ``published_*``) while ours owns the name in
 every other arm.  Measures one optimizer step over ~1.01B parameters shaped like five Llama-2-7B
-decoder layers: median of CUDA-event timings, and resident bytes/param (allocated after the first
-steps minus before the params, so params + grads + optimizer state).
+decoder layers (``WORKLOAD`` ``llama7b_layers``, the default) or many small tensors
+(``small_tensors``: 1,024 norm-like vectors of 4,096 and 1,024 bias-like ones of 11,008, 15.5M
+params, where launches rather than bytes set the time): median of CUDA-event timings, and resident
+bytes/param (allocated after the first steps minus before the params, so params + grads + optimizer
+state).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,6 +47,23 @@ def llama7b_layer_shapes(
     return shapes
 
 
+def small_tensor_shapes(count: int = 1024) -> list[tuple[int, ...]]:
+    norms: list[tuple[int, ...]] = [(4096,)] * count
+    return norms + [(11008,)] * count
+
+
+def profile_shapes() -> list[tuple[int, ...]]:
+    """Four MLP matrices of Llama-2-7B (180M params): a short run for Nsight Compute to sample."""
+    return [(11008, 4096)] * 4
+
+
+WORKLOADS: dict[str, Callable[[], list[tuple[int, ...]]]] = {
+    "llama7b_layers": llama7b_layer_shapes,
+    "small_tensors": small_tensor_shapes,
+    "profile": profile_shapes,
+}
+
+
 def make_optimizer(arm: str, params: list[torch.nn.Parameter]) -> Any:
     if arm == "torch_adamw_fused_fp32":
         return torch.optim.AdamW(params, lr=1e-4, fused=True)
@@ -59,9 +80,9 @@ def make_optimizer(arm: str, params: list[torch.nn.Parameter]) -> Any:
     return flashoptim.FlashAdamW(params, lr=1e-4, master_weight_bits=bits, **kwargs)
 
 
-def run_arm(arm: str, steps: int) -> dict[str, Any]:
+def run_arm(arm: str, steps: int, workload: str = "llama7b_layers") -> dict[str, Any]:
     dtype = torch.float32 if arm.endswith("fp32") else torch.bfloat16
-    shapes = llama7b_layer_shapes()
+    shapes = WORKLOADS[workload]()
     numel = sum(torch.Size(s).numel() for s in shapes)
     torch.manual_seed(0)
     torch.cuda.empty_cache()
@@ -89,6 +110,8 @@ def run_arm(arm: str, steps: int) -> dict[str, Any]:
     min_bytes = MIN_BYTES_PER_PARAM[arm]
     return {
         "arm": arm,
+        "workload": workload,
+        "tensors": len(shapes),
         "numel": numel,
         "step_ms_median": step_ms,
         "step_ms_min": min(times_ms),
@@ -104,8 +127,9 @@ def run_arm(arm: str, steps: int) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     arm, out = argv[0], argv[1]
     steps = int(argv[2]) if len(argv) > 2 else 20
+    workload = argv[3] if len(argv) > 3 else "llama7b_layers"
     try:
-        result = run_arm(arm, steps)
+        result = run_arm(arm, steps, workload)
     except Exception as exc:  # recorded, so one failing arm does not hide the others
         result = {"arm": arm, "error": repr(exc)[:500]}
     tmp = out + ".tmp"

@@ -40,6 +40,13 @@ GROUPS_PER_PROGRAM = int(os.environ.get("FLASHOPTIM_GROUPS_PER_PROGRAM", "64"))
 NUM_WARPS = int(os.environ.get("FLASHOPTIM_NUM_WARPS", "8"))
 # approximate sqrt on the GPU (1-2 fp32 ULP); "0" selects the IEEE sequence, for agreement studies
 FAST_MATH = os.environ.get("FLASHOPTIM_FAST_MATH", "1") == "1"
+# "1": launch through the compiled kernel once it exists (``_launch``), skipping Triton's JIT entry
+# (argument binding and specialisation).  Off by default: on 2026-12-01 it passed a 19-test subset
+# of the GPU agreement tests but the full suite was not run on it alone, and no host-time gain was
+# separated from run-to-run noise (flashoptim/BENCHMARKS.md).
+FAST_LAUNCH = os.environ.get("FLASHOPTIM_FAST_LAUNCH", "0") == "1"
+# register cap per thread (0: the compiler's choice); a tuning knob, see flashoptim/BENCHMARKS.md
+MAXNREG = int(os.environ.get("FLASHOPTIM_MAXNREG", "0"))
 
 _FUSED_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # triton_step.P_DTYPE
 
@@ -105,6 +112,7 @@ def _state_compander_args(
 
 
 def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
+    # every scalar a Python float (an int, e.g. momentum=0, would change the kernel's signature)
     lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
     decoupled = getattr(opt, "_decoupled", True)
     out = dict(
@@ -116,25 +124,87 @@ def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
         eps=0.0,
         step_size=0.0,
         bc2_sqrt=1.0,
+        inv_bc2_sqrt=1.0,
         one_minus_dampening=1.0,
         first_step=int(step == 1),
     )
     kind = opt._fused_kind
     if kind == "adam":
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
         out.update(
             beta1=beta1,
             beta2=beta2,
-            eps=group["eps"],
+            eps=float(group["eps"]),
             step_size=lr / (1 - beta1**step),
             bc2_sqrt=math.sqrt(1 - beta2**step),
+            inv_bc2_sqrt=1.0 / math.sqrt(1 - beta2**step),
         )
     elif kind == "sgd":
-        out.update(beta1=group["momentum"], one_minus_dampening=1.0 - group["dampening"])
+        out.update(beta1=float(group["momentum"]), one_minus_dampening=1.0 - float(group["dampening"]))
     elif kind == "lion":
-        out.update(beta1=group["betas"][0], beta2=group["betas"][1])
+        out.update(beta1=float(group["betas"][0]), beta2=float(group["betas"][1]))
     out.update(one_minus_beta1=1.0 - out["beta1"], one_minus_beta2=1.0 - out["beta2"])
     return out
+
+
+# compiled kernels by everything Triton specialises a launch on (see ``_launch``)
+_COMPILED: dict[tuple[Any, ...], Any] = {}
+_N_TENSOR_ARGS = 9  # the kernel's pointer arguments come first
+
+
+def _launch(kernel_fn: Any, grid0: int, args: tuple[Any, ...]) -> None:
+    """Launch ``kernel_fn`` over ``grid0`` programs with all its arguments ``args`` (constexprs too).
+
+    The first launch of each specialisation goes through Triton's JIT entry, which compiles and
+    returns the compiled kernel; later ones call that kernel's launcher directly.  The key holds
+    everything the JIT would specialise on here: the pointer dtypes and their 16-byte alignment,
+    the constexpr values, the device and the launch options; the int arguments (``n``,
+    ``first_step``) are ``do_not_specialize`` and only their width (i32/i64) matters, and floats
+    are never specialised.  Saves the JIT's argument binding, most of the host cost of a launch,
+    which gradient release pays inside backward for every parameter.
+    """
+    options: dict[str, Any] = {"num_warps": NUM_WARPS}
+    if MAXNREG:
+        options["maxnreg"] = MAXNREG
+    if not FAST_LAUNCH or _interpreting():
+        kernel_fn[(grid0,)](*args, **options)
+        return
+    ptrs = args[:_N_TENSOR_ARGS]
+    device = ptrs[0].device.index
+    key = (
+        id(kernel_fn),
+        device,
+        tuple((t.dtype, t.data_ptr() % 16 == 0) for t in ptrs),
+        args[_N_TENSOR_ARGS] >= 2**31,
+        args[-len(_CONSTEXPR_NAMES) :],
+        NUM_WARPS,
+        MAXNREG,
+    )
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = kernel_fn[(grid0,)](*args, **options)
+        _COMPILED[key] = compiled
+        return
+    stream = torch.cuda.current_stream(device).cuda_stream
+    compiled.run(grid0, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)
+
+
+_CONSTEXPR_NAMES = (
+    "ALGO",
+    "HAS_CORR",
+    "CORR_LEVELS",
+    "HAS_STATE",
+    "FAM1",
+    "FAM2",
+    "RAW_IN",
+    "RAW_OUT",
+    "NESTEROV",
+    "P_DTYPE",
+    "GROUPS",
+    "EVEN",
+    "FAST",
+    "INTERPRET",
+)
 
 
 def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
@@ -184,8 +254,9 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         fam_args.append((0, 1.0, 1.0))
     (s1, s1s, r1, s2, s2s, r2), ((fam1, a1, aux1), (fam2, a2, aux2)) = state_ptrs[:6], fam_args[:2]
     sc = _scalars(opt, group, step)
-    grid = (triton.cdiv(n, GROUPS_PER_PROGRAM * 32),)
-    flash_step_kernel[grid](
+    tile = GROUPS_PER_PROGRAM * 32
+    grid = (triton.cdiv(n, tile),)
+    args = (
         work,
         corr if corr is not None else work,
         grad,
@@ -206,27 +277,29 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         sc["eps"],
         sc["step_size"],
         sc["bc2_sqrt"],
+        sc["inv_bc2_sqrt"],
         sc["one_minus_dampening"],
         sc["first_step"],
         a1,
         aux1,
         a2,
         aux2,
-        ALGO=algo,
-        HAS_CORR=corr is not None,
-        CORR_LEVELS=32767 if corr is not None and corr.dtype == torch.int16 else 127,
-        HAS_STATE=bool(names),
-        FAM1=fam1,
-        FAM2=fam2,
-        RAW_IN=not quantized,
-        RAW_OUT=not quantized or refit,
-        NESTEROV=bool(group.get("nesterov", False)),
-        P_DTYPE=_FUSED_DTYPES[p.dtype],
-        GROUPS=GROUPS_PER_PROGRAM,
-        FAST=FAST_MATH,
-        INTERPRET=_interpreting(),
-        num_warps=NUM_WARPS,
+        algo,  # the constexprs, in the kernel's order
+        corr is not None,
+        32767 if corr is not None and corr.dtype == torch.int16 else 127,
+        bool(names),
+        fam1,
+        fam2,
+        not quantized,
+        not quantized or refit,
+        bool(group.get("nesterov", False)),
+        _FUSED_DTYPES[p.dtype],
+        GROUPS_PER_PROGRAM,
+        n % tile == 0,
+        FAST_MATH,
+        _interpreting(),
     )
+    _launch(flash_step_kernel, grid[0], args)
     if work is not target:
         target.copy_(work)
     if refit:

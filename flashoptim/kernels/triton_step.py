@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 ALGO_ADAM, ALGO_SGD, ALGO_LION = 0, 1, 2
 # Compander families as kernel constexprs: the ids of flashoptim.companders.FAMILY_IDS, plus SQRT,
@@ -84,6 +85,28 @@ def _sqrt(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _div(a, b, FAST: tl.constexpr, INTERPRET: tl.constexpr):
+    """``a / b``: on the GPU with FAST, ``div.approx`` (one reciprocal and one multiply, 2 ULP for
+    ``|b|`` in [2^-126, 2^126]); Triton's ``/`` is ``div.full``, which adds a range check and two
+    predicated scalings (about 6 instructions, the kernel's largest share once loads were vectorised).
+    Every divisor here is in that range: ``1 + a|y|``, ``aux - a|z|``, ``sqrt(v)/bc2 + eps``, a group
+    scale."""
+    if FAST and not INTERPRET:
+        return libdevice.fast_dividef(a, b)
+    else:
+        return a / b
+
+
+@triton.jit
+def _bf16_binade(pf):
+    """``2^(E'-127)`` as fp32 bits for a bf16 value ``pf`` (given as fp32), ``E'`` its exponent field
+    clamped to [1, 254] as :func:`flashoptim.master_weights.ulp16` clamps it: ``ULP(p) = 2^(E'-134)``.
+    Three integer ops (the general ``_ulp16`` needs about twelve)."""
+    eb = pf.to(tl.int32, bitcast=True) & 0x7F800000
+    return tl.minimum(tl.maximum(eb, 0x00800000), 0x7F000000)
+
+
+@triton.jit
 def _log1p(t):
     """``log(1 + t)`` for ``t >= 0`` to a few fp32 ULP (Kahan's trick: no log1p in triton.language)."""
     u = 1.0 + t
@@ -100,14 +123,14 @@ def _expm1(x):
 
 
 @triton.jit
-def _compand(y, FAM: tl.constexpr, a, aux, FAST: tl.constexpr):
+def _compand(y, FAM: tl.constexpr, a, aux, FAST: tl.constexpr, INTERPRET: tl.constexpr):
     """``z = f(y)`` of flashoptim.companders.Compander.forward, ``y`` in [-1, 1].
 
     Runtime ``a`` is the family's parameter and ``aux`` a host-computed constant of it, rounded to
     fp32 as torch rounds the same Python float: softsign ``1 + a``; mulaw ``log1p(a)``; power ``1/a``.
     """
     if FAM == 1:  # softsign
-        return aux * y / (1.0 + a * tl.abs(y))
+        return _div(aux * y, 1.0 + a * tl.abs(y), FAST, INTERPRET)
     elif FAM == 4:  # sqrt
         r = _sqrt(tl.abs(y), FAST)
         return tl.where(y < 0, -r, r)
@@ -123,10 +146,10 @@ def _compand(y, FAM: tl.constexpr, a, aux, FAST: tl.constexpr):
 
 
 @triton.jit
-def _expand(z, FAM: tl.constexpr, a, aux):
+def _expand(z, FAM: tl.constexpr, a, aux, FAST: tl.constexpr, INTERPRET: tl.constexpr):
     """``y = f⁻¹(z)`` of flashoptim.companders.Compander.inverse (see ``_compand`` for ``aux``)."""
     if FAM == 1:  # softsign
-        return z / (aux - a * tl.abs(z))
+        return _div(z, aux - a * tl.abs(z), FAST, INTERPRET)
     elif FAM == 4:  # sqrt: square, keeping the sign
         return z * tl.abs(z)
     elif FAM == 2:  # power: |z|^(1/a)
@@ -141,15 +164,48 @@ def _expand(z, FAM: tl.constexpr, a, aux):
 
 
 @triton.jit
-def _load_signed(q_ptr, s_ptr, offs, gidx, mask, gmask, FAM: tl.constexpr, a, aux, RAW: tl.constexpr):
+def _ld(ptr, offs, mask, other, EVEN: tl.constexpr):
+    """Load a tile; ``EVEN`` (the param's size is a multiple of the tile): no mask, so the loads are
+    16-byte (bf16) and 8-byte (int8) vectors; a masked load of a run-time bound is one scalar load
+    per value (seen in the PTX: 42 ``ld.global.b8/b16`` per thread for 8 values)."""
+    if EVEN:
+        return tl.load(ptr + offs)
+    else:
+        return tl.load(ptr + offs, mask=mask, other=other)
+
+
+@triton.jit
+def _st(ptr, offs, value, mask, EVEN: tl.constexpr):
+    if EVEN:
+        tl.store(ptr + offs, value)
+    else:
+        tl.store(ptr + offs, value, mask=mask)
+
+
+@triton.jit
+def _load_signed(
+    q_ptr,
+    s_ptr,
+    offs,
+    gidx,
+    mask,
+    gmask,
+    FAM: tl.constexpr,
+    a,
+    aux,
+    RAW: tl.constexpr,
+    EVEN: tl.constexpr,
+    FAST: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
     """A signed state: fp32 values (``RAW``, quantize_states=False) or decoded int8 codes."""
     if RAW:
-        x = tl.load(q_ptr + offs, mask=mask, other=0.0)
+        x = _ld(q_ptr, offs, mask, 0.0, EVEN)
     else:
-        q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
-        s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
+        q = _code_to_float(_ld(q_ptr, offs, mask, 0, EVEN))
+        s = _ld(s_ptr, gidx, gmask, 0.0, EVEN).to(tl.float32)
         z = q * (1.0 / 127.0)
-        x = _expand(z, FAM, a, aux) * s[:, None]
+        x = _expand(z, FAM, a, aux, FAST, INTERPRET) * s[:, None]
     return x
 
 
@@ -168,33 +224,52 @@ def _store_signed(
     aux,
     RAW: tl.constexpr,
     FAST: tl.constexpr,
+    EVEN: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """Write a signed state: fp32 to ``r_ptr`` (``RAW``: fp32 states, or a refit step of the learned
     compander, which the host then fits and quantises) or int8 codes and fp16 group scales."""
     if RAW:
-        tl.store(r_ptr + offs, x, mask=mask)
+        _st(r_ptr, offs, x, mask, EVEN)
     else:
         absmax = tl.max(tl.abs(x), axis=1)
         s16 = absmax.to(tl.float16)
         s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
         eff = s16.to(tl.float32)
-        inv = 1.0 / tl.where(eff > 0, eff, 1.0)  # one division per group of 32
+        inv = _div(1.0, tl.where(eff > 0, eff, 1.0), FAST, INTERPRET)  # one division per group of 32
+        # Hazard: the clamp is needed.  An fp16 scale in the subnormal range (absmax < 6.1e-5, common
+        # for first moments) can round down by up to half, so |y| reaches ~2: without the clamp its
+        # code overflows int8 (removing it failed 4 GPU agreement tests on 2026-12-01).
         y = x * inv[:, None]
         y = tl.minimum(tl.maximum(y, -1.0), 1.0)
-        q = _biased_round(_compand(y, FAM, a, aux, FAST) * 127.0)
-        tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask=mask)
-        tl.store(s_ptr + gidx, s16, mask=gmask)
+        q = _biased_round(_compand(y, FAM, a, aux, FAST, INTERPRET) * 127.0)
+        _st(q_ptr, offs, q.to(tl.int32, bitcast=True).to(tl.int8), mask, EVEN)
+        _st(s_ptr, gidx, s16, gmask, EVEN)
 
 
 @triton.jit
-def _load_unsigned(q_ptr, s_ptr, offs, gidx, mask, gmask, FAM: tl.constexpr, a, aux, RAW: tl.constexpr):
+def _load_unsigned(
+    q_ptr,
+    s_ptr,
+    offs,
+    gidx,
+    mask,
+    gmask,
+    FAM: tl.constexpr,
+    a,
+    aux,
+    RAW: tl.constexpr,
+    EVEN: tl.constexpr,
+    FAST: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
     if RAW:
-        x = tl.load(q_ptr + offs, mask=mask, other=0.0)
+        x = _ld(q_ptr, offs, mask, 0.0, EVEN)
     else:
-        q = _code_to_float(tl.load(q_ptr + offs, mask=mask, other=0))
-        s = tl.load(s_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
+        q = _code_to_float(_ld(q_ptr, offs, mask, 0, EVEN))
+        s = _ld(s_ptr, gidx, gmask, 0.0, EVEN).to(tl.float32)
         z = q * (1.0 / 255.0)
-        x = _expand(z, FAM, a, aux) * (s * s)[:, None]
+        x = _expand(z, FAM, a, aux, FAST, INTERPRET) * (s * s)[:, None]
     return x
 
 
@@ -213,25 +288,30 @@ def _store_unsigned(
     aux,
     RAW: tl.constexpr,
     FAST: tl.constexpr,
+    EVEN: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     if RAW:
-        tl.store(r_ptr + offs, x, mask=mask)
+        _st(r_ptr, offs, x, mask, EVEN)
     else:
         absmax = tl.max(x, axis=1)  # x >= 0
         s16 = tl.sqrt_rn(absmax).to(tl.float16)
         s16 = tl.where((absmax > 0) & (s16 == 0), 5.960464477539063e-08, s16.to(tl.float32)).to(tl.float16)
         eff = s16.to(tl.float32)
         eff = eff * eff
-        inv = 1.0 / tl.where(eff > 0, eff, 1.0)
+        inv = _div(1.0, tl.where(eff > 0, eff, 1.0), FAST, INTERPRET)
         y = x * inv[:, None]
-        y = tl.minimum(tl.maximum(y, 0.0), 1.0)
-        q = _biased_round(_compand(y, FAM, a, aux, FAST) * 255.0)
+        y = tl.minimum(tl.maximum(y, 0.0), 1.0)  # needed: see the hazard in _store_signed
+        if FAM == 4:  # the paper's sqrt; y >= 0, so no sign to restore
+            q = _biased_round(_sqrt(y, FAST) * 255.0)
+        else:
+            q = _biased_round(_compand(y, FAM, a, aux, FAST, INTERPRET) * 255.0)
         q = tl.where(x > 0, tl.maximum(q, 12582913.0), q)  # v > 0 never gets code 0 (see quantization.py)
-        tl.store(q_ptr + offs, q.to(tl.int32, bitcast=True).to(tl.uint8), mask=mask)
-        tl.store(s_ptr + gidx, s16, mask=gmask)
+        _st(q_ptr, offs, q.to(tl.int32, bitcast=True).to(tl.uint8), mask, EVEN)
+        _st(s_ptr, gidx, s16, gmask, EVEN)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "first_step"])
 def flash_step_kernel(
     p_ptr,
     c_ptr,
@@ -253,6 +333,7 @@ def flash_step_kernel(
     eps,
     step_size,
     bc2_sqrt,
+    inv_bc2_sqrt,
     one_minus_dampening,
     first_step,
     a1,
@@ -270,13 +351,15 @@ def flash_step_kernel(
     NESTEROV: tl.constexpr,
     P_DTYPE: tl.constexpr,
     GROUPS: tl.constexpr,
+    EVEN: tl.constexpr = False,
     FAST: tl.constexpr = True,
     INTERPRET: tl.constexpr = False,
 ):
     """``one_minus_*`` come from the host in float64: ``1 - fp32(0.999)`` in fp32 is 1.3e-5 off
     ``0.001``, a bias of the second moment that made fused and reference steps differ visibly.
     ``decay`` = 1 - lr·wd (decoupled), ``l2`` = wd (coupled); Adam: ``step_size`` = lr/(1-β1ᵗ),
-    ``bc2_sqrt`` = sqrt(1-β2ᵗ); SGD: ``beta1`` = momentum; Lion: ``beta1``, ``beta2`` as in Lion.
+    ``bc2_sqrt`` = sqrt(1-β2ᵗ) and ``inv_bc2_sqrt`` its reciprocal (FAST multiplies by it, one FMA
+    instead of a division); SGD: ``beta1`` = momentum; Lion: ``beta1``, ``beta2`` as in Lion.
 
     States: ``s1`` is the signed state (Adam's m, SGD's buffer, Lion's m) and ``s2`` Adam's
     unsigned v, with compander family ``FAM1``/``FAM2`` and runtime parameters ``a1, aux1`` /
@@ -284,7 +367,8 @@ def flash_step_kernel(
     tensors at ``s1_ptr``/``s2_ptr`` (quantize_states=False), else codes and scales.  ``RAW_OUT``:
     the updated states are written as fp32 to ``r1_ptr``/``r2_ptr`` (the fp32 states themselves, or
     scratch on a refit step of the learned compander), else as codes and scales.
-    ``P_DTYPE``: 0 fp32 param (no correction), 1 bf16, 2 fp16."""
+    ``P_DTYPE``: 0 fp32 param (no correction), 1 bf16, 2 fp16.  ``EVEN``: ``n`` is a multiple of
+    the tile, so no program needs a mask (vector loads and stores)."""
     # 64-bit only in the per-program base; per-element offsets stay 32-bit (index maths is a real
     # share of this kernel's instructions)
     pid = tl.program_id(0).to(tl.int64)
@@ -301,56 +385,141 @@ def flash_step_kernel(
         s2_ptr += base
         s2s_ptr += pid * GROUPS
         r2_ptr += base
-    remaining = tl.minimum(n - base, GROUPS * 32).to(tl.int32)
     gidx = tl.arange(0, GROUPS)
     offs = gidx[:, None] * 32 + tl.arange(0, 32)[None, :]
-    mask = offs < remaining
-    gmask = gidx * 32 < remaining
+    if EVEN:
+        mask = None
+        gmask = None
+    else:
+        remaining = tl.minimum(n - base, GROUPS * 32).to(tl.int32)
+        mask = offs < remaining
+        gmask = gidx * 32 < remaining
 
-    p_raw = tl.load(p_ptr + offs, mask=mask, other=0.0)
+    p_raw = _ld(p_ptr, offs, mask, 0.0, EVEN)
     x = p_raw.to(tl.float32)
     if HAS_CORR:
-        c = _code_to_float(tl.load(c_ptr + offs, mask=mask, other=0))
-        x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        c = _code_to_float(_ld(c_ptr, offs, mask, 0, EVEN))
+        if P_DTYPE == 1:
+            # ULP(p)·(0.5/Q) = 2^(E'-127) · (2^-7·0.5/Q): the same fp32 product as the reference's
+            # ulp16(p) * (0.5/Q) (a power-of-two factor moved between exact operands)
+            half_q = _bf16_binade(x).to(tl.float32, bitcast=True) * (0.0078125 * 0.5 / CORR_LEVELS)
+            x = x + c * half_q
+        else:
+            x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
+    g = _ld(g_ptr, offs, mask, 0.0, EVEN).to(tl.float32)
 
     if ALGO == 0:  # Adam / AdamW
-        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
-        v = _load_unsigned(s2_ptr, s2s_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_IN)
+        m = _load_signed(
+            s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN, EVEN, FAST, INTERPRET
+        )
+        v = _load_unsigned(
+            s2_ptr, s2s_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_IN, EVEN, FAST, INTERPRET
+        )
         x = x * decay
         if l2 != 0.0:
             g = g + l2 * x
         m = m + one_minus_beta1 * (g - m)
         v = v * beta2 + one_minus_beta2 * (g * g)
-        denom = _sqrt(v, FAST) / bc2_sqrt + eps
-        x = x - step_size * (m / denom)
-        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
-        _store_unsigned(v, s2_ptr, s2s_ptr, r2_ptr, offs, gidx, mask, gmask, FAM2, a2, aux2, RAW_OUT, FAST)
+        if FAST:
+            denom = _sqrt(v, FAST) * inv_bc2_sqrt + eps
+        else:
+            denom = _sqrt(v, FAST) / bc2_sqrt + eps
+        x = x - step_size * _div(m, denom, FAST, INTERPRET)
+        _store_signed(
+            m,
+            s1_ptr,
+            s1s_ptr,
+            r1_ptr,
+            offs,
+            gidx,
+            mask,
+            gmask,
+            FAM1,
+            a1,
+            aux1,
+            RAW_OUT,
+            FAST,
+            EVEN,
+            INTERPRET,
+        )
+        _store_unsigned(
+            v,
+            s2_ptr,
+            s2s_ptr,
+            r2_ptr,
+            offs,
+            gidx,
+            mask,
+            gmask,
+            FAM2,
+            a2,
+            aux2,
+            RAW_OUT,
+            FAST,
+            EVEN,
+            INTERPRET,
+        )
     elif ALGO == 1:  # SGD / SGDW
         x = x * decay
         d = g
         if l2 != 0.0:
             d = g + l2 * x
         if HAS_STATE:
-            b = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+            b = _load_signed(
+                s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN, EVEN, FAST, INTERPRET
+            )
             b = tl.where(first_step != 0, d, b * beta1 + one_minus_dampening * d)
             if NESTEROV:
                 d = d + beta1 * b
             else:
                 d = b
-            _store_signed(b, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+            _store_signed(
+                b,
+                s1_ptr,
+                s1s_ptr,
+                r1_ptr,
+                offs,
+                gidx,
+                mask,
+                gmask,
+                FAM1,
+                a1,
+                aux1,
+                RAW_OUT,
+                FAST,
+                EVEN,
+                INTERPRET,
+            )
         x = x - lr * d
     else:  # Lion
-        m = _load_signed(s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN)
+        m = _load_signed(
+            s1_ptr, s1s_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_IN, EVEN, FAST, INTERPRET
+        )
         x = x * decay
         u = m * beta1 + one_minus_beta1 * g
         direction = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
         x = x - lr * direction
         m = m + one_minus_beta2 * (g - m)
-        _store_signed(m, s1_ptr, s1s_ptr, r1_ptr, offs, gidx, mask, gmask, FAM1, a1, aux1, RAW_OUT, FAST)
+        _store_signed(
+            m,
+            s1_ptr,
+            s1s_ptr,
+            r1_ptr,
+            offs,
+            gidx,
+            mask,
+            gmask,
+            FAM1,
+            a1,
+            aux1,
+            RAW_OUT,
+            FAST,
+            EVEN,
+            INTERPRET,
+        )
 
     if P_DTYPE == 0:
-        tl.store(p_ptr + offs, x, mask=mask)
+        _st(p_ptr, offs, x, mask, EVEN)
     else:
         if P_DTYPE == 1:
             if INTERPRET:
@@ -361,14 +530,23 @@ def flash_step_kernel(
             # cvt.rn.f16.f32 on the GPU; the interpreter casts with numpy's astype, which also rounds
             # to nearest even (subnormals and overflow to inf included), so no integer version is needed
             p_new = x.to(tl.float16)
-        tl.store(p_ptr + offs, p_new, mask=mask)
+        _st(p_ptr, offs, p_new, mask, EVEN)
         if HAS_CORR:
-            err = x - p_new.to(tl.float32)
-            ratio = err / (_ulp16(p_new, P_DTYPE) * 0.5)
-            ratio = tl.minimum(tl.maximum(ratio * CORR_LEVELS, -CORR_LEVELS), CORR_LEVELS)
-            code = tl.where(ratio == ratio, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
+            pn = p_new.to(tl.float32)
+            err = x - pn
+            if P_DTYPE == 1:
+                # err / (ULP(p_new)/2) = err · 2^(128-E') · 2^7 with 2^(128-E') a normal fp32 for every
+                # E' in [1, 254] (bits (255 - E') << 23) and err · 2^(128-E') exact (|err| <= ULP/2
+                # and err a multiple of x's fp32 ULP): the reference's exact division, then one
+                # rounding of the product with Q as in ``ratio * levels``
+                scale = (0x7F800000 - _bf16_binade(pn)).to(tl.float32, bitcast=True)
+                ratio = (err * scale) * (128.0 * CORR_LEVELS)
+            else:
+                ratio = err / (_ulp16(p_new, P_DTYPE) * 0.5) * CORR_LEVELS
+            ratio = tl.minimum(tl.maximum(ratio, -CORR_LEVELS), CORR_LEVELS)
+            code = tl.where(err == err, _biased_round(ratio), 12582912.0)  # nan (inf/nan x) -> 0
             code = code.to(tl.int32, bitcast=True)
             if CORR_LEVELS == 127:
-                tl.store(c_ptr + offs, code.to(tl.int8), mask=mask)
+                _st(c_ptr, offs, code.to(tl.int8), mask, EVEN)
             else:
-                tl.store(c_ptr + offs, code.to(tl.int16), mask=mask)
+                _st(c_ptr, offs, code.to(tl.int16), mask, EVEN)

@@ -33,7 +33,8 @@ OPTIMIZERS = [
     (fo.FlashSGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
     (fo.FlashLion, {"lr": 1e-4, "weight_decay": 0.1}),
 ]
-SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (1000, 33), (4097,)]
+# (4, 2048) and (3, 64, 32): multiples of the default tile (64 groups of 32), the unmasked EVEN path
+SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (1000, 33), (4097,), (4, 2048), (3, 64, 32)]
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 # fp32 states (quantize_states=False): max |fused - reference| / max |reference| per tensor; a few
 # fp32 ULPs (FMA contraction, the approximate sqrt) relative to the tensor's scale

@@ -80,8 +80,8 @@ def worst(ps, qs, o1, o2):
     return w
 
 
-def compare(cls, kw, dtype, bits, steps=3, **opt_kw):
-    ps, qs = make_params(dtype)
+def compare(cls, kw, dtype, bits, steps=3, maker=None, **opt_kw):
+    ps, qs = (maker or make_params)(dtype)
     o1 = cls(ps, backend="triton", master_weight_bits=bits, **kw, **opt_kw)
     o2 = cls(qs, backend="torch", master_weight_bits=bits, **kw, **opt_kw)
     feed(ps, qs, o1, o2, steps)
@@ -107,6 +107,19 @@ for cls, kw in (ADAMW, SGD, LION):
 out["FlashAdamW-linear"] = compare(*ADAMW, torch.bfloat16, 24, compander="linear")
 out["FlashAdamW-fp16-learned"] = compare(*ADAMW, torch.float16, 24, compander="learned", learned_refit_every=3, steps=7)
 out["FlashAdamW-fp16-fp32states"] = compare(*ADAMW, torch.float16, 32, quantize_states=False)
+""",
+    # the unmasked path (EVEN: the size is a multiple of the 64 x 32 tile), on its own params so the
+    # other suites' random streams are unchanged
+    "even_tile": r"""
+def even_params(dtype):
+    torch.manual_seed(1)
+    ps = [torch.nn.Parameter((torch.randn(s) * 0.1).to(dtype)) for s in [(64, 32), (2, 64, 32)]]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    return ps, qs
+for cls, kw in (ADAMW, SGD, LION):
+    for bits in (24, 32, None):
+        out[f"{cls.__name__}-even-{bits}"] = compare(cls, kw, torch.bfloat16, bits, maker=even_params)
+out["FlashAdamW-even-fp16-24"] = compare(*ADAMW, torch.float16, 24, maker=even_params)
 """,
     # every candidate of the learned compander, forced on both backends after a first step (so the
     # kernel decodes and encodes each family at each parameter the refit may pick)
@@ -138,7 +151,7 @@ def _run_suite(name: str) -> dict[str, dict]:
     return json.loads(line[len("RESULT") :])
 
 
-EXPECTED_CASES = {"base": 9, "companders_fp16_fp32states": 21, "learned_candidates": 15}
+EXPECTED_CASES = {"base": 9, "companders_fp16_fp32states": 21, "even_tile": 10, "learned_candidates": 15}
 
 
 @pytest.mark.parametrize("suite", list(SUITES))

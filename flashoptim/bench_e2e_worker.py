@@ -1,0 +1,162 @@
+"""One end-to-end training arm in its own process: ``python bench_e2e_worker.py MODEL ARM OUT [STEPS MB SEQ]``.
+
+A random-init Llama (transformers, SDPA attention, activation checkpointing) trained for ``STEPS``
+steps of ``MB x SEQ`` random tokens with one optimizer arm; records the peak allocated/reserved
+memory over the steps (after model and optimizer creation), the median step time over steps 2..N
+(step 1 compiles kernels and allocates states) and tokens/s.  Like ``bench_worker.py`` it imports
+no ``flashoptim`` at module level: arms ``published*`` run with the published package first on
+``sys.path`` (the parent, ``python -m flashoptim.bench e2e``, arranges that), arms ``ours*`` with
+this repository's.  Both packages offer ``FlashAdamW(..., master_weight_bits=24)``,
+``cast_model`` and ``enable_gradient_release``; with gradient release ``step()``/``zero_grad()``
+are still called every step (both packages make them no-ops for released params), as a user's
+loop would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+# Model shapes (public architecture facts): TinyLlama-1.1B, Llama-2-7B, Llama-2-13B.
+MODELS: dict[str, dict[str, Any]] = {
+    "llama1b": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+    ),
+    "llama7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "llama13b": dict(
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=40,
+        vocab_size=32000,
+    ),
+}
+# arm -> (optimizer family, gradient release); "ours"/"published" are FlashAdamW 24-bit with bf16
+# params (norms fp32, cast_model); torch and bitsandbytes keep fp32 params under bf16 autocast
+ARMS: dict[str, tuple[str, bool]] = {
+    "ours24": ("flash", False),
+    "ours24_gr": ("flash", True),
+    "published24": ("flash", False),
+    "published24_gr": ("flash", True),
+    "torch_adamw_fused": ("torch", False),
+    "bnb_adamw8bit": ("bnb", False),
+}
+LR = 1e-5
+
+
+def _build(model_name: str) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM  # heavy; only the worker needs it
+
+    kwargs: dict[str, Any] = dict(MODELS[model_name], max_position_embeddings=4096)
+    cfg = LlamaConfig(**kwargs)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg)  # type: ignore[no-untyped-call]
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    return model, cfg
+
+
+def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> dict[str, Any]:
+    family, release = ARMS[arm]
+    out: dict[str, Any] = {
+        "model": model_name,
+        "arm": arm,
+        "micro_batch": micro_batch,
+        "seq": seq,
+        "steps": steps,
+    }
+    model, cfg = _build(model_name)
+    out["params"] = sum(p.numel() for p in model.parameters())
+    if family == "flash":
+        import flashoptim  # ours, or the published package when the parent put it first on the path
+
+        out["flashoptim_module"] = flashoptim.__file__
+        flashoptim.cast_model(model, dtype=torch.bfloat16)
+        opt: Any = flashoptim.FlashAdamW(model.parameters(), lr=LR, master_weight_bits=24)
+        if release:
+            flashoptim.enable_gradient_release(model, opt)
+        autocast = False
+    elif family == "torch":
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
+        autocast = True
+    else:
+        import bitsandbytes as bnb
+
+        opt = bnb.optim.AdamW8bit(model.parameters(), lr=LR)  # type: ignore[attr-defined,no-untyped-call]
+        autocast = True
+    ids = torch.randint(0, cfg.vocab_size, (micro_batch, seq), device="cuda", generator=None)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times, losses = [], []
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
+    step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    out.update(
+        status="ok",
+        losses=losses,
+        step_s=times,
+        step_s_median=step_s,
+        tokens_per_s=micro_batch * seq / step_s,
+        peak_alloc_GiB=torch.cuda.max_memory_allocated() / 2**30,
+        peak_reserved_GiB=torch.cuda.max_memory_reserved() / 2**30,
+    )
+    return out
+
+
+def main(argv: list[str]) -> int:
+    model_name, arm, path = argv[0], argv[1], argv[2]
+    steps, micro_batch, seq = (int(a) for a in (argv[3:6] if len(argv) >= 6 else ("6", "1", "2048")))
+    result: dict[str, Any]
+    try:
+        result = run(model_name, arm, steps, micro_batch, seq)
+    except torch.OutOfMemoryError as exc:  # recorded: an arm that does not fit is a result
+        result = {
+            "model": model_name,
+            "arm": arm,
+            "status": "oom",
+            "error": str(exc)[:300],
+            "peak_alloc_GiB": torch.cuda.max_memory_allocated() / 2**30,
+        }
+    except Exception as exc:  # recorded, so one failing arm does not hide the others
+        result = {"model": model_name, "arm": arm, "status": "error", "error": repr(exc)[:500]}
+    result["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
+    print("E2E", json.dumps({k: v for k, v in result.items() if k not in ("losses", "step_s")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
