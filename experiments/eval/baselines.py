@@ -272,8 +272,10 @@ def regressor_predictor(
 
     y = train["stress"].reshape(len(train["stress"]), -1)
     codes = _label_codes(train, [train, *targets])
-    xs = [np.hstack([s["params"], c]) for s, c in zip([train, *targets], codes)]
-    n_params = train["params"].shape[1]
+    # Parameters no training sample has (laws absent from this dataset) carry no information.
+    used = np.isfinite(train["params"]).any(axis=0)
+    xs = [np.hstack([s["params"][:, used], c]) for s, c in zip([train, *targets], codes)]
+    n_params = int(used.sum())
     if r.kind == "hist_gradient_boosting":
         cat = np.zeros(xs[0].shape[1], bool)
         cat[n_params:] = True
@@ -464,7 +466,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         head,
     ]
     for s, by_name in result["scores"].items():
-        for name, sc in by_name.items():
+        for name in [*result["non_learned"], *result["learned"]]:
+            sc = by_name[name]
             cells = []
             for m in metrics:
                 v, sd = sc["metrics"][m], sc["bootstrap_sd"][m]
