@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.textdata import parse_stress
+
 METRICS = ("pooled", "per_sample_mean", "per_sample_median", "floored_mean", "group_scaled_mean")
 FALLBACKS = ("zeros", "train_median", "train_mean")
 GROUP_FIELDS = ("tissue", "behaviour", "material_model", "scenario")
@@ -216,6 +218,23 @@ def score(
         parse_failure_rate=failures / len(e) if len(e) else float("nan"),
     )
     return out
+
+
+def score_texts(
+    texts: Sequence[str], true: np.ndarray, labels: np.ndarray, ctx: MetricContext
+) -> dict[str, Any]:
+    """Parse generated texts (:func:`experiments.textdata.parse_stress`) and :func:`score` them;
+    an unparsable text is a parse failure (scored with the penalty, counted)."""
+    true = np.asarray(true, dtype=np.float64)
+    if len(texts) != len(true):
+        raise ValueError(f"{len(texts)} texts for {len(true)} samples")
+    pred = np.zeros_like(true)
+    parsed = np.zeros(len(texts), bool)
+    for i, text in enumerate(texts):
+        values = parse_stress(text, true.shape[1])
+        if values is not None:
+            pred[i], parsed[i] = values, True
+    return score(pred, true, labels, ctx, parsed=parsed)
 
 
 def weights(metric: str, norms: np.ndarray, scales: np.ndarray, ctx: MetricContext) -> np.ndarray | None:

@@ -153,3 +153,14 @@ def test_group_labels() -> None:
         "liver/uniaxial",
         "brain_grey/indentation",
     ]
+
+
+def test_score_texts_parses_and_penalises_failures() -> None:
+    # P = 1: six numbers per sample; the second text is cut short and the third holds a non-number.
+    texts = ["4 4 0 0 0 0<eos>", "0 0 0", "0 0 2 0 0 x"]
+    s = acc.score_texts(texts, TRUE, LABELS, ctx())
+    assert s["parse_failures"] == 2
+    # Sample 0 error 1; sample 1 penalty 2 (see above); sample 2 penalty max(2, ||(0,0,2,0,0,1)||) = sqrt(5).
+    assert s["pooled"] == pytest.approx((1 + 2 + np.sqrt(5)) / 8)
+    with pytest.raises(ValueError, match="2 texts for 3 samples"):
+        acc.score_texts(texts[:2], TRUE, LABELS, ctx())
