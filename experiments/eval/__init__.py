@@ -1,3 +1,4 @@
 """Text and evaluation: samples as text and tokens (:mod:`.textdata`), batched greedy decoding
-(:mod:`.decode`), and the held-out evaluation that turns generated text into rel-L2 error
-(:mod:`.evaluate`)."""
+(:mod:`.decode`), the held-out evaluation that turns generated text into rel-L2 error
+(:mod:`.evaluate`), the accuracy metric definitions (:mod:`.accuracy`) and the dataset-only
+baselines (:mod:`.baselines`)."""
