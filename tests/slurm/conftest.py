@@ -1,0 +1,131 @@
+"""A real one-node SLURM cluster (scripts/slurm_local.sh) for the tests in this folder.
+
+The cluster is started once per test session in a private directory on free ports, ``SLURM_CONF``
+is exported so every SLURM client (sbatch, squeue, submitit) talks to it, and the finalizer takes it
+down whatever the tests did, then checks that none of its daemons is left running or listening.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    conf: Path
+    node: str
+    ctld_port: int
+    slurmd_port: int
+    kill_wait_s: int
+
+    def cmd(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        """A SLURM client command against this cluster; its stdout."""
+        proc = subprocess.run(
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "SLURM_CONF": str(self.conf)},
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def node_state(self) -> str:
+        return self.cmd("sinfo", "-h", "-n", self.node, "-o", "%T").strip()
+
+    def job_state(self, job_id: str) -> str:
+        """JobState from slurmctld (kept MinJobAge seconds after the end), else from the jobcomp file."""
+        out = self.cmd("scontrol", "show", "job", "-o", job_id, check=False)
+        for field in out.split():
+            if field.startswith("JobState="):
+                return field.split("=", 1)[1]
+        return self.sacct_states().get(job_id, "UNKNOWN")
+
+    def sacct_states(self) -> dict[str, str]:
+        """Job id -> final state, as `sacct --completion` reads them from the job-completion log."""
+        out = self.cmd("sacct", "--completion", "--parsable2", "--noheader", "-o", "JobID,State")
+        return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+
+    def wait_job_end(self, job_id: str, timeout: float = 300) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            state = self.job_state(job_id)
+            if state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "UNKNOWN"):
+                return state
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} still {self.job_state(job_id)} after {timeout}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _leftovers(cluster: Cluster) -> list[str]:
+    """Daemons of this cluster still alive or its ports still listened on."""
+    found = []
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    for line in ps.splitlines():
+        if str(cluster.dir) in line or "slurmstepd" in line:
+            found.append(f"process: {line.strip()}")
+    ss = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=False).stdout
+    for line in ss.splitlines():
+        if any(f":{p} " in line for p in (cluster.ctld_port, cluster.slurmd_port)):
+            found.append(f"listening: {line.strip()}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(
+            "the SLURM tests need root on a Debian machine (slurmd runs the jobs; apt installs SLURM)"
+        )
+    base = tmp_path_factory.mktemp("slurm")
+    kill_wait = 20
+    cluster = Cluster(
+        dir=base / "cluster",
+        conf=base / "cluster" / "slurm.conf",
+        node=socket.gethostname().split(".")[0],
+        ctld_port=_free_port(),
+        slurmd_port=_free_port(),
+        kill_wait_s=kill_wait,
+    )
+    env = {
+        **os.environ,
+        "SLURM_LOCAL_DIR": str(cluster.dir),
+        "SLURM_LOCAL_CTLD_PORT": str(cluster.ctld_port),
+        "SLURM_LOCAL_SLURMD_PORT": str(cluster.slurmd_port),
+        "SLURM_LOCAL_KILL_WAIT": str(kill_wait),
+        "SLURM_LOCAL_KEEP": "0",
+    }
+    previous = os.environ.get("SLURM_CONF")
+    try:
+        up = subprocess.run([str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=900)
+        assert up.returncode == 0, f"slurm_local.sh up failed:\n{up.stderr[-4000:]}"
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+    finally:
+        down = subprocess.run([str(SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=300)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
+        left = _leftovers(cluster)
+        assert down.returncode == 0 and not left, f"teardown: {down.stderr[-2000:]}\nleft: {left}"
