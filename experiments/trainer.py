@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 class Stop(Exception):
     """End the run with a terminal status (raised inside the loop, caught by the run wrapper)."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, resumable: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.resumable = resumable  # a stop request (signal, operator), not a result: resume continues it
 
 
 class StopFlag:
@@ -290,7 +291,11 @@ class Trainer:
                     else f"harness.stop_after_steps={step}"
                 )
                 self._checkpoint(step)
-                raise Stop("aborted", f"{why} at step {step}; checkpoint saved, resumable with resume=true")
+                raise Stop(
+                    "aborted",
+                    f"{why} at step {step}; checkpoint saved, resumable with resume=true",
+                    resumable=True,
+                )
             if ckpt_due:
                 self._checkpoint(step)
         self.state.step = max(self.state.step, start)
@@ -509,6 +514,7 @@ class Trainer:
                 "aborted",
                 f"{self.stop.signal_name} received during evaluation; checkpoint saved, "
                 "resume=true re-runs the evaluation",
+                resumable=True,
             )
 
     def finish(self) -> None:
