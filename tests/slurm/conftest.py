@@ -11,9 +11,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,9 @@ class Cluster:
     def job_state(self, job_id: str) -> str:
         """JobState from slurmctld (kept MinJobAge seconds after the end), else from the jobcomp file."""
         out = self.cmd("scontrol", "show", "job", "-o", job_id, check=False)
-        for field in out.split():
-            if field.startswith("JobState="):
-                return field.split("=", 1)[1]
+        for item in out.split():
+            if item.startswith("JobState="):
+                return item.split("=", 1)[1]
         return self.sacct_states().get(job_id, "UNKNOWN")
 
     def sacct_states(self) -> dict[str, str]:
@@ -129,3 +130,67 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
             os.environ["SLURM_CONF"] = previous
         left = _leftovers(cluster)
         assert down.returncode == 0 and not left, f"teardown: {down.stderr[-2000:]}\nleft: {left}"
+
+
+# A smaller smoke dataset (5 shards of 20) so that its real solves, and the runs on it, take minutes.
+DATA = [
+    "data=smoke",
+    "data.splits.train=60",
+    "data.splits.val=20",
+    "data.splits.test=20",
+    "data.shard_size=20",
+]
+
+
+@dataclass
+class Datagen:
+    """The datagen array, run twice with the same command (the second must change nothing)."""
+
+    results_root: Path
+    dir: Path  # the dataset directory
+    launcher_dirs: tuple[Path, Path]
+    first: subprocess.CompletedProcess[str]
+    again: subprocess.CompletedProcess[str]
+    manifest_bytes: bytes
+    shard_mtimes: dict[str, int]
+    array_ids: list[str] = field(default_factory=list)
+
+
+def datagen_array_cmd(results_root: Path, launcher_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "datagen.cluster",
+        "--multirun",
+        *DATA,
+        "workers=1",
+        "shard_groups=3",
+        "shard_group=range(0,3)",
+        "hydra/launcher=slurm_cpu",
+        f"results_root={results_root}",
+        f"hydra.sweep.dir={launcher_dir}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def slurm_dataset(slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Datagen:
+    """The smoke dataset, generated as a SLURM job array (tests/slurm/test_datagen_array.py checks it);
+    the SLURM sweeps train on it."""
+    base = tmp_path_factory.mktemp("slurm-data")
+    root = base / "results"
+    dirs = (base / "datagen-1", base / "datagen-2")
+    env = {**os.environ, "SLURM_CONF": str(slurm_cluster.conf)}
+    first = subprocess.run(
+        datagen_array_cmd(root, dirs[0]), cwd=REPO, capture_output=True, text=True, timeout=1800, env=env
+    )
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    (ds,) = [p.parent for p in (root / "datasets").glob("*/manifest.json")]
+    manifest = (ds / "manifest.json").read_bytes()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (ds / "shards").iterdir()}
+    again = subprocess.run(
+        datagen_array_cmd(root, dirs[1]), cwd=REPO, capture_output=True, text=True, timeout=900, env=env
+    )
+    arrays = [
+        sorted({p.name.split("_")[0] for p in (d / ".submitit").iterdir() if "_" in p.name})[0] for d in dirs
+    ]
+    return Datagen(root, ds, dirs, first, again, manifest, mtimes, arrays)

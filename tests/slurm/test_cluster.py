@@ -7,7 +7,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.slurm.conftest import Cluster
+
+# A real SLURM cluster (root, apt): minutes; CI runs these in their own step (.ci/run).
+pytestmark = pytest.mark.slow
 
 
 def test_node_is_idle_and_sized_from_this_machine(slurm_cluster: Cluster) -> None:

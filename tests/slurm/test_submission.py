@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from experiments import dist
 from tests.slurm.conftest import REPO, Cluster
 
@@ -62,6 +64,7 @@ def test_fsdp2_job_asks_one_task_with_n_gpus(tmp_path: Path) -> None:
     assert cmd[2] == "torch.distributed.run" and "--nproc_per_node=4" in cmd
 
 
+@pytest.mark.slow  # a real SLURM cluster (root, apt); CI runs it in its own step (.ci/run)
 def test_sbatch_test_only_accepts_what_fits_and_rejects_what_does_not(
     slurm_cluster: Cluster, tmp_path: Path
 ) -> None:
