@@ -14,7 +14,8 @@ way (the same executor parameters, the same pickled task), then:
   own status in its run directory: a run sent SIGTERM (scancel, the time limit, preemption)
   checkpoints and writes ``aborted`` with ``resumable: true``; one killed outright leaves no summary,
   which the sweep records as ``failed``. Rerunning the sweep command resumes both from checkpoint;
-- Ctrl-C of the sweep cancels its jobs (each run then checkpoints on SIGTERM), so no job outlives it.
+- Ctrl-C or SIGTERM of the sweep cancels its jobs (each run checkpoints on SLURM's SIGTERM), so no
+  job outlives it (a SIGKILLed sweep cannot: its rerun waits for such a run, see experiments.launch).
 
 On the compute node the job ignores SIGUSR2: submitit asks SLURM for it ``signal_delay_s`` before the
 time limit to requeue a job, and SLURM sends it to every process of the job, which would kill the run
@@ -25,6 +26,7 @@ or earlier with ``additional_parameters.signal=TERM@<s>``). A job is never reque
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -108,7 +110,19 @@ class SlurmLauncher(_SubmititSlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         # On the node, before the run is started: SIGUSR2 ignored here and (inherited) in the run.
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-        return super().__call__(*args, **kwargs)
+        start, termed = time.time(), []
+        # SIGTERM reaches the run too (SLURM signals every process of the job), which checkpoints and
+        # records `aborted`; this process waits for it and says when SLURM asked.
+        signal.signal(signal.SIGTERM, lambda *_: termed.append(time.time() - start))
+        ret = super().__call__(*args, **kwargs)
+        if termed and ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, dict):
+            limit = self.params.get("timeout_min")
+            ret._return_value = {
+                **ret._return_value,
+                "error": f"SLURM sent SIGTERM to job {_this_job()} after "
+                f"{termed[0]:.0f} s of its {limit} min time limit",
+            }
+        return ret
 
     def executor(self, nproc: int = 1) -> Any:
         """The submitit executor for this launcher's parameters (the same mapping as Hydra's plugin),
@@ -167,11 +181,14 @@ class SlurmLauncher(_SubmititSlurmLauncher):
             for i, job in zip(idx, self.executor(n).map_array(self, *zip(*params))):
                 jobs[i] = job
         poll_s = float(OmegaConf.select(self.config, "sweep.progress_interval_s", default=5.0) or 5.0)
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill <sweep>` as Ctrl-C: cancel below
         try:
             final = self.wait(jobs, poll_s)
-        except BaseException:  # Ctrl-C or a bug: the jobs must not run on unobserved
+        except BaseException:  # Ctrl-C, SIGTERM or a bug: the jobs must not run on unobserved
             _run(["scancel", *[j.job_id for j in jobs]])
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return [self._job_return(job, final[job.job_id], o) for job, o in zip(jobs, job_overrides)]
 
     @staticmethod
@@ -218,6 +235,18 @@ class SlurmLauncher(_SubmititSlurmLauncher):
             lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             tail = f"; last line of {log}: {lines[-1][:200]}" if lines else ""
         return _failed(overrides, SchedulerEnded(f"{where} without a result{tail}"))
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} while waiting for SLURM jobs")
+
+
+def _this_job() -> str:
+    """This job's id as squeue shows it (``<array>_<task>`` for an array task)."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID", "?")
 
 
 def _failed(overrides: Sequence[str], exc: BaseException) -> JobReturn:

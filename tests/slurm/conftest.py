@@ -99,7 +99,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
             "the SLURM tests need root on a Debian machine (slurmd runs the jobs; apt installs SLURM)"
         )
     base = tmp_path_factory.mktemp("slurm")
-    kill_wait = 20
+    kill_wait = 60  # SIGTERM -> SIGKILL: a loaded 2-core CI machine needs time for the checkpoint
     cluster = Cluster(
         dir=base / "cluster",
         conf=base / "cluster" / "slurm.conf",
