@@ -179,8 +179,7 @@ down() {
         # process outlives the cluster.
         SLURM_CONF=$CONF scancel --quiet --partition=local 2>/dev/null || true
         local t0=$SECONDS
-        while [ -n "$(SLURM_CONF=$CONF squeue -h -t all -o %i 2>/dev/null | head -1)" ] \
-            && [ -n "$(SLURM_CONF=$CONF squeue -h -t PD,R,CG,S,CF,RQ,RS,SO -o %i 2>/dev/null)" ]; do
+        while [ -n "$(SLURM_CONF=$CONF squeue -h -t PD,R,CG,S,CF,RQ,RS,SO -o %i 2>/dev/null)" ]; do
             [ $((SECONDS - t0)) -ge $((KILL_WAIT + 30)) ] && { say "jobs still ending after $((KILL_WAIT + 30))s"; break; }
             sleep 1
         done

@@ -58,9 +58,18 @@ class Cluster:
         return self.sacct_states().get(job_id, "UNKNOWN")
 
     def sacct_states(self) -> dict[str, str]:
-        """Job id -> final state, as `sacct --completion` reads them from the job-completion log."""
+        """Job id -> final state, as `sacct --completion` reads them from the job-completion log.
+
+        sacct 22.05 does not parse the log's array fields (it prints "Unknown type ArrayJobId"), so an
+        array task is listed under its own job id; the log's ArrayJobId/ArrayTaskId give its
+        ``<array>_<task>`` name, added as a second key for the same state."""
         out = self.cmd("sacct", "--completion", "--parsable2", "--noheader", "-o", "JobID,State")
-        return dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+        states = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+        for line in (self.dir / "jobcomp.txt").read_text().splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if fields.get("ArrayJobId") and fields["JobId"] in states:
+                states[f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"] = states[fields["JobId"]]
+        return states
 
     def wait_job_end(self, job_id: str, timeout: float = 300) -> str:
         deadline = time.time() + timeout
