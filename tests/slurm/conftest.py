@@ -92,7 +92,12 @@ def _leftovers(cluster: Cluster) -> list[str]:
     found = []
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
     for line in ps.splitlines():
-        if str(cluster.dir) in line or "slurmstepd" in line:
+        pid, _, args = line.strip().partition(" ")
+        try:  # a job's slurmstepd runs in its cluster's log directory
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        if str(cluster.dir) in args or (args.startswith("slurmstepd") and cwd.startswith(str(cluster.dir))):
             found.append(f"process: {line.strip()}")
     ss = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=False).stdout
     for line in ss.splitlines():
