@@ -16,10 +16,11 @@ import json
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,25 @@ def sweep_cmd(root: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _no_sweep_left() -> Iterator[None]:
+    """A test that fails leaves no sweep process behind: SIGINT (it cancels its jobs), then SIGKILL."""
+    yield
+    for sweep in Sweep.started:
+        if sweep.proc.poll() is None:
+            sweep.proc.send_signal(signal.SIGINT)
+            try:
+                sweep.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                sweep.proc.kill()
+                sweep.proc.wait()
+    Sweep.started.clear()
+
+
 class Sweep:
     """One sweep command in its own process; ``watch`` polls squeue and the run dirs until it exits."""
+
+    started: list[Sweep] = []
 
     def __init__(self, cluster: Cluster, cmd: list[str], log: Path) -> None:
         self.cluster = cluster
@@ -78,6 +96,7 @@ class Sweep:
             stderr=subprocess.STDOUT,
             env={**os.environ, "SLURM_CONF": str(cluster.conf), "PYTHONWARNINGS": "ignore"},
         )
+        Sweep.started.append(self)
 
     def poll_queue(self) -> None:
         out = self.cluster.cmd("squeue", "-h", "-r", "-o", "%i %T", check=False)
