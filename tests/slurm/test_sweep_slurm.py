@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -83,7 +83,7 @@ def _no_sweep_left() -> Iterator[None]:
 class Sweep:
     """One sweep command in its own process; ``watch`` polls squeue and the run dirs until it exits."""
 
-    started: list[Sweep] = []
+    started: ClassVar[list[Sweep]] = []
 
     def __init__(self, cluster: Cluster, cmd: list[str], log: Path) -> None:
         self.cluster = cluster
