@@ -8,6 +8,7 @@ down whatever the tests did, then checks that none of its daemons is left runnin
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -204,7 +205,11 @@ def slurm_dataset(slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
     again = subprocess.run(
         datagen_array_cmd(root, dirs[1]), cwd=REPO, capture_output=True, text=True, timeout=900, env=env
     )
+    # submitit's folder per array task is <array>_<task>
     arrays = [
-        sorted({p.name.split("_")[0] for p in (d / ".submitit").iterdir() if "_" in p.name})[0] for d in dirs
+        sorted(
+            {p.name.split("_")[0] for p in (d / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)}
+        )[0]
+        for d in dirs
     ]
     return Datagen(root, ds, dirs, first, again, manifest, mtimes, arrays)
