@@ -249,7 +249,7 @@ class Sweep:
         with self.state.lock:
             for r, res in zip(batch, results):
                 e = self.state.by_id[r.run_id]
-                before = e["status"]  # the progress thread may already have seen the summary
+                before = (e["status"], e.get("status_reason"))  # the progress thread may have seen it
                 summary = G.read_summary(r.run_dir)
                 if summary is not None:
                     e.update(
@@ -279,7 +279,7 @@ class Sweep:
                     else:
                         why = f"process exited {rc} without a terminal summary.json (see {where}){error}"
                     e.update(status="failed", status_reason=why)
-                if self.progress is not None and e["status"] != before:
+                if self.progress is not None and (e["status"], e.get("status_reason")) != before:
                     self.progress.event(e)
             self.state.write()
 
