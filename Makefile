@@ -11,7 +11,7 @@ DATA ?= smoke
 SWEEP_DIR ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu lint typecheck ci format wheels clean
+.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu test-slurm lint typecheck ci format wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test-all: $(STAMP) ## every test including slow ones (GPU tests skip without CUD
 
 test-gpu: $(STAMP) ## the GPU tests (needs CUDA)
 	$(VENV)/bin/pytest -q -m gpu $(PYTEST_ARGS)
+
+test-slurm: $(STAMP) ## the SLURM tests on a local one-node cluster (root; installs slurm-wlm + munge)
+	$(VENV)/bin/pytest -q -m slow tests/slurm $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .

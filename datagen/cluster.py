@@ -5,8 +5,8 @@ Each job solves the shards whose ordinal is congruent to `shard_group` mod `shar
 its own worker pool (`workers`, one per core of the job). Shard files are written atomically, so
 jobs never see each other's partial output; the job that finds every shard present writes the
 manifest (re-running `python -m datagen` with the same config also does, skipping all shards).
-The code path is the same `datagen.generate.generate` as the local command. Not exercised under
-SLURM in this repository's tests (no cluster here).
+The code path is the same `datagen.generate.generate` as the local command. Run as a SLURM array
+on a local one-node cluster by tests/slurm/test_datagen_array.py (`hydra/launcher=slurm_cpu`).
 """
 
 from __future__ import annotations

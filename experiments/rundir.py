@@ -38,10 +38,11 @@ checkpoint may be resumed with ``resume=true``)."""
 class Stop(Exception):
     """End the run with a terminal status (raised inside the run, recorded by its wrapper)."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, resumable: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.resumable = resumable  # a stop request (signal, operator), not a result: resume continues it
 
 
 # -- the summary ---------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.textdata import parse_stress
+from experiments.eval.textdata import parse_stress
 
 METRICS = ("pooled", "per_sample_mean", "per_sample_median", "floored_mean", "group_scaled_mean")
 FALLBACKS = ("zeros", "train_median", "train_mean")
@@ -223,7 +223,7 @@ def score(
 def score_texts(
     texts: Sequence[str], true: np.ndarray, labels: np.ndarray, ctx: MetricContext
 ) -> dict[str, Any]:
-    """Parse generated texts (:func:`experiments.textdata.parse_stress`) and :func:`score` them;
+    """Parse generated texts (:func:`experiments.eval.textdata.parse_stress`) and :func:`score` them;
     an unparsable text is a parse failure (scored with the penalty, counted)."""
     true = np.asarray(true, dtype=np.float64)
     if len(texts) != len(true):

@@ -119,6 +119,7 @@ class RunSession:
         self.status: str | None = None
         self.status_reason: str | None = None
         self.traceback_file: str | None = None
+        self.resumable = True  # False for an ending that is a result (a gate's abort), even with a checkpoint
 
     def open(self, data: PreparedData) -> None:
         rd = self.run_dir
@@ -155,7 +156,7 @@ class RunSession:
     def record(self, exc: BaseException) -> None:
         """Classify how the run ended. Called from the wrapper's except clause."""
         if isinstance(exc, Stop):
-            self.status, self.status_reason = exc.status, exc.reason
+            self.status, self.status_reason, self.resumable = exc.status, exc.reason, exc.resumable
         elif is_oom(exc):
             self.status, self.status_reason = "oom", f"out of memory: {str(exc).splitlines()[0][:300]}"
         elif isinstance(exc, KeyboardInterrupt):
@@ -267,7 +268,9 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "device": st.device_label or st.device,
         "status": session.status or "failed",
         "status_reason": session.status_reason,
-        "resumable": (session.run_dir / checkpoint.CHECKPOINT_NAME).is_file() and session.status == "aborted",
+        "resumable": (session.run_dir / checkpoint.CHECKPOINT_NAME).is_file()
+        and session.status == "aborted"
+        and session.resumable,
         "gates": st.gates.decisions() if st.gates is not None else [],
         "grid": {
             "model": cfg.model.name,

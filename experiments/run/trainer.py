@@ -283,7 +283,11 @@ class Trainer:
                     else f"harness.stop_after_steps={step}"
                 )
                 self._checkpoint(step)
-                raise Stop("aborted", f"{why} at step {step}; checkpoint saved, resumable with resume=true")
+                raise Stop(
+                    "aborted",
+                    f"{why} at step {step}; checkpoint saved, resumable with resume=true",
+                    resumable=True,
+                )
             if ckpt_due:
                 self._checkpoint(step)
         self.state.step = max(self.state.step, start)
@@ -492,6 +496,7 @@ class Trainer:
                 "aborted",
                 f"{self.stop.signal_name} received during evaluation; checkpoint saved, "
                 "resume=true re-runs the evaluation",
+                resumable=True,
             )
 
     def finish(self) -> None:

@@ -102,7 +102,8 @@ class RunTask:
         argv, run_dir = self.jobs[run_id]
         sweep_dir = Path(self.sweep_dir)
         with run_lock(sweep_dir, run_id):
-            if read_summary(run_dir) is not None:  # finished meanwhile (another launcher, a requeue)
+            done = read_summary(run_dir)
+            if done is not None and not done.get("resumable"):  # finished meanwhile (another launcher)
                 return {"run_id": run_id, "returncode": 0, "skipped": True}
             resume = Path(run_dir).exists()
             cmd = [sys.executable, "-m", self.run_module, *argv] + (["resume=true"] if resume else [])

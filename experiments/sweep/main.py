@@ -78,15 +78,15 @@ class SweepState:
                 "eta_s": None,
             }
             summary = read_summary(run.run_dir)
-            if summary is not None:  # finished by an earlier invocation: never redone
+            if summary is not None and not summary.get("resumable"):  # finished earlier: never redone
                 e.update(
                     status=summary["status"],
                     status_reason=summary.get("status_reason"),
                     step=summary.get("steps_completed"),
                     previously_finished=True,
                 )
-            elif run.run_dir.exists():
-                e["status"] = "interrupted"  # partial run dir: resumed (resume=true), not counted
+            elif run.run_dir.exists():  # partial run dir or a stopped run (scancel): resumed, not counted
+                e["status"] = "interrupted"
             self.entries.insert(len(self.entries) if position is None else position, e)
             self.by_id[run.run_id] = e
             return e
@@ -249,7 +249,7 @@ class Sweep:
         with self.state.lock:
             for r, res in zip(batch, results):
                 e = self.state.by_id[r.run_id]
-                before = e["status"]  # the progress thread may already have seen the summary
+                before = (e["status"], e.get("status_reason"))  # the progress thread may have seen it
                 summary = read_summary(r.run_dir)
                 if summary is not None:
                     e.update(
@@ -257,6 +257,8 @@ class Sweep:
                         status_reason=summary.get("status_reason"),
                         step=summary.get("steps_completed"),
                     )
+                    if isinstance(res, dict) and res.get("error"):  # e.g. the scheduler ended the job
+                        e["status_reason"] = f"{e['status_reason'] or e['status']}; launcher: {res['error']}"
                     if e.get("started_t") and not e.get("duration_s"):
                         e["duration_s"] = time.time() - e["started_t"]
                     self._check_gate_b(r, summary)
@@ -277,7 +279,7 @@ class Sweep:
                     else:
                         why = f"process exited {rc} without a terminal summary.json (see {where}){error}"
                     e.update(status="failed", status_reason=why)
-                if self.progress is not None and e["status"] != before:
+                if self.progress is not None and (e["status"], e.get("status_reason")) != before:
                     self.progress.event(e)
             self.state.write()
 
