@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import dist
+from experiments.run import torchrun
 from tests.slurm.conftest import REPO, Cluster
 
 
@@ -60,7 +60,7 @@ def test_fsdp2_job_asks_one_task_with_n_gpus(tmp_path: Path) -> None:
         assert re.search(r"^srun .* -m submitit\.core\._submit ", text, flags=re.M)
     # On the node, the job's task runs `python -m experiments.run ... dist.nproc=4`, which relaunches
     # itself under torchrun with one process per GPU SLURM gave it:
-    cmd = dist.torchrun_command(4, ["dist=fsdp2", "dist.nproc=4"])
+    cmd = torchrun.torchrun_command(4, ["dist=fsdp2", "dist.nproc=4"])
     assert cmd[2] == "torch.distributed.run" and "--nproc_per_node=4" in cmd
 
 
