@@ -420,7 +420,7 @@ def flash_step_kernel(
             g = g + l2 * x
         m = m + one_minus_beta1 * (g - m)
         v = v * beta2 + one_minus_beta2 * (g * g)
-        if FAST:
+        if FAST and not INTERPRET:
             denom = _sqrt(v, FAST) * inv_bc2_sqrt + eps
         else:
             denom = _sqrt(v, FAST) / bc2_sqrt + eps
