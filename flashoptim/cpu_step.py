@@ -57,7 +57,7 @@ def _cat(pieces: list[torch.Tensor], pads: list[int]) -> torch.Tensor:
     """Flat concatenation of ``pieces`` with ``pads[i]`` zeros after piece ``i`` (always a new tensor)."""
     parts: list[torch.Tensor] = []
     for t, pad in zip(pieces, pads):
-        parts.append(t.reshape(-1))
+        parts.append(t.view(-1) if t.is_contiguous() else t.reshape(-1))
         if pad:
             parts.append(t.new_zeros(pad))
     return torch.cat(parts)
@@ -129,5 +129,15 @@ def reference_step_many(
 
 def _scatter(flat: torch.Tensor, sizes: list[int], numels: list[int], dests: list[torch.Tensor]) -> None:
     """Copy consecutive ``sizes[i]``-long pieces of ``flat`` (their first ``numels[i]`` values) into ``dests``."""
-    for piece, n, dest in zip(flat.split(sizes), numels, dests):
-        dest.copy_(piece[:n].view(dest.shape))
+    split: list[int] = []
+    for n, size in zip(numels, sizes):
+        split += (n, size - n) if size > n else (n,)
+    pieces = iter(flat.split(split))
+    for n, size, dest in zip(numels, sizes, dests):
+        piece = next(pieces)
+        if size > n:
+            next(pieces)  # the padding
+        if dest.is_contiguous():
+            dest.view(-1).copy_(piece)
+        else:
+            dest.copy_(piece.view(dest.shape))
