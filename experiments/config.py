@@ -124,6 +124,9 @@ class HarnessConfig:
     """How the run is watched, not what it computes: none of this enters the run id."""
 
     device: str = "auto"  # auto | cpu | cuda
+    # torch intra-op threads on a CPU device (None: torch's default, one per core). 1 at smoke scale:
+    # idle OpenMP threads spin, so on a shared CPU a step's CPU time (gate E's clock) would count waiting.
+    cpu_threads: int | None = None
     sync_every_steps: int = 1  # read losses back (one host-device sync) every N steps
     checkpoint_every_steps: int = 0  # 0: only on SIGINT/SIGTERM
     keep_checkpoint: bool = True  # false: delete the last checkpoint once the run completes
@@ -341,6 +344,12 @@ def _validate_harness(h: Any) -> None:
         import torch  # only when CUDA is explicitly requested
 
         require(torch.cuda.is_available(), "harness.device", h.device, "auto or cpu (no CUDA device here)")
+    require(
+        h.cpu_threads is None or h.cpu_threads >= 1,
+        "harness.cpu_threads",
+        h.cpu_threads,
+        "null or an int >= 1",
+    )
     require(h.sync_every_steps >= 1, "harness.sync_every_steps", h.sync_every_steps, ">= 1")
     require(h.checkpoint_every_steps >= 0, "harness.checkpoint_every_steps", h.checkpoint_every_steps, ">= 0")
     require(

@@ -12,7 +12,10 @@ In-run gates (called by the run engine, :class:`InRunGates`):
   failure; the run engine skips the rest of that evaluation.
 - **E** (throughput, step ``E.step``, by default the B step): the treatment's median tokens/s over
   its steps ``(E.warmup_steps, E.step]`` below ``E.min_ratio`` times the reference summary's
-  ``tokens_per_s`` (the reference's median after warm-up) aborts the run. A run shorter than
+  ``tokens_per_s`` (the reference's median after warm-up) aborts the run. ``E.clock: process_cpu``
+  (smoke scale) measures tokens per second of process CPU time instead of wall time, so a
+  reference and a treatment run at different moments of a shared CPU are compared on their own
+  work, not on how much of the machine each got. A run shorter than
   ``E.step`` is decided at its last step, before evaluation, so a fired E ends it ``aborted`` too.
 
 Sweep-level gates (called by ``experiments.sweep``): **C** (:func:`gate_c`: the ``C.model`` memory
@@ -37,6 +40,7 @@ from typing import Any
 
 from common.atomic import read_jsonl
 from experiments.gates_config import (  # noqa: F401  (re-exported: the schema registers on import)
+    CLOCKS,
     MEMORY_METRICS,
     GatesConf,
     register_schema,
@@ -231,31 +235,33 @@ class InRunGates:
         ref = self.cfg.reference_arm
         lo = int(self.cfg.E.warmup_steps)
         mine = [v for s, v in self._tokens_per_s if lo < s <= step]
+        row_key, summary_key = CLOCKS[self.cfg.E.clock]
         values: dict[str, Any] = {
             "gate_step": gate_step,
             "evaluated_at_last_step": at_last,
             "window": [lo, step],
             "window_steps": len(mine),
             "min_ratio": self.cfg.E.min_ratio,
-            "source": "median of this run's metrics tokens_per_s vs reference summary tokens_per_s",
+            "clock": self.cfg.E.clock,
+            "source": f"median of this run's metrics {row_key} vs reference summary {summary_key}",
         }
         problem = reference_problem(self.reference_run_dir, ref)
         if problem:
             return not_evaluable("E", step, problem, values)
         ref_summary = read_summary(self.reference_run_dir) or {}
-        ref_tps = ref_summary.get("tokens_per_s")
-        values |= {"reference_run_id": ref_summary.get("run_id"), "reference_tokens_per_s": ref_tps}
+        ref_tps = ref_summary.get(summary_key)
+        values |= {"reference_run_id": ref_summary.get("run_id"), f"reference_{summary_key}": ref_tps}
         if not _measurable(ref_tps) or ref_tps <= 0:
             return not_evaluable(
-                "E", step, f"reference ({ref}) summary has no tokens_per_s ({ref_tps})", values
+                "E", step, f"reference ({ref}) summary has no {summary_key} ({ref_tps})", values
             )
         if not mine:
             return not_evaluable(
-                "E", step, f"this run logged no tokens_per_s in steps ({lo}, {step}] (after warm-up)", values
+                "E", step, f"this run logged no {row_key} in steps ({lo}, {step}] (after warm-up)", values
             )
         tps = statistics.median(mine)
         ratio = tps / ref_tps
-        values |= {"tokens_per_s": tps, "throughput_ratio": ratio}
+        values |= {row_key: tps, "throughput_ratio": ratio}
         fired = ratio < self.cfg.E.min_ratio
         verb = "<" if fired else ">="
         return _decision(
@@ -263,7 +269,7 @@ class InRunGates:
             step,
             fired,
             values,
-            f"median {tps:.4g} tokens/s over steps ({lo}, {step}] is {ratio:.3g}x {ref}'s {ref_tps:.4g} "
+            f"median {tps:.4g} {row_key} over steps ({lo}, {step}] is {ratio:.3g}x {ref}'s {ref_tps:.4g} "
             f"({verb} {self.cfg.E.min_ratio}x)",
         )
 
@@ -285,8 +291,9 @@ class InRunGates:
         peak = _row_peak(row)
         if peak is not None:
             self._peak_mem_bytes = peak if self._peak_mem_bytes is None else max(self._peak_mem_bytes, peak)
-        if _measurable(row.get("tokens_per_s")):
-            self._tokens_per_s.append((step, float(row["tokens_per_s"])))
+        throughput = row.get(CLOCKS[self.cfg.E.clock][0])
+        if _measurable(throughput):
+            self._tokens_per_s.append((step, float(throughput)))
         if row.get("optimizer_state_dtypes"):
             self.note_state_dtypes(row["optimizer_state_dtypes"])
         if not self.applies:

@@ -15,6 +15,8 @@ from hydra.core.config_store import ConfigStore
 from common.config import require
 
 MEMORY_METRICS = ("peak_mem_allocated_bytes", "peak_mem_reserved_bytes")
+# Gate E's clocks: (metrics row key, summary key) of the throughput each compares.
+CLOCKS = {"wall": ("tokens_per_s", "tokens_per_s"), "process_cpu": ("tokens_per_cpu_s", "tokens_per_cpu_s")}
 
 
 @dataclass
@@ -64,6 +66,7 @@ class ThroughputGateConf:
     step: int = 100
     warmup_steps: int = 10
     min_ratio: float = 0.5
+    clock: str = "wall"  # "wall": tokens/s; "process_cpu": tokens per CPU-second (CLOCKS)
 
 
 @dataclass
@@ -122,6 +125,7 @@ def validate(gates_cfg: Any, prefix: str = "gates") -> None:
     require(gates_cfg.E.min_ratio > 0, f"{prefix}.E.min_ratio", gates_cfg.E.min_ratio, "a ratio > 0")
     # E.step <= E.warmup_steps is allowed (E.step follows B.step, which tests and scales shorten):
     # the decision is then not_evaluable, saying no step after warm-up was logged.
+    require(gates_cfg.E.clock in CLOCKS, f"{prefix}.E.clock", gates_cfg.E.clock, f"one of {list(CLOCKS)}")
     require(gates_cfg.E.warmup_steps >= 0, f"{prefix}.E.warmup_steps", gates_cfg.E.warmup_steps, ">= 0")
     require(
         gates_cfg.F.after_seeds >= 2,

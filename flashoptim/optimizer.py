@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from flashoptim.companders import Compander, default_compander, learned_candidates, resolve_compander
+from flashoptim.cpu_step import batch_key, reference_step_many
 from flashoptim.master_weights import CORRECTION_DTYPES, reconstruct_master, split_master
 from flashoptim.quantization import dequantize_groups, num_groups, quantize_groups, rel_l2_error
 
@@ -308,9 +309,30 @@ class FlashOptimizer(torch.optim.Optimizer):
                 fused_step_many(self, triton_params, states, group)
                 done = {id(p) for p in triton_params}
                 params = [p for p in params if id(p) not in done]
-            for p in params:
-                self._step_param(p, group)
+            self._step_params(params, group)
         return loss
+
+    def _step_params(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
+        """Step ``params`` of one group: Triton ones one by one, the rest through the batched
+        reference path (:mod:`flashoptim.cpu_step`, bit-identical to :meth:`_reference_step`)."""
+        batches: dict[Any, list[tuple[torch.Tensor, dict[str, Any]]]] = {}
+        for p in params:
+            assert p.grad is not None
+            if p.grad.is_sparse or self._use_triton(p):
+                self._step_param(p, group)
+                continue
+            state = self._state_of(p, group)
+            state["step"] += 1
+            key = batch_key(self, p, state, group)
+            if key is None:
+                self._reference_step(p, state, group)
+            else:
+                batches.setdefault(key, []).append((p, state))
+        for batch in batches.values():
+            if len(batch) == 1:
+                self._reference_step(*batch[0], group)
+            else:
+                reference_step_many(self, [p for p, _ in batch], [s for _, s in batch], group)
 
     @torch.no_grad()
     def step_param(self, p: torch.Tensor) -> None:

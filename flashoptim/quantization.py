@@ -67,7 +67,7 @@ def quantize_groups(
             torch.empty(0, dtype=torch.int8 if signed else torch.uint8, device=x.device),
             torch.empty(0, dtype=torch.float16, device=x.device),
         )
-    xg = _grouped(x)
+    xg = _grouped(x)  # may be ``x`` itself: not modified below
     absmax = xg.abs().amax(dim=1)
     stored = absmax.sqrt() if scale_root == 2 else absmax
     scales = stored.to(torch.float16)
@@ -77,9 +77,9 @@ def quantize_groups(
         eff = eff * eff
     safe = torch.where(eff > 0, eff, torch.ones_like(eff))
     lo = -1.0 if signed else 0.0
-    y = (xg / safe[:, None]).clamp(lo, 1.0)
+    y = (xg / safe[:, None]).clamp_(lo, 1.0)
     qmax = 127.0 if signed else 255.0
-    q = torch.round(compander.forward(y) * qmax)
+    q = compander.forward(y).mul_(qmax).round_()  # y is a temporary (linear's forward returns it)
     if not signed:
         q = torch.where(xg > 0, q.clamp_min(1.0), q)  # see module docstring: v > 0 never decodes to 0
     codes = q.to(torch.int8 if signed else torch.uint8).reshape(-1)[:n]
@@ -105,7 +105,7 @@ def dequantize_groups(
     eff = scales.float()
     if scale_root == 2:
         eff = eff * eff
-    x = compander.inverse(qg / qmax) * eff[:, None]
+    x = compander.inverse(qg / qmax).mul_(eff[:, None])
     return x.reshape(-1)[:n].reshape(out_shape)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import statistics
 import time
 import traceback
 from dataclasses import dataclass
@@ -298,6 +299,10 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "state_problem": audit.problem if audit else "no optimizer step was taken",
         "tokens_per_s": tps,
         "median_step_time_s": median_step,
+        # tokens per second of process CPU time (median after timing warm-up): gate E's load-independent clock
+        "tokens_per_cpu_s": (
+            st.tokens_per_step / statistics.median(st.cpu_step_times.values()) if st.cpu_step_times else None
+        ),
         "mfu": mfu,
         "tokens_per_step": st.tokens_per_step,
         "harness_time_fraction": st.harness_s / st.train_s if st.train_s > 0 else None,

@@ -84,6 +84,7 @@ class RunState:
     initial_loss: float | None = None
     final_loss: float | None = None
     step_times: dict[int, float] = field(default_factory=dict)  # step -> s (interval mean)
+    cpu_step_times: dict[int, float] = field(default_factory=dict)  # step -> process CPU s (interval mean)
     tokens_per_step: int = 0
     flops_per_token: float | None = None
     peak_flops: float | None = None
@@ -137,7 +138,7 @@ class Trainer:
         self.optimizer: Any = None
         self._release_handle: Any = None
         self._pending: list[tuple[int, torch.Tensor, float]] = []
-        self._interval_start = 0.0
+        self._interval_start = self._interval_cpu = 0.0
         self.metrics_path = run_dir / "metrics.jsonl"
         self._agreed_stop = False  # dist: some rank was asked to stop (from the last exchange)
 
@@ -157,6 +158,8 @@ class Trainer:
         setup_start = time.perf_counter()
         cfg, t, o = self.cfg, self.cfg.train, self.cfg.optimizer
         cap = cfg.harness.cuda_memory_cap_gib
+        if self.device.type == "cpu" and cfg.harness.cpu_threads:
+            torch.set_num_threads(cfg.harness.cpu_threads)
         if self.device.type == "cuda" and cap:
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(cap * 2**30 / total, 1.0), self.device)
@@ -255,6 +258,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def train(self, start: int) -> None:
         self._interval_start = loop_start = time.perf_counter()
+        self._interval_cpu = time.process_time()
         try:
             self._loop(start)
         finally:
@@ -364,6 +368,11 @@ class Trainer:
         self._flush_started = now
         step_time = (now - self._interval_start) / len(self._pending)
         self._interval_start = now
+        # Process CPU time (all threads): what a step costs whatever else the machine runs (gate E's
+        # clock at smoke scale, conf/scale/smoke.yaml); on a GPU it counts only the host's share.
+        cpu_now = time.process_time()
+        cpu_step_time = (cpu_now - self._interval_cpu) / len(self._pending)
+        self._interval_cpu = cpu_now
         alloc, reserved = self.meter.current()
         peak_alloc, peak_reserved = self.meter.peaks()
         if self.dist.active and self.meter.measurable:  # rows carry the per-GPU worst case
@@ -376,6 +385,8 @@ class Trainer:
                 "lr": lr,
                 "step_time_s": step_time,
                 "tokens_per_s": self.state.tokens_per_step / step_time,
+                "cpu_step_time_s": cpu_step_time,
+                "tokens_per_cpu_s": self.state.tokens_per_step / cpu_step_time if cpu_step_time > 0 else None,
                 "mem_allocated_bytes": alloc,
                 "mem_reserved_bytes": reserved,
                 "peak_mem_allocated_bytes": peak_alloc,
@@ -417,6 +428,8 @@ class Trainer:
         self.state.final_loss = row["loss"]
         if row["step"] > self.cfg.train.timing_warmup_steps and row.get("step_time_s"):
             self.state.step_times[row["step"]] = row["step_time_s"]
+        if row["step"] > self.cfg.train.timing_warmup_steps and row.get("cpu_step_time_s"):
+            self.state.cpu_step_times[row["step"]] = row["cpu_step_time_s"]
 
     def _check_divergence(self, step: int, loss: float | None) -> None:
         d = self.cfg.train.divergence
@@ -454,6 +467,7 @@ class Trainer:
         except OSError as exc:  # disk full: the run goes on; the summary says no checkpoint
             log.error("checkpoint at step %d failed: %s", step, exc)
         self._interval_start = time.perf_counter()  # saving is not step time
+        self._interval_cpu = time.process_time()
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> None:

@@ -47,7 +47,7 @@ def test_a_fired_throughput_gate_aborts_the_treatment_run_before_evaluation(resu
     # No arm is 1000x faster than AdamW, so min_ratio=1000 must fire.
     common = [*FAST, "sweep_id=gate-e-fires", "gates.A.enabled=false", "gates.E.min_ratio=1000"]
     _, ref_dir = run_in_process(results_root, common)
-    ref_tps = read_summary(ref_dir)["tokens_per_s"]
+    ref_tps = read_summary(ref_dir)["tokens_per_cpu_s"]  # smoke scale: gate E's clock is process CPU time
     code, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
     s = read_summary(run_dir)
     assert code == 0 and s["status"] == "aborted" and s["status_reason"].startswith("gate E"), s[
@@ -56,5 +56,5 @@ def test_a_fired_throughput_gate_aborts_the_treatment_run_before_evaluation(resu
     assert s["steps_completed"] == 4 and s["rel_l2_error"] is None and s["val_rel_l2_error"] is None
     (e,) = [g for g in s["gates"] if g["fired"]]
     assert e["gate"] == "E" and e["step"] == 4 and e["values"]["evaluated_at_last_step"]
-    assert e["values"]["reference_tokens_per_s"] == ref_tps
-    assert e["values"]["throughput_ratio"] == e["values"]["tokens_per_s"] / ref_tps < 1000
+    assert e["values"]["clock"] == "process_cpu" and e["values"]["reference_tokens_per_cpu_s"] == ref_tps
+    assert e["values"]["throughput_ratio"] == e["values"]["tokens_per_cpu_s"] / ref_tps < 1000
