@@ -132,7 +132,7 @@ def _scatter(flat: torch.Tensor, sizes: list[int], numels: list[int], dests: lis
     split: list[int] = []
     for n, size in zip(numels, sizes):
         split += (n, size - n) if size > n else (n,)
-    pieces = iter(flat.split(split))
+    pieces = iter(torch.split(flat, split))
     for n, size, dest in zip(numels, sizes, dests):
         piece = next(pieces)
         if size > n:

@@ -80,8 +80,9 @@ def quantize_groups(
     y = (xg / safe[:, None]).clamp_(lo, 1.0)
     qmax = 127.0 if signed else 255.0
     q = compander.forward(y).mul_(qmax).round_()  # y is a temporary (linear's forward returns it)
-    if not signed:
-        q = torch.where(xg > 0, q.clamp_min(1.0), q)  # see module docstring: v > 0 never decodes to 0
+    if not signed:  # see module docstring: v > 0 never decodes to 0
+        # max(q, sign(x)): q >= 1 where x > 0; where x <= 0, q is 0 and stays 0 (NaN stays NaN)
+        q = torch.maximum(q, xg.sign(), out=q)
     codes = q.to(torch.int8 if signed else torch.uint8).reshape(-1)[:n]
     return codes, scales
 
