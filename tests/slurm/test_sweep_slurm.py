@@ -273,15 +273,17 @@ def test_time_limit_is_recorded_and_the_rerun_resumes(
     slurm_cluster: Cluster, slurm_dataset: Datagen, tmp_path: Path
 ) -> None:
     root = slurm_dataset.results_root
-    long_run = [f"{RUN_DATA[:-1]},'train.max_steps=100000','harness.checkpoint_every_steps=0']"]
+    # Longer than its job's limit (4 min: a run needs up to 2 min to start training on a loaded
+    # 2-core machine); no early signal: SIGTERM comes with the limit itself. One run: no analysis.
+    long_run = run_overrides("train.max_steps=100000", "harness.checkpoint_every_steps=0")
     limit = [
-        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.timeout_min=4",
         "hydra.launcher.signal_delay_s=0",
         "sweep.grid.optimizer=[adamw]",
     ]
-    cmd = sweep_cmd(root, *long_run, *limit, "sweep.id=slurm-timeout")
+    cmd = sweep_cmd(root, long_run, *limit, "sweep.analyse=false", "sweep.id=slurm-timeout")
     sdir = root / "sweeps" / "slurm-timeout"
-    out = Sweep(slurm_cluster, cmd, tmp_path / "sweep1.log").finish(timeout=600)
+    out = Sweep(slurm_cluster, cmd, tmp_path / "sweep1.log").finish(timeout=900)
     (r,) = runs_by_arm(sdir).values()
     job = job_of(sdir, r["run_id"])
     assert slurm_cluster.job_state(job) == "TIMEOUT"
@@ -292,7 +294,7 @@ def test_time_limit_is_recorded_and_the_rerun_resumes(
     first = steps_logged(Path(r["run_dir"]))
     assert first and first == list(range(1, len(first) + 1))
     # Rerun: resumes from the step it stopped at (and is stopped by the limit again).
-    Sweep(slurm_cluster, cmd, tmp_path / "sweep2.log").finish(timeout=600)
+    Sweep(slurm_cluster, cmd, tmp_path / "sweep2.log").finish(timeout=900)
     (r2,) = runs_by_arm(sdir).values()
     steps = steps_logged(Path(r2["run_dir"]))
     assert json.loads((Path(r2["run_dir"]) / "manifest.json").read_text())["resumed"] is True
