@@ -23,7 +23,7 @@ from common.atomic import read_json, write_json, write_text
 from common.config import ConfigError
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
-from experiments import checkpoint, identity
+from experiments import checkpoint, identity, pretrained
 from experiments.textdata import (
     EncodedSample,
     TextCodec,
@@ -52,6 +52,7 @@ class PreparedData:
     val_available: int
     test_available: int
     prep_s: float = 0.0  # wall time of prepare_data: load, tokenizer, encode (s)
+    pretrained: dict[str, Any] | None = None  # the weights' source and sha256 (manifest)
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -66,8 +67,9 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     splits = {s: load_split(d, s) for s in ("train", "val", "test")}
     names = list(splits["train"]["param_names"])
     samples = {s: split_samples(v) for s, v in splits.items()}
-    if cfg.model.pretrained_path:
-        codec = TextCodec.from_pretrained(cfg.model.pretrained_path)
+    weights = pretrained.resolve(cfg.model)  # fetched/converted now: a problem exits 2 before any work
+    if weights is not None:
+        codec = TextCodec.from_pretrained(str(weights.hf_dir))
     elif cfg.resume and (run_dir / "tokenizer.json").is_file():
         codec = TextCodec.load(run_dir / "tokenizer.json")
     else:
@@ -97,6 +99,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         val_available=len(samples["val"]),
         test_available=len(samples["test"]),
         prep_s=time.perf_counter() - prep_start,
+        pretrained=weights.provenance() if weights is not None else None,
     )
 
 
@@ -146,6 +149,7 @@ class RunSession:
             "start_time": now_iso(),
             "end_time": None,
             "resumed": bool(resuming),
+            "pretrained": data.pretrained,
             **provenance(),
         }
         write_json(rd / "manifest.json", self.manifest)
