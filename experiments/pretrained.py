@@ -292,6 +292,11 @@ def convert_gguf(path: Path, sha256: str, cache_dir: Path) -> Path:
     for role, tid in _gguf_special_tokens(path).items():
         setattr(tok, f"{role}_token", tok.convert_ids_to_tokens(tid))
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # The tensors are de-quantised fp32 now, but transformers keeps a GGUF "quantizer" on the model
+    # that refuses save_pretrained; drop it so the directory is a plain fp32 checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=out.name + ".part-"))
     try:
