@@ -253,7 +253,7 @@ def _validate_optimizer(o: Any, t: Any) -> None:
     )
 
 
-def _validate_model(m: Any, scale: str) -> None:
+def validate_model(m: Any, scale: str) -> None:
     for k in (
         "hidden_size",
         "num_hidden_layers",
@@ -462,7 +462,7 @@ def validate(cfg: Any) -> None:
             "offline or disabled, unless WANDB_API_KEY is set in the environment",
         )
     _validate_optimizer(cfg.optimizer, cfg.train)
-    _validate_model(cfg.model, cfg.scale)
+    validate_model(cfg.model, cfg.scale)
     _validate_train(cfg.train, cfg.model)
     _validate_harness(cfg.harness)
     _validate_dist(cfg.dist, cfg.train)

@@ -379,14 +379,26 @@ def load_model(weights: Weights, model_cfg: Any, device: Any) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     attn = model_cfg.attn_implementation
+    t0 = time.perf_counter()
     if model_cfg.random_weights:
         config = AutoConfig.from_pretrained(str(weights.hf_dir))
         with torch.device(device):
-            return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(weights.hf_dir), dtype=torch.float32, attn_implementation=attn
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(weights.hf_dir), dtype=torch.float32, attn_implementation=attn
+        ).to(device)
+    log.info(
+        "model: %s %s from %s (%s, sha256 %s), %.1fM parameters, %.1f s",
+        "random weights in the architecture of" if model_cfg.random_weights else "pretrained weights",
+        type(model).__name__,
+        weights.source["path"],
+        weights.source["format"],
+        weights.source["sha256"][:16],
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        time.perf_counter() - t0,
     )
-    return model.to(device)
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from experiments import dry_run
 from experiments import gates as G
 from experiments import launch as L
 from experiments import plan as P
+from experiments.config import validate_model
 from experiments.progress import Progress
 from experiments.sweep_config import validate
 
@@ -458,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.sweep.run_config_dir or P.CONF_DIR,
         )
         G.validate(probe.gates)
+        if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
+            validate_model(probe.model, probe.scale)
         sweep_id = _sweep_id(cfg, probe)
         sweep = Sweep(cfg, overrides, sweep_id)
         if cfg.sweep.dry_run:

