@@ -10,12 +10,16 @@ SCALE ?=
 DATA ?= smoke
 SWEEP_DIR ?=
 PYTEST_ARGS ?=
+# PRETRAINED: the model's weights for mvt/sweep (Hugging Face directory or .gguf file); MODEL: `make model`.
+PRETRAINED ?=
+MODEL ?= smollm2-135m
+RUN_OVERRIDES := $(if $(PRETRAINED),'sweep.run_overrides=["model.pretrained_path=$(PRETRAINED)"]')
 
-.PHONY: help env mvt sweep sweep-dry data report test test-all test-gpu test-slurm lint typecheck ci format wheels clean
+.PHONY: help env model mvt sweep sweep-dry data report test test-all test-gpu test-slurm lint typecheck ci format wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=smoke|pilot|protocol (mvt), DATA=smoke|pilot|protocol (data), SWEEP_DIR=... (report)"
+	@echo "  variables: SCALE=smoke|pilot|protocol (mvt), PRETRAINED=<hf dir or .gguf> (mvt, sweep), DATA=smoke|pilot|protocol (data), MODEL=<preset> (model), SWEEP_DIR=... (report)"
 
 $(STAMP): pyproject.toml uv.lock scripts/bootstrap_env.sh
 	@scripts/bootstrap_env.sh
@@ -32,13 +36,16 @@ mvt: $(STAMP) ## the minimal viable test: data, 9 runs (3 arms x 3 seeds), analy
 	    scale=smoke; echo "mvt: no CUDA device -> scale=smoke: exercises the pipeline, is no evidence about the hypothesis"; \
 	  fi; \
 	fi; \
-	$(PY) -m experiments.sweep sweep=mvt scale=$$scale
+	$(PY) -m experiments.sweep sweep=mvt scale=$$scale $(RUN_OVERRIDES)
 
 sweep: $(STAMP) ## the full validation grid (python -m experiments.sweep)
-	$(PY) -m experiments.sweep sweep=full $(if $(SCALE),scale=$(SCALE))
+	$(PY) -m experiments.sweep sweep=full $(if $(SCALE),scale=$(SCALE)) $(RUN_OVERRIDES)
 
 sweep-dry: $(STAMP) ## list the full grid's runs, predicted memory and GPU-hours, run nothing
 	$(PY) -m experiments.sweep sweep=full sweep.dry_run=true $(if $(SCALE),scale=$(SCALE))
+
+model: $(STAMP) ## fetch + convert a preset's pretrained weights ahead of time (MODEL=smollm2-135m)
+	$(PY) -m experiments.pretrained model=$(MODEL)
 
 data: $(STAMP) ## generate a dataset (DATA=smoke|pilot|protocol)
 	$(PY) -m datagen data=$(DATA)

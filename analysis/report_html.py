@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis.context import ArmVerdict, ReportContext
 from analysis.criteria import CriterionResult, label
+from analysis.pretrained_banner import random_init_banner
 from analysis.report_text import (
     accounting_frame,
     criteria_rows,
@@ -148,6 +149,8 @@ def render_html(ctx: ReportContext) -> str:
             f"<div class=smoke id=smoke-banner>SMOKE SCALE: {esc(ctx.scale)} scale exercises the "
             "pipeline, is no evidence about the hypothesis.</div>"
         )
+    if banner := random_init_banner([r.summary for r in ctx.sweep.runs]):
+        parts.append(f"<div class=smoke id=random-init-banner>{esc(banner)}</div>")
     facts = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in ctx.header.items())
     parts.append(f"<table class=facts>{facts}</table>")
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.context import ReportContext
 from analysis.criteria import CriterionResult, label
+from analysis.pretrained_banner import random_init_banner
 from analysis.report_text import accounting_frame, criteria_rows, long_sequences, method_text, sequential_text
 
 
@@ -74,6 +75,8 @@ def render_md(ctx: ReportContext) -> str:
             f"> **SMOKE SCALE**: {ctx.scale} scale exercises the pipeline, is no evidence about the hypothesis.",
             "",
         ]
+    if banner := random_init_banner([r.summary for r in ctx.sweep.runs]):
+        out += [f"> **{banner}**", ""]
     out += [f"- **{k}**: {v}" for k, v in ctx.header.items()] + [
         "",
         "## Criteria",

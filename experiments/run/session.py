@@ -26,7 +26,7 @@ from common.config import ConfigError
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
 from datagen.dataset import dataset_dir, dataset_id, load_split
-from experiments import rundir
+from experiments import pretrained, rundir
 from experiments.eval.textdata import (
     EncodedSample,
     TextCodec,
@@ -57,6 +57,7 @@ class PreparedData:
     val_available: int
     test_available: int
     prep_s: float = 0.0  # wall time of prepare_data: load, tokenizer, encode (s)
+    pretrained: dict[str, Any] | None = None  # the weights' source and sha256 (manifest)
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -69,8 +70,9 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     splits = {s: load_split(d, s) for s in ("train", "val", "test")}
     names = list(splits["train"]["param_names"])
     samples = {s: split_samples(v) for s, v in splits.items()}
-    if cfg.model.pretrained_path:
-        codec = TextCodec.from_pretrained(cfg.model.pretrained_path)
+    weights = pretrained.resolve(cfg.model)  # fetched/converted now: a problem exits 2 before any work
+    if weights is not None:
+        codec = TextCodec.from_pretrained(str(weights.hf_dir))
     elif cfg.resume and (run_dir / "tokenizer.json").is_file():
         codec = TextCodec.load(run_dir / "tokenizer.json")
     else:
@@ -100,6 +102,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         val_available=len(samples["val"]),
         test_available=len(samples["test"]),
         prep_s=time.perf_counter() - prep_start,
+        pretrained=weights.provenance() if weights is not None else None,
     )
 
 
@@ -141,6 +144,7 @@ class RunSession:
             "start_time": now_iso(),
             "end_time": None,
             "resumed": bool(resuming),
+            "pretrained": data.pretrained,
             **provenance(),
         }
         write_json(rd / "manifest.json", self.manifest)

@@ -30,6 +30,7 @@ from common.logs import setup_logging
 from common.provenance import now_iso, provenance
 from experiments import config as run_config
 from experiments import gates as G
+from experiments.config import validate_model
 from experiments.rundir import read_summary
 from experiments.sweep import dry_run
 from experiments.sweep import launch as L
@@ -460,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.sweep.run_config_dir or P.CONF_DIR,
         )
         G.validate(probe.gates)
+        if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
+            validate_model(probe.model, probe.scale)
         sweep_id = _sweep_id(cfg, probe)
         sweep = Sweep(cfg, overrides, sweep_id)
         if cfg.sweep.dry_run:
