@@ -19,25 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from run_helpers import FAST, compose_run, fixture_results_root, read_metrics, read_summary, run_in_process
+from run_helpers import FAST, fixture_results_root, read_metrics, read_summary, run_in_process
 from test_gates import reference, row, write_run
 
-from common.config import CONF_DIR, ConfigError
+from common.config import ConfigError, compose
 from experiments import gates as G
 
 
 @pytest.fixture(scope="module")
 def smoke_gates() -> Any:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(overrides=["+gates=protocol", "+scale=smoke"])
-    return cfg.gates
+    return compose("run", ["scale=smoke"]).gates
 
 
-def test_smoke_scale_uses_the_cpu_clock_with_one_thread(tmp_path: Path) -> None:
-    cfg = compose_run(tmp_path, ["scale=smoke"])
+def test_smoke_scale_uses_the_cpu_clock_with_one_thread() -> None:
+    cfg = compose("run", ["scale=smoke"])
     assert cfg.gates.E.clock == "process_cpu" and cfg.harness.cpu_threads == 1
-    assert compose_run(tmp_path, ["scale=protocol"]).gates.E.clock == "wall"
+    protocol = compose("run", ["scale=protocol"])
+    assert protocol.gates.E.clock == "wall" and protocol.harness.cpu_threads is None
 
 
 def test_process_cpu_clock_reads_tokens_per_cpu_s_not_wall(tmp_path: Path, smoke_gates: Any) -> None:
