@@ -87,7 +87,7 @@ class BootstrapConfig:
 
 @dataclass
 class MetricConfig:
-    primary: str = "floored_mean"
+    primary: str = "pooled"
     floor_quantile: float = 0.25
     floor_kpa: float | None = None
     scale_group: list[str] = field(default_factory=lambda: list(acc.GROUP_FIELDS))
