@@ -98,14 +98,16 @@ def digest_path(shard_path: str | Path) -> Path:
 
 
 def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write atomically, then its digest record; return the sha256 of the bytes.
+    """Write its digest record, then the shard, each atomically; return the sha256 of the bytes.
 
-    A shard without its record (killed in between) is not trusted on resume: it is solved again.
+    Record first: a shard on disk always has its record, so a cluster job verifying another job's
+    shards never sees a fresh shard without one; a shard without a record (an older run, or
+    altered) is not trusted on resume and is solved again.
     """
     data = npz_bytes(arrays)
     digest = hashlib.sha256(data).hexdigest()
-    write_bytes(path, data)
     write_bytes(digest_path(path), (digest + "\n").encode())
+    write_bytes(path, data)
     return digest
 
 

@@ -185,8 +185,8 @@ def poro_times(t_end: float, time_scale: float, sv: Any) -> list[float]:
     `poro_first_step`, each next step `poro_step_ratio` times the previous one (the sqrt(T) boundary
     layer right after loading), capped at `poro_max_step` (the slow modes later; the first decays
     like exp(-pi^2 T / 4) or faster). The last step ends exactly at t_end: if it would be shorter
-    than 0.3 of the one before, the point before it is dropped (step ratios stay < 2, inside BDF2's
-    zero-stability bound 1 + sqrt 2).
+    than 0.3 of the one before, the point before it is dropped (that step is then at most 1.3x
+    poro_step_ratio <= 1.5 times the one before: inside BDF2's zero-stability bound 1 + sqrt 2).
     """
     T_end = t_end / time_scale
     dT, T = float(sv.poro_first_step), 0.0
