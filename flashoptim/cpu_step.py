@@ -2,7 +2,7 @@
 
 :meth:`FlashOptimizer._reference_step` steps one parameter with about a hundred small tensor ops
 (reconstruct the master, decode two states, update, split, encode).  On a CPU model of small
-tensors the fixed cost of each op dominates, so a step of the smoke model's 21 tensors cost 13x
+tensors the fixed cost of each op dominates: a step of the smoke model's 21 tensors cost 16.7x
 torch AdamW's (flashoptim/BENCHMARKS.md).  Every operation of the reference is elementwise or per
 quantisation group of 32 values, so the same operations on the concatenation of many parameters
 give the same bits, provided each parameter starts a new group: :func:`reference_step_many` pads

@@ -24,17 +24,23 @@ from test_gates import reference, row, write_run
 
 from common.config import ConfigError, compose
 from experiments import gates as G
+from experiments.config import register
+
+
+def _run_config(scale: str) -> Any:
+    register()  # the run schema (conf/run.yaml's defaults) lives in the config store
+    return compose("run", [f"scale={scale}"])
 
 
 @pytest.fixture(scope="module")
 def smoke_gates() -> Any:
-    return compose("run", ["scale=smoke"]).gates
+    return _run_config("smoke").gates
 
 
 def test_smoke_scale_uses_the_cpu_clock_with_one_thread() -> None:
-    cfg = compose("run", ["scale=smoke"])
+    cfg = _run_config("smoke")
     assert cfg.gates.E.clock == "process_cpu" and cfg.harness.cpu_threads == 1
-    protocol = compose("run", ["scale=protocol"])
+    protocol = _run_config("protocol")
     assert protocol.gates.E.clock == "wall" and protocol.harness.cpu_threads is None
 
 
