@@ -100,6 +100,15 @@ class Progress:
             return False
         run_dir = Path(e["run_dir"])
         summary = read_summary(run_dir)
+        if summary is not None and summary.get("resumable"):
+            # a stopped run's summary (scancel, time limit) from an earlier job: it is resumed, so it
+            # is no result until this invocation's job rewrites it
+            try:
+                stale = (run_dir / "summary.json").stat().st_mtime < (e.get("started_t") or float("inf"))
+            except OSError:
+                stale = True
+            if e["status"] != "running" or stale:
+                summary = None
         if summary is not None:
             e.update(
                 status=summary["status"],
