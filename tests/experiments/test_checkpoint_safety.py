@@ -34,7 +34,9 @@ class _Planted:
         return (open, (str(self.marker), "w"))
 
 
-def test_planted_checkpoint_is_refused_on_resume_and_never_executed(results_root: Path, tmp_path: Path) -> None:
+def test_planted_checkpoint_is_refused_on_resume_and_never_executed(
+    results_root: Path, tmp_path: Path
+) -> None:
     ov = [*FAST, "sweep_id=planted"]
     run_dir = identity.run_dir(compose_run(results_root, ov))
     run_dir.mkdir(parents=True)
