@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -34,11 +35,14 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def _refused(path: Path, exc: BaseException) -> Stop:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    # torch's message spans lines (terminal escapes, advice to allow the global): keep the culprit
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL (\S+)", text) or re.search(r"\b([\w.]+) is not allowed", text)
+    what = f"it holds {found.group(1)}" if found else (text.strip().splitlines() or [type(exc).__name__])[0]
     return Stop(
         "failed",
-        f"checkpoint {path} refused: not a plain tensor/container file (safe load failed: {first}); "
-        "it was not executed. Delete it to start the run afresh",
+        f"checkpoint {path} refused: only tensors and plain containers are loaded, {what[:150]} "
+        "(not executed); delete it to start the run afresh",
     )
 
 
