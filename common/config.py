@@ -13,6 +13,7 @@ line and exits with status 2 before any work starts or any directory is created.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,37 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise a :class:`ConfigError` unless ``ok``; the validators' one building block."""
     if not ok:
         raise ConfigError(key, value, allowed)
+
+
+# -- paths a config names: contained -------------------------------------------------------------
+# The working tree: the checkout holding conf/. A results_root must lie inside it (lexically, after
+# making it absolute against the current directory and normalising `..`; a symlink placed inside it
+# by the user is theirs to place) unless `allow_outside_results_root=true`.
+WORK_TREE = CONF_DIR.parent
+ALLOW_OUTSIDE_KEY = "allow_outside_results_root"
+# conf/run.yaml and conf/sweep.yaml read this variable as the switch's default: a sweep whose switch
+# is on sets it for the runs it starts (their config has no sweep section to pass it through).
+ALLOW_OUTSIDE_ENV = "HARNESS_ALLOW_OUTSIDE_RESULTS_ROOT"
+
+
+def require_name(key: str, value: Any) -> None:
+    """``value`` is used as one directory name: no separator, not ``.``/``..``, not hidden."""
+    v = "" if value is None else str(value)
+    ok = bool(v) and not any(c in v for c in ("/", "\\", "\0")) and not v.startswith(".")
+    require(ok, key, value, "a directory name: no '/' or '\\', not '.', '..' or starting with '.'")
+
+
+def require_results_root(value: Any, allow_outside: bool, key: str = "results_root") -> None:
+    """``results_root`` lies inside the working tree, unless the switch allows elsewhere."""
+    root = Path(os.path.normpath(os.path.abspath(str(value))))
+    inside = root == WORK_TREE or WORK_TREE in root.parents
+    require(
+        bool(str(value)) and (inside or allow_outside),
+        key,
+        value,
+        f"a directory inside the working tree {WORK_TREE} (or set {ALLOW_OUTSIDE_KEY}=true "
+        "to write elsewhere)",
+    )
 
 
 def _group_options(group: str) -> list[str]:

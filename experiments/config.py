@@ -23,7 +23,7 @@ from omegaconf import MISSING
 
 import datagen.spec
 import experiments.gates
-from common.config import ConfigError, compose, require
+from common.config import ConfigError, compose, require, require_name, require_results_root
 from datagen.dataset import dataset_dir
 from experiments import pretrained
 
@@ -194,6 +194,7 @@ class RunConfig:
     seed: int = 0
     sweep_id: str = "adhoc"
     results_root: str = "results"
+    allow_outside_results_root: bool = False  # results_root may lie outside the working tree
     resume: bool = False
 
 
@@ -449,14 +450,10 @@ def _validate_dataset(cfg: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Semantic checks of a composed run config; raises ConfigError on the first problem."""
+    require_name("sweep_id", cfg.sweep_id)  # paths first: a bad one is refused before anything is read
+    require_results_root(cfg.results_root, bool(cfg.allow_outside_results_root))
     require(cfg.scale in SCALES, "scale", cfg.scale, f"one of {SCALES}")
     require(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    require(
-        bool(cfg.sweep_id) and "/" not in cfg.sweep_id,
-        "sweep_id",
-        cfg.sweep_id,
-        "a non-empty name without '/'",
-    )
     require(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode, f"one of {WANDB_MODES}")
     if cfg.wandb.mode == "online":
         require(

@@ -4,13 +4,24 @@ One file, ``checkpoint.pt``, written to a temporary name and renamed, so a kill 
 the previous checkpoint intact. Resuming restores every RNG stream and the number of micro-batches
 consumed; the data stream is a pure function of that number (textdata.PackedStream), so a resumed
 run follows the same trajectory (bit-identical on CPU).
+
+Loading never runs code from the file: ``torch.load(weights_only=True)`` accepts only tensors and
+plain containers (dict, list, tuple, str, numbers, None), so everything saved is one of those (RNG
+states as tensors and tuples, no numpy arrays or objects). A checkpoint the safe loader refuses ends
+the run as ``failed`` with one line naming the file; it is never unpickled. Sharded checkpoints:
+DCP loads tensors with ``weights_only=True`` too, but reads its ``.metadata`` with plain
+``pickle.load``; :class:`_SafeReader` reads it with an unpickler that admits only DCP's metadata
+classes.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +29,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.rundir import Stop
+
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _refused(path: Path, exc: BaseException) -> Stop:
+    # torch's message spans lines (terminal escapes, advice to allow the global): keep the culprit
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"GLOBAL (\S+)", text) or re.search(r"\b([\w.]+) is not allowed", text)
+    what = f"it holds {found.group(1)}" if found else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return Stop(
+        "failed",
+        f"checkpoint {path} refused: only tensors and plain containers are loaded, {what[:150]} "
+        "(not executed); delete it to start the run afresh",
+    )
+
+
+def _safe_load(path: Path, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)``; a file it refuses becomes a :class:`Stop` naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        raise _refused(path, exc) from exc
 
 
 def _save_atomic(payload: Any, path: Path) -> None:
@@ -34,9 +67,18 @@ def _save_atomic(payload: Any, path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG stream as tensors and plain tuples (what the safe loader accepts)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": (version, torch.tensor(words, dtype=torch.int64), gauss),
+        "numpy": (
+            str(kind),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -45,8 +87,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(int(w) for w in words.cpu().tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     # map_location may have moved the state tensors to the GPU; RNG states must be CPU byte tensors.
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
@@ -75,7 +119,7 @@ def load(run_dir: Path, *, model: Any, optimizer: Any, device: torch.device) -> 
     path = run_dir / CHECKPOINT_NAME
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = _safe_load(path, device)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     set_rng_state(payload["rng"])
@@ -153,7 +197,7 @@ def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) ->
     path = run_dir / CHECKPOINT_NAME
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = _safe_load(path, "cpu")
     if payload.get("world_size") != dist_ctx.world_size:
         raise RuntimeError(
             f"checkpoint written by {payload.get('world_size')} ranks, resuming with {dist_ctx.world_size}: "
@@ -161,7 +205,11 @@ def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) ->
         )
     materialise_state(optimizer, model.parameters())  # DCP loads into existing state (a template)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    dcp.load(state, checkpoint_id=str(run_dir / payload["shards"]))
+    shards = run_dir / payload["shards"]
+    try:
+        dcp.load(state, storage_reader=_safe_reader(dcp, shards))
+    except pickle.UnpicklingError as exc:
+        raise _refused(shards / ".metadata", exc) from exc
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     mine = payload["per_rank"][dist_ctx.rank]
@@ -173,6 +221,51 @@ def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) ->
         "progress": mine["progress"],
         "checkpoint_bytes": size,
     }
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Admits only the classes a DCP ``.metadata`` file is made of; anything else is refused."""
+
+    _MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.planner")
+    _ALSO = frozenset(
+        {
+            ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+            ("torch", "Size"),
+            ("torch", "device"),
+            ("collections", "OrderedDict"),
+            ("builtins", "set"),
+            ("builtins", "frozenset"),
+            ("builtins", "slice"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = getattr(sys.modules.get(module), name, None) if "." not in name else None
+        own_class = module in self._MODULES and isinstance(obj, type) and obj.__module__ == module
+        torch_enum = module == "torch" and isinstance(obj, (torch.dtype, torch.layout, torch.memory_format))
+        if own_class or torch_enum or (module, name) in self._ALSO:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in checkpoint metadata")
+
+
+def _safe_reader(dcp: Any, path: Path) -> Any:
+    """A DCP FileSystemReader whose ``.metadata`` is read by :class:`_MetadataUnpickler` (the base
+    class reads it with plain ``pickle.load``); the rest of reading is DCP's own."""
+    # sharded runs only (see load_sharded): the metadata classes come with DCP
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(dcp.FileSystemReader):  # type: ignore[misc,name-defined]
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            rank = kwargs.get("rank")
+            name = ".metadata" if rank is None else f"__{rank}.metadata"
+            with open(Path(str(self.path)) / name, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(path))
 
 
 def remove(run_dir: Path) -> None:

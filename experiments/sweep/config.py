@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from common.config import require
+from common.config import require, require_name, require_results_root
 
 DESIGNS = ("mvt", "full")
 SCALES = ("smoke", "pilot", "protocol")
@@ -98,6 +98,7 @@ class SweepConf:
     # conf/scale/ is a config group (the run's), so Hydra would read `scale=` as a group override.
     scale: str = "${sweep.scale}"
     results_root: str = "results"
+    allow_outside_results_root: bool = False  # results_root may lie outside the working tree
     sweep: SweepSection = field(default_factory=SweepSection)
 
 
@@ -110,6 +111,11 @@ register_schema()
 
 def validate(cfg: Any) -> None:
     s = cfg.sweep
+    require_results_root(cfg.results_root, bool(cfg.allow_outside_results_root))
+    if s.id is not None:
+        require_name("sweep.id", s.id)
+    if s.launch_run:
+        require_name("sweep.launch_run", s.launch_run)
     require(cfg.scale in SCALES, "scale", cfg.scale, f"one of {', '.join(SCALES)}")
     require(s.design in DESIGNS, "sweep.design", s.design, f"one of {', '.join(DESIGNS)}")
     require(

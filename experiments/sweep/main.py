@@ -13,6 +13,7 @@ run's status; the sweep goes on.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from common.atomic import write_json
-from common.config import exit_on_config_error, load
+from common.config import ALLOW_OUTSIDE_ENV, exit_on_config_error, load
 from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
@@ -454,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         validate(cfg)
+        if cfg.allow_outside_results_root:  # the runs (and their launchers) read the switch from here
+            os.environ[ALLOW_OUTSIDE_ENV] = "true"
         run_config.register()
         probe, _ = P.compose_run(
             cfg.sweep.run_config,

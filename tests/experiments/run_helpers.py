@@ -59,6 +59,7 @@ def _split_arrays(
         "converged": np.ones(n, dtype=bool),
         "newton_iterations": np.full(n, 4, dtype=np.int64),
         "load_steps": np.full(n, 2, dtype=np.int64),
+        "error_estimate": np.full(n, np.nan),  # not estimated (datagen contract: NaN)
         "probe_points": np.zeros((n_probes, 3)),
         "rejected_sample_id": np.zeros(0, np.int64),
         "rejected_reason": np.zeros(0, "<U8"),
