@@ -87,8 +87,8 @@ class BootstrapConfig:
 
 @dataclass
 class MetricConfig:
-    primary: str = "pooled"
-    floor_quantile: float = 0.25
+    primary: str = "floored_mean"
+    floor_quantile: float = 0.95
     floor_kpa: float | None = None
     scale_group: list[str] = field(default_factory=lambda: list(acc.GROUP_FIELDS))
     failure_penalty: list[str] = field(default_factory=lambda: ["zeros", "train_median"])
