@@ -1,6 +1,6 @@
 """CPU step probe used while developing cpu_step.py (figures in stepbench_probe.log).
 
-``TH=<threads> python flashoptim/benchmarks/cpu-2026-12-01/stepbench_probe.py`` from the repo root:
+``TH=<threads> python benchmarks/flashoptim/cpu-2026-12-01/stepbench_probe.py`` from the repo root:
 torch AdamW (fp32) then FlashAdamW (bf16), 21 tensors of the smoke model's shapes, median process
 CPU time of 20 steps after 3. Superseded by ``python -m flashoptim.cpu_bench`` (interleaved arms).
 """

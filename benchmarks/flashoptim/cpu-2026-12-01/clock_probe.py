@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, ".")
 import flashoptim
-from experiments.models import build_model
+from experiments.run.models import build_model
 
 MODEL = SimpleNamespace(
     hidden_size=64,
