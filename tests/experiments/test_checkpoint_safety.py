@@ -86,8 +86,8 @@ def test_sharded_load_refuses_planted_metadata_with_one_line(tmp_path: Path) -> 
     dcp.save({"w": torch.ones(2)}, checkpoint_id=str(shards))
     marker = tmp_path / "pwned"
     (shards / ".metadata").write_bytes(pickle.dumps(_Planted(marker)))
-    with pytest.raises(pickle.UnpicklingError) as info:
-        dcp.load({"w": torch.zeros(2)}, storage_reader=checkpoint._safe_reader(dcp, shards))
-    stop = checkpoint._refused(shards / ".metadata", info.value)
-    assert isinstance(stop, Stop) and stop.status == "failed" and "\n" not in stop.reason
+    with pytest.raises(Stop) as info:
+        checkpoint._open_shards(dcp, shards)
+    stop = info.value
+    assert stop.status == "failed" and "\n" not in stop.reason and "builtins.open" in stop.reason
     assert str(shards / ".metadata") in stop.reason and not marker.exists()
