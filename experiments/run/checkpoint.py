@@ -206,10 +206,7 @@ def load_sharded(run_dir: Path, *, model: Any, optimizer: Any, dist_ctx: Any) ->
     materialise_state(optimizer, model.parameters())  # DCP loads into existing state (a template)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     shards = run_dir / payload["shards"]
-    try:
-        dcp.load(state, storage_reader=_safe_reader(dcp, shards))
-    except pickle.UnpicklingError as exc:
-        raise _refused(shards / ".metadata", exc) from exc
+    dcp.load(state, storage_reader=_open_shards(dcp, shards))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     mine = payload["per_rank"][dist_ctx.rank]
@@ -232,6 +229,9 @@ class _MetadataUnpickler(pickle.Unpickler):
             ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
             ("torch", "Size"),
             ("torch", "device"),
+            ("torch.serialization", "_get_layout"),  # a layout by its name
+            ("pathlib", "PosixPath"),  # the checkpoint id DCP records
+            ("pathlib", "Path"),
             ("collections", "OrderedDict"),
             ("builtins", "set"),
             ("builtins", "frozenset"),
@@ -266,6 +266,17 @@ def _safe_reader(dcp: Any, path: Path) -> Any:
             return metadata
 
     return SafeReader(str(path))
+
+
+def _open_shards(dcp: Any, shards: Path) -> Any:
+    """The safe reader for ``shards``, its metadata read once here: DCP's loader swallows a reader's
+    exception (and fails later without the cause), so a refusal is raised here as a Stop naming it."""
+    reader = _safe_reader(dcp, shards)
+    try:
+        reader.read_metadata()
+    except pickle.UnpicklingError as exc:
+        raise _refused(shards / ".metadata", exc) from exc
+    return reader
 
 
 def remove(run_dir: Path) -> None:
