@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from common.atomic import read_json, write_json
-from common.config import ConfigError
+from common.config import ConfigError, compose, exit_on_config_error
+from common.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def convert_gguf(path: Path, sha256: str, cache_dir: Path) -> Path:
         return out
     # transformers and torch: heavy, and only needed when a GGUF is converted.
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # (heavy, as above)
 
     t0 = time.perf_counter()
     log.info("converting %s to a Hugging Face directory %s (once; about a minute on a CPU)", path, out)
@@ -387,7 +388,7 @@ def load_model(weights: Weights, model_cfg: Any, device: Any) -> Any:
     same architecture freshly initialised under the caller's seed."""
     # torch/transformers: this module is also imported by config validation, which must stay light.
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM  # (heavy, as above)
 
     attn = model_cfg.attn_implementation
     t0 = time.perf_counter()
@@ -415,9 +416,7 @@ def load_model(weights: Weights, model_cfg: Any, device: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """``python -m experiments.pretrained model=<preset> [model.pretrained_path=...]``: fetch, verify and
     convert ahead of time; prints where the weights are and their sha256."""
-    from common.config import compose, exit_on_config_error
-    from common.logs import setup_logging
-    from experiments import config as run_config
+    from experiments import config as run_config  # it imports this module: imported at call time
 
     setup_logging()
     args = list(sys.argv[1:] if argv is None else argv)

@@ -18,7 +18,7 @@ per-parameter reference path.  Bit-identity with the per-parameter path is teste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -26,15 +26,32 @@ from flashoptim.companders import Compander
 from flashoptim.master_weights import reconstruct_master, split_master
 from flashoptim.quantization import GROUP_SIZE, dequantize_groups, num_groups, quantize_groups
 
-if TYPE_CHECKING:
-    from flashoptim.optimizer import FlashOptimizer
+
+class Stepper(Protocol):
+    """What this module reads of :class:`flashoptim.optimizer.FlashOptimizer` (a protocol, so that
+    the optimizer module, which imports this one, is not imported back)."""
+
+    compander: str
+    quantize_states: bool
+
+    def _state_specs(self, group: dict[str, Any]) -> tuple[tuple[str, bool, int], ...]: ...
+
+    def _reference_update(
+        self,
+        master: torch.Tensor,
+        grad: torch.Tensor,
+        states: dict[str, torch.Tensor],
+        group: dict[str, Any],
+        step: int,
+    ) -> None: ...
+
 
 __all__ = ["batch_key", "reference_step_many"]
 
 _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 
 
-def batch_key(opt: FlashOptimizer, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> Any:
+def batch_key(opt: Stepper, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> Any:
     """Parameters of equal key may be stepped together; None: this one takes the per-parameter path."""
     if type(p) not in (torch.Tensor, torch.nn.Parameter) or opt.compander == "learned":
         return None
@@ -65,7 +82,7 @@ def _cat(pieces: list[torch.Tensor], pads: list[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_step_many(
-    opt: FlashOptimizer, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+    opt: Stepper, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
 ) -> None:
     """One reference step of ``params`` (equal :func:`batch_key`, steps already incremented)."""
     step = states[0]["step"]

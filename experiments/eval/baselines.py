@@ -268,7 +268,7 @@ def regressor_predictor(
     """Fit one standard regressor on train (params + labels -> P*6 stresses); predict each target."""
     # scikit-learn is imported here: it is heavy and only this baseline needs it.
     from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.neural_network import MLPRegressor
+    from sklearn.neural_network import MLPRegressor  # (heavy, as above)
 
     y = train["stress"].reshape(len(train["stress"]), -1)
     codes = _label_codes(train, [train, *targets])
