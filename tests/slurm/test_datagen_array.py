@@ -45,7 +45,7 @@ def test_array_splits_shards_writes_manifest_once_and_is_idempotent(
     assert len(logs) == 3, sorted(logs)
     planned = solved = 0
     for text in logs.values():
-        m = re.search(r"(\d+) shards planned, (\d+) done, (\d+) to solve", text)
+        m = re.search(r"(\d+) shards planned, (\d+) verified present, (\d+) to solve", text)
         assert m, text[-2000:]
         planned = int(m.group(1))
         solved += int(m.group(3))
