@@ -51,7 +51,7 @@ def test_array_splits_shards_writes_manifest_once_and_is_idempotent(
         solved += int(m.group(3))
     manifest_path = slurm_dataset.dir / "manifest.json"
     manifest = json.loads(slurm_dataset.manifest_bytes)
-    shards = sorted(p.name for p in (slurm_dataset.dir / "shards").iterdir())
+    shards = sorted(p.name for p in (slurm_dataset.dir / "shards").glob("*.npz"))  # not the .sha256 sidecars
     assert solved == planned == len(shards) >= 3
     assert sorted(manifest["shard_hashes"]) == shards
     assert sum(1 for t in logs.values() if "wrote" in t and "manifest.json" in t) >= 1
