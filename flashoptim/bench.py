@@ -6,7 +6,7 @@ between arms, and so the published ``flashoptim`` wheel can be imported under it
 shadowing ours: its process gets only the unpacked wheel on ``PYTHONPATH``.  Prints a table and
 writes JSON (``--out``).  Needs a CUDA device.
 
-    python -m flashoptim.bench [--out bench.json] [--steps 20] [--arms a,b,...] [--workload W]
+    python -m flashoptim.bench [--out bench.json] [--steps 50] [--arms a,b,...] [--workload W]
                                [--published-wheel .whl/published/flashoptim-0.1.4-py3-none-any.whl]
     python -m flashoptim.bench e2e [--models llama7b,llama13b] [--arms ours24,ours24_gr,...]
                                    [--steps 6] [--micro-batch 1] [--seq 2048] [--out e2e.json]
@@ -40,6 +40,8 @@ BASELINES = ["torch_adamw_fused_fp32", "bnb_adamw8bit_bf16"]
 PUBLISHED = ["published_adamw24", "published_adamw32", "published_adamw_none"]
 WORKER = Path(__file__).with_name("bench_worker.py")
 E2E_WORKER = Path(__file__).with_name("bench_e2e_worker.py")
+# set for a published arm's worker: the directory its ``flashoptim`` must come from
+PUBLISHED_ROOT_ENV = "FLASHOPTIM_BENCH_PUBLISHED_ROOT"
 
 
 def _unpack_published(wheel: Path) -> Path:
@@ -52,22 +54,25 @@ def _unpack_published(wheel: Path) -> Path:
 
 
 def _worker_env(published: bool, published_root: Path | None) -> tuple[dict[str, str], str | None]:
+    """The worker's environment: ours runs in this process's own; a published arm in the same one
+    with the unpacked wheel first on ``PYTHONPATH``, so ``import flashoptim`` finds the published
+    package (a script's own directory comes first on ``sys.path``, and ``flashoptim/`` holds no
+    ``flashoptim`` package) and the worker checks where it came from (``PUBLISHED_ROOT_ENV``).
+
+    Hazard: the e2e worker's ``from transformers import LlamaConfig`` failed in two earlier
+    environments for the published arms, one that kept only ``*site*`` entries and one that dropped
+    the repository's entry and ran from the temporary directory (H200, 2026-12-01, twice); so
+    nothing but the order of the path differs between the arms now.
+    """
     env = dict(os.environ)
-    cwd = None
     if published:
         assert published_root is not None
-        # The unpacked wheel first, and every other entry except those holding our package (the
-        # repository), run from a neutral directory: `import flashoptim` must find the published
-        # package.  Hazard: keeping only entries named "*site*" (as before) dropped the image's own
-        # PYTHONPATH, and transformers then failed to import in the e2e worker (2026-12-01).
-        keep = [
-            p
-            for p in env.get("PYTHONPATH", "").split(os.pathsep)
-            if p and not (Path(p) / "flashoptim" / "__init__.py").exists()
-        ]
-        env["PYTHONPATH"] = os.pathsep.join([str(published_root), *keep])
-        cwd = tempfile.gettempdir()
-    return env, cwd
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(published_root), *rest])
+        env[PUBLISHED_ROOT_ENV] = str(published_root)
+    else:
+        env.pop(PUBLISHED_ROOT_ENV, None)
+    return env, None
 
 
 def _run_worker(

@@ -73,6 +73,8 @@ def make_optimizer(arm: str, params: list[torch.nn.Parameter]) -> Any:
         return bnb.optim.AdamW8bit(params, lr=1e-4)  # type: ignore[attr-defined,no-untyped-call]
     import flashoptim  # ours, or the published package when the parent put it first on the path
 
+    _check_origin(flashoptim)
+
     bits = {"adamw24": 24, "adamw32": 32, "adamw_none": None}[arm.split("_", 1)[1].removesuffix("_torch")]
     kwargs: dict[str, Any] = {}
     if arm.endswith("_torch"):
@@ -177,6 +179,13 @@ def run_arm(arm: str, steps: int, workload: str = "llama7b_layers") -> dict[str,
         "params_finite": finite,
         "flashoptim_module": getattr(mod, "__file__", None) if mod else None,
     }
+
+
+def _check_origin(module: Any) -> None:
+    """A published arm must run the published package: the parent names its directory."""
+    root = os.environ.get("FLASHOPTIM_BENCH_PUBLISHED_ROOT")
+    if root and not os.path.abspath(module.__file__).startswith(os.path.abspath(root) + os.sep):
+        raise RuntimeError(f"published arm imported flashoptim from {module.__file__}, not from {root}")
 
 
 def main(argv: list[str]) -> int:
