@@ -59,10 +59,9 @@ def _worker_env(published: bool, published_root: Path | None) -> tuple[dict[str,
     package (a script's own directory comes first on ``sys.path``, and ``flashoptim/`` holds no
     ``flashoptim`` package) and the worker checks where it came from (``PUBLISHED_ROOT_ENV``).
 
-    Hazard: the e2e worker's ``from transformers import LlamaConfig`` failed in two earlier
-    environments for the published arms, one that kept only ``*site*`` entries and one that dropped
-    the repository's entry and ran from the temporary directory (H200, 2026-12-01, twice); so
-    nothing but the order of the path differs between the arms now.
+    Hazard: the published e2e arms failed in every earlier run (``Could not import module
+    'LlamaConfig'``); the cause was the worker's own directory on ``sys.path`` (see
+    ``bench_worker._drop_own_directory``), not this environment.
     """
     env = dict(os.environ)
     if published:

@@ -143,7 +143,21 @@ def _check_origin(module: Any) -> None:
         raise RuntimeError(f"published arm imported flashoptim from {module.__file__}, not from {root}")
 
 
+def _drop_own_directory() -> None:
+    """Take this script's directory (``flashoptim/``) off ``sys.path``, where Python put it first.
+
+    Hazard: it holds a package named ``kernels``.  transformers probes for the hub's ``kernels``
+    package with ``importlib.import_module("kernels")``; in a published arm that imported our
+    ``flashoptim/kernels``, whose ``from flashoptim.companders import ...`` then failed against
+    the published ``flashoptim``, and ``from transformers import LlamaConfig`` raised "Could not
+    import module 'LlamaConfig'" (H200, 2026-12-01, every published e2e arm; traceback in
+    benchmarks/flashoptim/h200-2026-12-01-session5/).  Nothing here imports a sibling module."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+
+
 def main(argv: list[str]) -> int:
+    _drop_own_directory()
     model_name, arm, path = argv[0], argv[1], argv[2]
     steps, micro_batch, seq = (int(a) for a in (argv[3:6] if len(argv) >= 6 else ("6", "1", "2048")))
     result: dict[str, Any]

@@ -4,6 +4,7 @@ package's worker environment (``flashoptim.bench._worker_env``)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_a_published_arm_that_imports_our_package_is_an_error(
     published_pkg.mkdir(parents=True)
     fake = type("M", (), {"__file__": str(published_pkg / "__init__.py")})
     bench_worker._check_origin(fake)  # the published package's own file passes
+
+
+def test_workers_take_their_own_directory_off_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's directory holds a package named ``kernels``, which transformers' probe for the
+    hub's ``kernels`` package imported in the published e2e arms; the worker removes it."""
+    from flashoptim import bench_e2e_worker, bench_worker
+
+    here = str(Path(bench_worker.__file__).resolve().parent)
+    for worker in (bench_worker, bench_e2e_worker):
+        monkeypatch.setattr("sys.path", [here, "/tmp/site", *sys.path])
+        worker._drop_own_directory()
+        assert here not in [str(Path(p).resolve()) for p in sys.path if p]
+        assert "/tmp/site" in sys.path
