@@ -36,7 +36,7 @@ __all__ = [
 
 # Tile of one program: GROUPS_PER_PROGRAM × 32 values.  Tuned on an H100 (flashoptim/BENCHMARKS.md);
 # overridable for tuning runs through the environment.
-# Each thread must hold at least 4 values of the tile (GROUPS_PER_PROGRAM × 32 >= 4 × 32 ×
+# Each thread should hold at least 4 values of the tile (GROUPS_PER_PROGRAM × 32 >= 4 × 32 ×
 # NUM_WARPS): the code decoder (triton_step._decode8) works on four codes per register (smaller
 # tiles were not tried with it).
 GROUPS_PER_PROGRAM = int(os.environ.get("FLASHOPTIM_GROUPS_PER_PROGRAM", "64"))
