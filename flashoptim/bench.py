@@ -6,7 +6,7 @@ between arms, and so the published ``flashoptim`` wheel can be imported under it
 shadowing ours: its process gets only the unpacked wheel on ``PYTHONPATH``.  Prints a table and
 writes JSON (``--out``).  Needs a CUDA device.
 
-    python -m flashoptim.bench [--out bench.json] [--steps 20] [--arms a,b,...] [--workload W]
+    python -m flashoptim.bench [--out bench.json] [--steps 50] [--arms a,b,...] [--workload W]
                                [--published-wheel .whl/published/flashoptim-0.1.4-py3-none-any.whl]
     python -m flashoptim.bench e2e [--models llama7b,llama13b] [--arms ours24,ours24_gr,...]
                                    [--steps 6] [--micro-batch 1] [--seq 2048] [--out e2e.json]
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,26 +40,8 @@ BASELINES = ["torch_adamw_fused_fp32", "bnb_adamw8bit_bf16"]
 PUBLISHED = ["published_adamw24", "published_adamw32", "published_adamw_none"]
 WORKER = Path(__file__).with_name("bench_worker.py")
 E2E_WORKER = Path(__file__).with_name("bench_e2e_worker.py")
-
-
-def copy_bandwidth_GBps(n_bytes: int = 2 * 1024**3, reps: int = 10) -> float:
-    """Device-to-device copy of ``n_bytes``; bandwidth counts bytes read plus bytes written."""
-    a = torch.empty(n_bytes // 4, device="cuda", dtype=torch.float32).uniform_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    times = []
-    for _ in range(reps):
-        s = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        e = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        s.record()
-        b.copy_(a)
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del a, b
-    torch.cuda.empty_cache()
-    return float(2 * n_bytes / statistics.median(times) / 1e9)
+# set for a published arm's worker: the directory its ``flashoptim`` must come from
+PUBLISHED_ROOT_ENV = "FLASHOPTIM_BENCH_PUBLISHED_ROOT"
 
 
 def _unpack_published(wheel: Path) -> Path:
@@ -73,22 +54,24 @@ def _unpack_published(wheel: Path) -> Path:
 
 
 def _worker_env(published: bool, published_root: Path | None) -> tuple[dict[str, str], str | None]:
+    """The worker's environment: ours runs in this process's own; a published arm in the same one
+    with the unpacked wheel first on ``PYTHONPATH``, so ``import flashoptim`` finds the published
+    package (a script's own directory comes first on ``sys.path``, and ``flashoptim/`` holds no
+    ``flashoptim`` package) and the worker checks where it came from (``PUBLISHED_ROOT_ENV``).
+
+    Hazard: the published e2e arms failed in every earlier run (``Could not import module
+    'LlamaConfig'``); the cause was the worker's own directory on ``sys.path`` (see
+    ``bench_worker._drop_own_directory``), not this environment.
+    """
     env = dict(os.environ)
-    cwd = None
     if published:
         assert published_root is not None
-        # The unpacked wheel first, and every other entry except those holding our package (the
-        # repository), run from a neutral directory: `import flashoptim` must find the published
-        # package.  Hazard: keeping only entries named "*site*" (as before) dropped the image's own
-        # PYTHONPATH, and transformers then failed to import in the e2e worker (2026-12-01).
-        keep = [
-            p
-            for p in env.get("PYTHONPATH", "").split(os.pathsep)
-            if p and not (Path(p) / "flashoptim" / "__init__.py").exists()
-        ]
-        env["PYTHONPATH"] = os.pathsep.join([str(published_root), *keep])
-        cwd = tempfile.gettempdir()
-    return env, cwd
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(published_root), *rest])
+        env[PUBLISHED_ROOT_ENV] = str(published_root)
+    else:
+        env.pop(PUBLISHED_ROOT_ENV, None)
+    return env, None
 
 
 def _run_worker(
@@ -205,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return e2e_main(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="flashoptim_bench.json")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--arms", default=",".join(OURS + BASELINES + PUBLISHED))
     ap.add_argument("--published-wheel", default=".whl/published/flashoptim-0.1.4-py3-none-any.whl")
     ap.add_argument("--workload", default="llama7b_layers")
@@ -226,31 +209,35 @@ def main(argv: list[str] | None = None) -> int:
     if published_root is None:
         arms = [a for a in arms if not a.startswith("published_")]
         print(f"published wheel {wheel} not found: published arms skipped", file=sys.stderr)
-    bw = copy_bandwidth_GBps()
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
-        "copy_GBps": bw,
+        "steps": args.steps,
         "workload": args.workload,
         "arms": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for arm in arms:
             r = _run_worker(arm, args.steps, Path(tmp), published_root, args.workload)
-            if "achieved_GBps" in r:
-                r["frac_of_copy_bw"] = r["achieved_GBps"] / bw
             report["arms"][arm] = r
             print(arm, json.dumps(r), flush=True)
     _write_json(args.out, report)
-    print(f"\n{report['device']}, copy bandwidth {bw:,.0f} GB/s (read+write)")
-    print(f"{'arm':26s} {'step ms':>9s} {'B/param':>8s} {'min B moved':>11s} {'GB/s':>7s} {'% copy':>7s}")
+    print(
+        f"\n{report['device']}; step ms: median of {args.steps} with a GPU lead-in (device time), "
+        "cold: the host's pre-launch time included; copy: measured in each arm's process"
+    )
+    print(
+        f"{'arm':26s} {'step ms':>8s} {'cold ms':>8s} {'B/param':>8s} {'min B moved':>11s} "
+        f"{'GB/s':>7s} {'copy GB/s':>9s} {'% copy':>7s}"
+    )
     for arm, r in report["arms"].items():
         if "error" in r:
             print(f"{arm:26s} error: {r['error'][:80]}")
             continue
         print(
-            f"{arm:26s} {r['step_ms_median']:9.2f} {r['resident_bytes_per_param']:8.3f} "
-            f"{r['min_bytes_moved_per_param']:11.3f} {r['achieved_GBps']:7.0f} {100 * r['frac_of_copy_bw']:6.1f}%"
+            f"{arm:26s} {r['step_ms_median']:8.3f} {r['step_ms_cold_median']:8.3f} "
+            f"{r['resident_bytes_per_param']:8.3f} {r['min_bytes_moved_per_param']:11.3f} "
+            f"{r['achieved_GBps']:7.0f} {r['copy_GBps']:9.0f} {100 * r['frac_of_copy_bw']:6.1f}%"
         )
     return 0
 

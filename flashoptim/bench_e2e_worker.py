@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from typing import Any
 
 import torch
@@ -91,6 +92,8 @@ def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> di
     if family == "flash":
         import flashoptim  # ours, or the published package when the parent put it first on the path
 
+        _check_origin(flashoptim)
+
         out["flashoptim_module"] = flashoptim.__file__
         flashoptim.cast_model(model, dtype=torch.bfloat16)
         opt: Any = flashoptim.FlashAdamW(model.parameters(), lr=LR, master_weight_bits=24)
@@ -133,7 +136,28 @@ def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> di
     return out
 
 
+def _check_origin(module: Any) -> None:
+    """A published arm must run the published package: the parent names its directory."""
+    root = os.environ.get("FLASHOPTIM_BENCH_PUBLISHED_ROOT")
+    if root and not os.path.abspath(module.__file__).startswith(os.path.abspath(root) + os.sep):
+        raise RuntimeError(f"published arm imported flashoptim from {module.__file__}, not from {root}")
+
+
+def _drop_own_directory() -> None:
+    """Take this script's directory (``flashoptim/``) off ``sys.path``, where Python put it first.
+
+    Hazard: it holds a package named ``kernels``.  transformers probes for the hub's ``kernels``
+    package with ``importlib.import_module("kernels")``; in a published arm that imported our
+    ``flashoptim/kernels``, whose ``from flashoptim.companders import ...`` then failed against
+    the published ``flashoptim``, and ``from transformers import LlamaConfig`` raised "Could not
+    import module 'LlamaConfig'" (H200, 2026-12-01, every published e2e arm; traceback in
+    benchmarks/flashoptim/h200-2026-12-01-session5/).  Nothing here imports a sibling module."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+
+
 def main(argv: list[str]) -> int:
+    _drop_own_directory()
     model_name, arm, path = argv[0], argv[1], argv[2]
     steps, micro_batch, seq = (int(a) for a in (argv[3:6] if len(argv) >= 6 else ("6", "1", "2048")))
     result: dict[str, Any]
@@ -148,7 +172,14 @@ def main(argv: list[str]) -> int:
             "peak_alloc_GiB": torch.cuda.max_memory_allocated() / 2**30,
         }
     except Exception as exc:  # recorded, so one failing arm does not hide the others
-        result = {"model": model_name, "arm": arm, "status": "error", "error": repr(exc)[:500]}
+        # the whole chain: transformers' lazy import hides the ImportError that caused it
+        result = {
+            "model": model_name,
+            "arm": arm,
+            "status": "error",
+            "error": repr(exc)[:500],
+            "traceback": traceback.format_exc()[-4000:],
+        }
     result["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

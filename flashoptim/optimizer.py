@@ -27,6 +27,7 @@ import torch
 
 from flashoptim.companders import Compander, default_compander, learned_candidates, resolve_compander
 from flashoptim.cpu_step import batch_key, reference_step_many
+from flashoptim.kernels import fused_step, fused_step_many, triton_unsupported_reason
 from flashoptim.master_weights import CORRECTION_DTYPES, reconstruct_master, split_master
 from flashoptim.quantization import dequantize_groups, num_groups, quantize_groups, rel_l2_error
 
@@ -99,8 +100,6 @@ class FlashOptimizer(torch.optim.Optimizer):
             if p.is_complex() or not p.is_floating_point():
                 raise ValueError(f"{type(self).__name__} supports real floating-point params, got {p.dtype}")
         if backend == "triton":
-            from flashoptim.kernels import triton_unsupported_reason
-
             for p in all_params:
                 why = triton_unsupported_reason(self, p)
                 if why:
@@ -243,11 +242,20 @@ class FlashOptimizer(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------- stepping
     def _use_triton(self, p: torch.Tensor) -> bool:
+        """Whether ``p`` takes the fused kernel; decided once per (param, dtype, device), since
+        gradient release asks for every param inside backward."""
+        cache: dict[int, tuple[torch.Tensor, torch.dtype, torch.device, bool]] = self.__dict__.setdefault(
+            "_triton_ok", {}
+        )
+        hit = cache.get(id(p))
+        if hit is not None and hit[0] is p and hit[1] is p.dtype and hit[2] == p.device:
+            return hit[3]
         if self.backend == "torch" or not (p.is_cuda or self.backend == "triton"):
-            return False  # auto: CUDA only; forced triton on CPU means TRITON_INTERPRET=1 (checked at init)
-        from flashoptim.kernels import triton_unsupported_reason
-
-        return triton_unsupported_reason(self, p) is None
+            ok = False  # auto: CUDA only; forced triton on CPU means TRITON_INTERPRET=1 (checked at init)
+        else:
+            ok = triton_unsupported_reason(self, p) is None
+        cache[id(p)] = (p, p.dtype, p.device, ok)
+        return ok
 
     def _step_param(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         if p.grad is None:
@@ -257,8 +265,6 @@ class FlashOptimizer(torch.optim.Optimizer):
         state = self._state_of(p, group)
         state["step"] += 1
         if self._use_triton(p):
-            from flashoptim.kernels import fused_step
-
             fused_step(self, p, state, group)
             return
         self._reference_step(p, state, group)
@@ -299,8 +305,6 @@ class FlashOptimizer(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             triton_params = [p for p in params if self._use_triton(p)]
             if len(triton_params) > 1:
-                from flashoptim.kernels import fused_step_many
-
                 states = []
                 for p in triton_params:
                     state = self._state_of(p, group)

@@ -36,15 +36,19 @@ __all__ = [
 
 # Tile of one program: GROUPS_PER_PROGRAM × 32 values.  Tuned on an H100 (flashoptim/BENCHMARKS.md);
 # overridable for tuning runs through the environment.
+# Each thread should hold at least 4 values of the tile (GROUPS_PER_PROGRAM × 32 >= 4 × 32 ×
+# NUM_WARPS): the code decoder (triton_step._decode8) works on four codes per register (smaller
+# tiles were not tried with it).
 GROUPS_PER_PROGRAM = int(os.environ.get("FLASHOPTIM_GROUPS_PER_PROGRAM", "64"))
 NUM_WARPS = int(os.environ.get("FLASHOPTIM_NUM_WARPS", "8"))
 # approximate sqrt on the GPU (1-2 fp32 ULP); "0" selects the IEEE sequence, for agreement studies
 FAST_MATH = os.environ.get("FLASHOPTIM_FAST_MATH", "1") == "1"
-# "1": launch through the compiled kernel once it exists (``_launch``), skipping Triton's JIT entry
-# (argument binding and specialisation).  Off by default: on 2026-12-01 it passed a 19-test subset
-# of the GPU agreement tests but the full suite was not run on it alone, and no host-time gain was
-# separated from run-to-run noise (flashoptim/BENCHMARKS.md).
-FAST_LAUNCH = os.environ.get("FLASHOPTIM_FAST_LAUNCH", "0") == "1"
+# "1" (default): launch through the compiled kernel once it exists (``_launch``), skipping Triton's
+# JIT entry (argument binding and specialisation), and keep a per-param launch plan (``_Plan``) so
+# that a step of a param already stepped once rebuilds only the gradient and the step's scalars.
+# Gradient release pays this host time inside backward for every param (flashoptim/BENCHMARKS.md);
+# "0" selects Triton's JIT entry for every launch.
+FAST_LAUNCH = os.environ.get("FLASHOPTIM_FAST_LAUNCH", "1") == "1"
 # register cap per thread (0: the compiler's choice); a tuning knob, see flashoptim/BENCHMARKS.md
 MAXNREG = int(os.environ.get("FLASHOPTIM_MAXNREG", "0"))
 
@@ -147,12 +151,47 @@ def _scalars(opt: Any, group: dict[str, Any], step: int) -> dict[str, Any]:
     return out
 
 
+_SCALAR_ORDER = (
+    "lr",
+    "decay",
+    "l2",
+    "beta1",
+    "beta2",
+    "one_minus_beta1",
+    "one_minus_beta2",
+    "eps",
+    "step_size",
+    "bc2_sqrt",
+    "inv_bc2_sqrt",
+    "one_minus_dampening",
+    "first_step",
+)
+# the group entries ``_scalars`` reads: a cached tuple is reused only while these are unchanged
+_SCALAR_KEYS = ("lr", "weight_decay", "betas", "eps", "momentum", "dampening")
+
+
+def _scalar_args(opt: Any, group: dict[str, Any], step: int) -> tuple[Any, ...]:
+    """The kernel's run-time scalars in argument order, computed once per (group, step): every
+    param of a group shares them, and gradient release asks once per param."""
+    cache: dict[tuple[int, int], tuple[Any, ...]] = opt.__dict__.setdefault("_fused_scalars", {})
+    sig = tuple(group.get(k) for k in _SCALAR_KEYS)
+    hit = cache.get((id(group), step))
+    if hit is not None and hit[0] == sig:
+        return hit[1]  # type: ignore[no-any-return]
+    sc = _scalars(opt, group, step)
+    value = tuple(sc[k] for k in _SCALAR_ORDER)
+    if len(cache) > 64:
+        cache.clear()
+    cache[(id(group), step)] = (sig, value)
+    return value
+
+
 # compiled kernels by everything Triton specialises a launch on (see ``_launch``)
 _COMPILED: dict[tuple[Any, ...], Any] = {}
 _N_TENSOR_ARGS = 9  # the kernel's pointer arguments come first
 
 
-def _launch(kernel_fn: Any, grid0: int, args: tuple[Any, ...]) -> None:
+def _launch(kernel_fn: Any, grid0: int, args: tuple[Any, ...]) -> Any:
     """Launch ``kernel_fn`` over ``grid0`` programs with all its arguments ``args`` (constexprs too).
 
     The first launch of each specialisation goes through Triton's JIT entry, which compiles and
@@ -168,7 +207,7 @@ def _launch(kernel_fn: Any, grid0: int, args: tuple[Any, ...]) -> None:
         options["maxnreg"] = MAXNREG
     if not FAST_LAUNCH or _interpreting():
         kernel_fn[(grid0,)](*args, **options)
-        return
+        return None
     ptrs = args[:_N_TENSOR_ARGS]
     device = ptrs[0].device.index
     key = (
@@ -184,9 +223,60 @@ def _launch(kernel_fn: Any, grid0: int, args: tuple[Any, ...]) -> None:
     if compiled is None:
         compiled = kernel_fn[(grid0,)](*args, **options)
         _COMPILED[key] = compiled
-        return
-    stream = torch.cuda.current_stream(device).cuda_stream
+        return compiled
+    stream = torch._C._cuda_getCurrentRawStream(device)
     compiled.run(grid0, 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)
+    return compiled
+
+
+class _Plan:
+    """Everything of one param's launch that does not change between steps (``FAST_LAUNCH``).
+
+    Valid while the param's storage, state dict and group are the ones it was built for; the
+    gradient (a new tensor every step) and the scalars (``_scalar_args``) are filled in per launch.
+    Only built for contiguous params with a fixed compander (a learned compander changes its
+    parameters and refits on the host)."""
+
+    __slots__ = ("compiled", "gdtype", "grid0", "group", "head", "mid", "nesterov", "p_ptr", "state", "tail")
+
+    def __init__(
+        self,
+        state: dict[str, Any],
+        p: torch.Tensor,
+        group: dict[str, Any],
+        args: tuple[Any, ...],
+        grid0: int,
+        compiled: Any,
+    ) -> None:
+        self.state, self.p_ptr, self.group = state, p.data_ptr(), group
+        self.nesterov = bool(group.get("nesterov", False))
+        self.head, self.mid, self.tail = args[:2], args[3:10], args[10 + len(_SCALAR_ORDER) :]
+        self.gdtype, self.grid0, self.compiled = args[2].dtype, grid0, compiled
+
+    def launch(self, opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> bool:
+        """Launch for this step; False (nothing launched) when the plan does not apply."""
+        grad = p.grad
+        if (
+            state is not self.state
+            or group is not self.group
+            or grad is None
+            or grad.dtype is not self.gdtype
+            or p.data_ptr() != self.p_ptr
+            or bool(group.get("nesterov", False)) != self.nesterov
+            or not grad.is_contiguous()
+            or grad.data_ptr() % 16
+        ):
+            return False
+        args = (*self.head, grad.detach(), *self.mid, *_scalar_args(opt, group, state["step"]), *self.tail)
+        c = self.compiled
+        stream = torch._C._cuda_getCurrentRawStream(grad.device.index)
+        c.run(self.grid0, 1, 1, stream, c.function, c.packed_metadata, None, None, None, *args)
+        return True
+
+
+def _plans(opt: Any) -> dict[int, _Plan]:
+    plans: dict[int, _Plan] = opt.__dict__.setdefault("_fused_plans", {})
+    return plans
 
 
 _CONSTEXPR_NAMES = (
@@ -209,6 +299,9 @@ _CONSTEXPR_NAMES = (
 
 def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
     """Step one param in place with the fused kernel (``state["step"]`` already incremented)."""
+    plan = _plans(opt).get(id(p)) if FAST_LAUNCH else None
+    if plan is not None and plan.launch(opt, p, state, group):
+        return
     import triton
 
     from flashoptim.kernels.triton_step import ALGO_ADAM, ALGO_LION, ALGO_SGD, flash_step_kernel
@@ -253,7 +346,6 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
     while len(fam_args) < 2:
         fam_args.append((0, 1.0, 1.0))
     (s1, s1s, r1, s2, s2s, r2), ((fam1, a1, aux1), (fam2, a2, aux2)) = state_ptrs[:6], fam_args[:2]
-    sc = _scalars(opt, group, step)
     tile = GROUPS_PER_PROGRAM * 32
     grid = (triton.cdiv(n, tile),)
     args = (
@@ -267,19 +359,7 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         r1,
         r2,
         n,
-        sc["lr"],
-        sc["decay"],
-        sc["l2"],
-        sc["beta1"],
-        sc["beta2"],
-        sc["one_minus_beta1"],
-        sc["one_minus_beta2"],
-        sc["eps"],
-        sc["step_size"],
-        sc["bc2_sqrt"],
-        sc["inv_bc2_sqrt"],
-        sc["one_minus_dampening"],
-        sc["first_step"],
+        *_scalar_args(opt, group, step),
         a1,
         aux1,
         a2,
@@ -299,7 +379,9 @@ def fused_step(opt: Any, p: torch.Tensor, state: dict[str, Any], group: dict[str
         FAST_MATH,
         _interpreting(),
     )
-    _launch(flash_step_kernel, grid[0], args)
+    compiled = _launch(flash_step_kernel, grid[0], args)
+    if compiled is not None and work is target and opt.compander != "learned":
+        _plans(opt)[id(p)] = _Plan(state, p, group, args, grid[0], compiled)
     if work is not target:
         target.copy_(work)
     if refit:

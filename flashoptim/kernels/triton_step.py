@@ -46,6 +46,86 @@ def _code_to_float(q):
 
 
 @triton.jit
+def _decode8(q, INTERPRET: tl.constexpr):
+    """int8/uint8 codes -> exact fp32 values, four per register on the GPU (same values as
+    ``_code_to_float``).
+
+    The compiler's sequence is three instructions per value (sign-extending byte extract, the bias
+    add, the float subtract).  Here one ``prmt`` writes the code byte under the bias's upper bytes
+    (``0x4B4000cc``: the float ``1.5·2^23 + cc``), so a value costs the ``prmt`` and the subtract;
+    a signed code is first offset by 128 with one ``xor`` per four codes (``cc = q + 128``).
+    Other code widths (int16 corrections) and the interpreter take ``_code_to_float``."""
+    if INTERPRET:
+        return _code_to_float(q)
+    elif q.dtype == tl.int8:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 t, k;
+            xor.b32 t, $4, 0x80808080;
+            mov.b32 k, 0x4B400000;
+            prmt.b32 $0, t, k, 0x7640;
+            prmt.b32 $1, t, k, 0x7641;
+            prmt.b32 $2, t, k, 0x7642;
+            prmt.b32 $3, t, k, 0x7643;
+            sub.f32 $0, $0, 0f4B400080;
+            sub.f32 $1, $1, 0f4B400080;
+            sub.f32 $2, $2, 0f4B400080;
+            sub.f32 $3, $3, 0f4B400080;
+            }""",
+            constraints="=r,=r,=r,=r,r",
+            args=[q],
+            dtype=tl.float32,
+            is_pure=True,
+            pack=4,
+        )
+    elif q.dtype == tl.uint8:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 k;
+            mov.b32 k, 0x4B400000;
+            prmt.b32 $0, $4, k, 0x7640;
+            prmt.b32 $1, $4, k, 0x7641;
+            prmt.b32 $2, $4, k, 0x7642;
+            prmt.b32 $3, $4, k, 0x7643;
+            sub.f32 $0, $0, 0f4B400000;
+            sub.f32 $1, $1, 0f4B400000;
+            sub.f32 $2, $2, 0f4B400000;
+            sub.f32 $3, $3, 0f4B400000;
+            }""",
+            constraints="=r,=r,=r,=r,r",
+            args=[q],
+            dtype=tl.float32,
+            is_pure=True,
+            pack=4,
+        )
+    else:
+        return _code_to_float(q)
+
+
+@triton.jit
+def _widen(x, INTERPRET: tl.constexpr):
+    """A bf16 tile as fp32 (exact), two per register on the GPU: ``shl`` for the low half and one
+    ``and`` for the high half (the compiler spends a ``prmt`` and a shift on the high half).
+    Other dtypes: the plain cast."""
+    if INTERPRET:
+        return x.to(tl.float32)
+    elif x.dtype == tl.bfloat16:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            shl.b32 $0, $2, 16;
+            and.b32 $1, $2, 0xFFFF0000;
+            }""",
+            constraints="=r,=r,r",
+            args=[x],
+            dtype=tl.float32,
+            is_pure=True,
+            pack=2,
+        )
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
 def _to_bf16_rne(x):
     """fp32 -> bf16, round to nearest even, by integer ops (nan -> canonical quiet nan).
 
@@ -202,7 +282,7 @@ def _load_signed(
     if RAW:
         x = _ld(q_ptr, offs, mask, 0.0, EVEN)
     else:
-        q = _code_to_float(_ld(q_ptr, offs, mask, 0, EVEN))
+        q = _decode8(_ld(q_ptr, offs, mask, 0, EVEN), INTERPRET)
         s = _ld(s_ptr, gidx, gmask, 0.0, EVEN).to(tl.float32)
         z = q * (1.0 / 127.0)
         x = _expand(z, FAM, a, aux, FAST, INTERPRET) * s[:, None]
@@ -266,7 +346,7 @@ def _load_unsigned(
     if RAW:
         x = _ld(q_ptr, offs, mask, 0.0, EVEN)
     else:
-        q = _code_to_float(_ld(q_ptr, offs, mask, 0, EVEN))
+        q = _decode8(_ld(q_ptr, offs, mask, 0, EVEN), INTERPRET)
         s = _ld(s_ptr, gidx, gmask, 0.0, EVEN).to(tl.float32)
         z = q * (1.0 / 255.0)
         x = _expand(z, FAM, a, aux, FAST, INTERPRET) * (s * s)[:, None]
@@ -396,9 +476,9 @@ def flash_step_kernel(
         gmask = gidx * 32 < remaining
 
     p_raw = _ld(p_ptr, offs, mask, 0.0, EVEN)
-    x = p_raw.to(tl.float32)
+    x = _widen(p_raw, INTERPRET)
     if HAS_CORR:
-        c = _code_to_float(_ld(c_ptr, offs, mask, 0, EVEN))
+        c = _decode8(_ld(c_ptr, offs, mask, 0, EVEN), INTERPRET)
         if P_DTYPE == 1:
             # ULP(p)·(0.5/Q) = 2^(E'-127) · (2^-7·0.5/Q): the same fp32 product as the reference's
             # ulp16(p) * (0.5/Q) (a power-of-two factor moved between exact operands)
@@ -406,7 +486,7 @@ def flash_step_kernel(
             x = x + c * half_q
         else:
             x = x + c * (_ulp16(p_raw, P_DTYPE) * (0.5 / CORR_LEVELS))
-    g = _ld(g_ptr, offs, mask, 0.0, EVEN).to(tl.float32)
+    g = _widen(_ld(g_ptr, offs, mask, 0.0, EVEN), INTERPRET)
 
     if ALGO == 0:  # Adam / AdamW
         m = _load_signed(
@@ -532,7 +612,7 @@ def flash_step_kernel(
             p_new = x.to(tl.float16)
         _st(p_ptr, offs, p_new, mask, EVEN)
         if HAS_CORR:
-            pn = p_new.to(tl.float32)
+            pn = _widen(p_new, INTERPRET)
             err = x - pn
             if P_DTYPE == 1:
                 # err / (ULP(p_new)/2) = err · 2^(128-E') · 2^7 with 2^(128-E') a normal fp32 for every
