@@ -27,7 +27,7 @@ def test_undecided_accuracy_adds_seeds_up_to_the_next_look(cfg) -> None:
 
 def test_decided_accuracy_stops(cfg) -> None:
     step = next_seeds(summaries(3, 0.0), cfg)
-    assert step.stop and step.add == 0 and "decided" in step.reason
+    assert step.stop and step.add == 0 and "nothing undecided" in step.reason and "S3 pass" in step.reason
 
 
 def test_last_look_stops_whatever_the_state(cfg) -> None:
