@@ -9,7 +9,8 @@ In-run gates (called by the run engine, :class:`InRunGates`):
   savings are not materialising: the run is aborted, the optimizer-state dtypes are reported, and
   (``B.abort_sweep``) the sweep starts no further treatment runs.
 - **D** (accuracy): ``val_rel_l2_error_treat / val_rel_l2_error_ref - 1 > D.max_rel_worsening`` flags
-  failure; the run engine skips the rest of that evaluation.
+  failure: the run ends ``aborted`` by gate D, and still reports its test set (scored in the same
+  evaluation), so the analysis counts the run as an accuracy failure with its number.
 - **E** (throughput, step ``E.step``, by default the B step): the treatment's median tokens/s over
   its steps ``(E.warmup_steps, E.step]`` below ``E.min_ratio`` times the reference summary's
   ``tokens_per_s`` (the reference's median after warm-up) aborts the run. ``E.clock: process_cpu``
