@@ -90,7 +90,41 @@ def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str]
     blockers = list(accounting.blockers)
     if cfg.assay_sensitivity.required and assay_ok is not True:
         blockers.append(assay_why)
+    mismatch = rule_mismatch(sweep, cfg)
+    if mismatch:
+        blockers.append(mismatch)
     return accounting, (assay_ok, assay_why), blockers
+
+
+RULE_KEYS = ("name", "looks", "alpha_shares", "endpoints", "futility_stop", "confidence")
+
+
+def rule_mismatch(sweep: Sweep, cfg: Any) -> str | None:
+    """Why GO is blocked when the sweep added seeds by another rule than this analysis's (else None).
+
+    The levels of the looks are only valid for the rule the sweep ran (sweep.json["sequential"]["rule"],
+    fixed before any run); a sweep without that record (older sweeps, gate F off) is not checked.
+    """
+    ran = ((sweep.sweep_json or {}).get("sequential") or {}).get("rule")
+    if not ran:
+        return None
+    seq = cfg.criteria.sequential
+    mine = {
+        "name": seq.name,
+        "looks": list(seq.looks),
+        "alpha_shares": [float(a) for a in seq.alpha_shares],
+        "endpoints": list(seq.endpoints),
+        "futility_stop": bool(seq.futility_stop),
+        "confidence": float(cfg.decision.confidence),
+    }
+    differ = [k for k in RULE_KEYS if k in ran and ran[k] != mine[k]]
+    if not differ:
+        return None
+    shown = "; ".join(f"{k}: sweep {ran[k]} vs analysis {mine[k]}" for k in differ)
+    return (
+        f"the sweep added seeds by another seed-adding rule than this analysis decides with ({shown}): "
+        "the looks' levels do not hold; analyse with the sweep's rule (sweep.analysis_overrides)"
+    )
 
 
 def judge(sweep: Sweep, cfg: Any, arm: str | None = None) -> ArmVerdict:
@@ -204,6 +238,8 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
             "look": ctx.look[0],
             "confidence": ctx.look[1],
             "seeds_per_cell": ctx.look[2],
+            # what the sweep's gate F did: the rule it ran, each look, the seeds it added
+            "sweep_record": (ctx.sweep.sweep_json or {}).get("sequential"),
         },
         "generated_at": ctx.header["analysis date"],
         "code_version": ctx.header["code version (analysis)"],

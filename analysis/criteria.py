@@ -22,7 +22,7 @@ endpoint has shown it can see a degradation; else INCONCLUSIVE with the reasons.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from analysis.decide import (
     decide,
     interval,
     pairs_needed,
+    worst_case_lower,
 )
 from analysis.load import Sweep
 from analysis.metrics import (
@@ -166,12 +167,36 @@ def _badness(kind: str, state: str) -> int:
     return {NOT_HOLDS: 0, UNDECIDED: 1, HOLDS: 2}[state]
 
 
+def worst_case_interval(src: Source, iv: Interval, increasing: bool, conf: float, conf_k: float) -> Interval:
+    """``iv`` with ``src.worst_case`` stopped seeds imputed least favourably to the treatment.
+
+    The side of theta that is worse for the treatment (higher for an error or loss, lower for
+    throughput: ``increasing``) gets the most adverse bound any values of the stopped pairs could give
+    (:func:`analysis.decide.worst_case_lower`, paired t); the other side is unbounded (a stopped seed
+    can never support a pass).
+    """
+    j = len(src.worst_case)
+    sign = 1.0 if increasing else -1.0
+    y = [sign * x for x in src.d]
+    lo, lo_k = worst_case_lower(y, j, conf), worst_case_lower(y, j, conf_k)
+    how = f"{'paired t' if iv.exact else iv.method}, {j} stopped seed(s) imputed least favourably"
+    if increasing:
+        return replace(
+            iv, n=iv.n + j, lower=lo, lower_k=lo_k, upper=math.inf, upper_k=math.inf, method=how, exact=False
+        )
+    return replace(
+        iv, n=iv.n + j, lower=-math.inf, lower_k=-math.inf, upper=-lo, upper_k=-lo_k, method=how, exact=False
+    )
+
+
 def decide_source(spec: Any, src: Source, conf: float, conf_k: float, cfg: Any) -> tuple[str, Interval, str]:
     """State of ``spec`` on one source of one cell, its interval (theta scale), and why."""
     tf = TRANSFORMS[THETA_METRIC[spec.metric]]
     op, theta0 = tf.op(spec.comparator), tf.theta(float(spec.threshold))
     success = spec.kind == "success"
     iv = _source_interval(src, conf, conf_k, cfg)
+    if src.worst_case and src.d:
+        iv = worst_case_interval(src, iv, tf.increasing, conf, conf_k)
     bad_state = NOT_HOLDS if success else HOLDS  # what an endpoint failure means for this criterion
     if src.gate_no_number:
         return bad_state, iv, "; ".join(src.gate_no_number) + " (a gate abort fails its endpoint)"
@@ -187,7 +212,7 @@ def decide_source(spec: Any, src: Source, conf: float, conf_k: float, cfg: Any) 
     if success and src.gate_with_number:
         return NOT_HOLDS, iv, "; ".join(src.gate_with_number) + " (a gate abort fails its endpoint)"
     good_state = HOLDS if success else NOT_HOLDS
-    if state == good_state and src.no_pass:
+    if state in (good_state, UNDECIDED) and src.no_pass:
         state = UNDECIDED
         why = "a treatment seed failed without a number: " + first_reasons(src.no_pass)
     elif state == good_state and src.d and iv.n < cfg.min_pairs:

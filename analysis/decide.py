@@ -181,6 +181,37 @@ def decide(op: str, theta0: float, lo: Any, hi: Any, lo_k: Any = None, hi_k: Any
     return np.where(holds, HOLDS, np.where(not_holds, NOT_HOLDS, UNDECIDED))
 
 
+def worst_case_lower(y: Any, j: int, confidence: float) -> float:
+    """The largest one-sided paired-t lower bound of ``m = len(y)`` observed log ratios and ``j`` more
+    pairs whose value is unknown: ``max over x`` of the bound with the ``j`` unknowns all equal to ``x``.
+
+    The bound ``mean - t_{c, n-1} sd / sqrt(n)`` is concave in the unknowns (the mean is linear, the SD
+    convex) and symmetric in them, so equal unknowns attain the maximum. With ``u = x - ybar``,
+    ``S = sum (y - ybar)^2``, ``n = m + j``, ``c^2 = t^2 / (n (n - 1))`` and ``a = m j / n`` the bound is
+    ``ybar + (j / n) u - c sqrt(S + a u^2)``; it is maximal at ``u = sqrt(S / (c^2 m^2 - a))`` where it
+    equals ``ybar - u (c^2 m - j / n)``, and unbounded (``+inf``) when ``c^2 m^2 <= a``. No observed
+    pair (``m == 0``) gives ``+inf``. So whatever number a stopped run would have had, its pair could
+    not have made the lower bound larger than this.
+    """
+    y = np.asarray(y, dtype=float)
+    m = int(y.size)
+    n = m + int(j)
+    if j <= 0:
+        return float(t_bounds(y, confidence)[2])
+    if m == 0 or n < 2:
+        return math.inf
+    ybar = float(y.mean())
+    ss = float(np.sum((y - ybar) ** 2))
+    if ss <= (ZERO_SPREAD_REL_TOL * max(float(np.abs(y).max()), 1e-300)) ** 2:
+        ss = 0.0
+    c2 = float(sps.t.ppf(confidence, n - 1)) ** 2 / (n * (n - 1))
+    a = m * j / n
+    if c2 * m * m <= a:
+        return math.inf
+    u = math.sqrt(ss / (c2 * m * m - a))
+    return ybar - u * (c2 * m - j / n)
+
+
 def pairs_needed(
     mean: float | None, sd: float | None, theta0: float, confidence: float, power: float, cap: int
 ) -> int | None:

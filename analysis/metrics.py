@@ -5,8 +5,9 @@ place). Pairs are (treatment run, reference run) with the same seed in the same 
 ratio endpoint each pair gives ``d = log(T / R)``; memory gives one *source* per configured memory
 metric (peak allocated, peak reserved, NVML process memory) so the decision can take the most
 conservative. What cannot be a number is said: an OOM is a bound, a run stopped by an abort gate is a
-failure of that gate's endpoint (never missing data), a diverged treatment seed cannot support a
-pass, and every other missing pair is listed with its reason.
+failure of that gate's endpoint (never missing data), a treatment seed that diverged or was stopped
+by a gate before it measured an endpoint cannot support a pass and is imputed least favourably on it
+(so stopping can never make the verdict better), and every other missing pair is listed with its reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from analysis.load import Run, Sweep
 from analysis.pairs import (
     cell_label,
+    fired_gate,
     gate_failure,
     gib,
     is_diverged,
@@ -95,6 +97,9 @@ class Source:
     gate_no_number: list[str] = field(default_factory=list)  # gate failure of this endpoint, no number
     gate_with_number: list[str] = field(default_factory=list)  # gate failure, number still measured
     no_pass: list[str] = field(default_factory=list)  # treatment failed otherwise (diverged, crashed)
+    # treatment seeds without a number because the run diverged or an abort gate stopped it: their
+    # pair is imputed least favourably to the treatment (analysis.decide.worst_case_lower)
+    worst_case: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # pairs without a value and why
 
     @property
@@ -200,7 +205,13 @@ def quality_evidence(sweep: Sweep, cfg: Any, arm: str, ref: str, metric: str) ->
             if t is None and gate_why:
                 src.gate_no_number.append(f"seed {seed}: {gate_why}")
                 continue
-            if t is None and (is_diverged(tr, cfg) or tr.status in ("oom", "failed", "diverged")):
+            stopped = is_diverged(tr, cfg) or fired_gate(tr)
+            if t is None and r is not None and stopped:
+                # a stopped treatment cannot make the verdict better than any number it could have had
+                src.worst_case.append(f"seed {seed}: {why_t}")
+                src.no_pass.append(f"seed {seed}: {why_t}")
+                continue
+            if t is None and (stopped or tr.status in ("oom", "failed", "diverged")):
                 src.no_pass.append(f"seed {seed}: {why_t}")
                 continue
             if t is None or r is None:

@@ -58,12 +58,27 @@ def sequential_text(ctx: ReportContext) -> str:
         f"look {i + 1} at {k} seeds: alpha {alpha * a:.4g}"
         for i, (k, a) in enumerate(zip(seq.looks, seq.alpha_shares))
     )
-    added = (ctx.sweep.sweep_json or {}).get("sequential") or {}
-    did = (
-        f"the sweep recorded: {added}"
-        if added
-        else "the sweep recorded no seed additions (it ran its planned seeds)"
-    )
+    rec = (ctx.sweep.sweep_json or {}).get("sequential") or {}
+    looks = rec.get("looks") or []
+    if looks:
+        ran = rec.get("rule") or {}
+        taken = " | ".join(
+            f"{k.get('model')}, look {k.get('look')} at {k.get('seeds')} seeds: {k.get('reason')}"
+            for k in looks
+        )
+        added = "; ".join(
+            f"{a.get('model')}: seeds {a.get('seeds')} after look {a.get('look')}"
+            for a in rec.get("seeds_added") or []
+        )
+        did = (
+            f"the sweep ran rule '{ran.get('name', '?')}' (looks {ran.get('looks', '?')}, fixed before its first run): "
+            f"{taken}; seeds added: {added or 'none'}"
+        )
+    else:
+        did = (
+            "the sweep recorded no look of the rule (gate F off, or a sweep older than the rule): "
+            "it ran its planned seeds"
+        )
     return (
         f"Pre-registered seed-adding rule '{seq.name}' (conf/criteria, fixed before any run): {shares} "
         f"(Bonferroni over looks). Endpoints that may ask for seeds: {', '.join(seq.endpoints)}; "

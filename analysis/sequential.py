@@ -73,11 +73,11 @@ def next_seeds(summaries: list[dict[str, Any]], cfg: Any) -> SeedStep:
         return SeedStep(
             add=0, stop=True, reason=f"stop: failure criteria {', '.join(nogo)} hold (NO-GO)", **base
         )
-    asking = [r for r in results if r.metric in seq.endpoints and r.outcome == "undecided"]
+    watched = [r for r in results if r.metric in seq.endpoints]
+    asking = [r for r in watched if r.outcome == "undecided"]
     if not asking:
-        return SeedStep(
-            add=0, stop=True, reason=f"stop: {', '.join(seq.endpoints)} decided at look {look}", **base
-        )
+        states = ", ".join(f"{r.id} {r.outcome}" for r in watched) or f"no criterion on {seq.endpoints}"
+        return SeedStep(add=0, stop=True, reason=f"stop: nothing undecided at look {look} ({states})", **base)
     ids = [r.id for r in asking]
     if look >= len(seq.looks) or seeds >= seq.looks[-1]:
         return SeedStep(

@@ -9,7 +9,8 @@ In-run gates (called by the run engine, :class:`InRunGates`):
   savings are not materialising: the run is aborted, the optimizer-state dtypes are reported, and
   (``B.abort_sweep``) the sweep starts no further treatment runs.
 - **D** (accuracy): ``val_rel_l2_error_treat / val_rel_l2_error_ref - 1 > D.max_rel_worsening`` flags
-  failure; the run engine skips the rest of that evaluation.
+  failure: the run ends ``aborted`` by gate D, and still reports its test set (scored in the same
+  evaluation), so the analysis counts the run as an accuracy failure with its number.
 - **E** (throughput, step ``E.step``, by default the B step): the treatment's median tokens/s over
   its steps ``(E.warmup_steps, E.step]`` below ``E.min_ratio`` times the reference summary's
   ``tokens_per_s`` (the reference's median after warm-up) aborts the run. ``E.clock: process_cpu``
@@ -19,8 +20,10 @@ In-run gates (called by the run engine, :class:`InRunGates`):
   ``E.step`` is decided at its last step, before evaluation, so a fired E ends it ``aborted`` too.
 
 Sweep-level gates (called by ``experiments.sweep``): **C** (:func:`gate_c`: the ``C.model`` memory
-reduction under ``C.min_reduction`` stops larger models) and **F** (:func:`gate_f`: a memory metric's
-coefficient of variation over seeds above ``F.max_cv`` adds ``F.add_seeds`` seeds).
+reduction under ``C.min_reduction`` stops larger models) and **F** (:func:`gate_f`: after a model's
+runs, the pre-registered seed-adding rule of the analysis config, ``criteria.sequential``, decides on
+the endpoint that varies, test accuracy, whether to add seeds up to its next look; memory is
+deterministic across seeds, so the coefficient of variation the protocol first named could never fire).
 
 A gate applies only to treatment arms. Its reference is the run with the same settings and
 ``optimizer=<reference_arm>``. A reference that is missing, unfinished or not ``completed`` (e.g.
@@ -431,46 +434,9 @@ def gate_c(gates_cfg: Any, summaries: list[dict[str, Any]]) -> GateDecision:
     )
 
 
-def coefficient_of_variation(xs: list[float]) -> float:
-    """CV = sample std (ddof=1) / |mean|; 0 for identical values (memory is near-deterministic)."""
-    mean = statistics.fmean(xs)
-    return statistics.stdev(xs) / abs(mean) if mean else math.inf
-
-
-def gate_f(gates_cfg: Any, setting: str, summaries: list[dict[str, Any]]) -> GateDecision:
-    """F for one setting (model + grid point): CV over seeds of each memory metric, per arm."""
-    f = gates_cfg.F
-    values: dict[str, Any] = {
-        "setting": setting,
-        "max_cv": f.max_cv,
-        "after_seeds": f.after_seeds,
-        "add_seeds": f.add_seeds,
-    }
-    done = [s for s in summaries if s.get("status") == "completed"]
-    if any(s.get("mem_measurable") is False for s in done):
-        return not_evaluable("F", None, f"memory is not measurable on this device ({setting})", values)
-    cvs: dict[str, float] = {}
-    for arm in sorted({str(s.get("optimizer")) for s in done}):
-        for metric in f.metrics:
-            xs = [float(s[metric]) for s in done if s.get("optimizer") == arm and _measurable(s.get(metric))]
-            if len(xs) >= f.after_seeds:
-                cvs[f"{arm}/{metric}"] = coefficient_of_variation(xs)
-    values["cv"] = cvs
-    if not cvs:
-        return not_evaluable(
-            "F",
-            None,
-            f"fewer than {f.after_seeds} completed seeds with measured memory for any arm ({setting})",
-            values,
-        )
-    worst_key = max(cvs, key=lambda k: cvs[k])
-    fired = cvs[worst_key] > f.max_cv
-    verb = ">" if fired else "<="
-    return _decision(
-        "F",
-        None,
-        fired,
-        values,
-        f"largest CV {cvs[worst_key]:.3g} ({worst_key}) {verb} {f.max_cv} "
-        f"({setting})" + (f"; adding {f.add_seeds} seeds" if fired else ""),
-    )
+def gate_f(model: str, step: Mapping[str, Any]) -> GateDecision:
+    """F for one model's cells from one look of the pre-registered seed-adding rule: ``step`` is
+    :meth:`analysis.sequential.SeedStep.to_dict` (look, seeds, add, rule, reason, ...). Fired when
+    the rule adds seeds (the accuracy criterion is undecided and the next look is within the cap)."""
+    fired = int(step.get("add") or 0) > 0
+    return _decision("F", None, fired, {"model": model, **step}, f"{model}: {step.get('reason', '')}")

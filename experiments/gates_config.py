@@ -71,13 +71,12 @@ class ThroughputGateConf:
 
 @dataclass
 class PowerGateConf:
-    """F: after ``after_seeds`` seeds, a CV over seeds above ``max_cv`` adds ``add_seeds`` seeds."""
+    """F: after each model's runs the sweep applies the pre-registered seed-adding rule
+    (``criteria.sequential`` of the analysis config, :func:`analysis.sequential.next_seeds`): while
+    the accuracy criterion is undecided it adds seeds up to the rule's next look. The rule's looks,
+    alpha split and cap live there (one home), not here."""
 
     enabled: bool = True
-    after_seeds: int = 3
-    max_cv: float = 0.15
-    add_seeds: int = 2
-    metrics: list[str] = field(default_factory=lambda: list(MEMORY_METRICS))
 
 
 @dataclass
@@ -127,15 +126,6 @@ def validate(gates_cfg: Any, prefix: str = "gates") -> None:
     # the decision is then not_evaluable, saying no step after warm-up was logged.
     require(gates_cfg.E.clock in CLOCKS, f"{prefix}.E.clock", gates_cfg.E.clock, f"one of {list(CLOCKS)}")
     require(gates_cfg.E.warmup_steps >= 0, f"{prefix}.E.warmup_steps", gates_cfg.E.warmup_steps, ">= 0")
-    require(
-        gates_cfg.F.after_seeds >= 2,
-        f"{prefix}.F.after_seeds",
-        gates_cfg.F.after_seeds,
-        ">= 2 (a CV needs 2 values)",
-    )
-    require(gates_cfg.F.add_seeds >= 0, f"{prefix}.F.add_seeds", gates_cfg.F.add_seeds, ">= 0")
-    bad = [m for m in gates_cfg.F.metrics if m not in MEMORY_METRICS]
-    require(not bad, f"{prefix}.F.metrics", bad, f"a subset of {list(MEMORY_METRICS)}")
     require(
         gates_cfg.C.metric in MEMORY_METRICS,
         f"{prefix}.C.metric",

@@ -493,15 +493,16 @@ class Trainer:
             # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
             should_stop=lambda: self.dist.any(self.stop.requested),
         )
-        # gate D is decided on validation alone before test is reported
+        # gate D is decided on validation alone; a fired D still reports the test set it scored, so
+        # the analysis has the number of the endpoint the gate failed (never missing data)
         self._stopped_in_eval(results)
         assert results is not None
+        self.state.eval["test"] = results["test"]
         if d.val:
             self.state.eval["val"] = results["val"]
             decision = self.state.gates.after_validation(results["val"]["rel_l2_error"])
             if decision is not None and decision.fired:
-                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test results not reported")
-        self.state.eval["test"] = results["test"]
+                raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test set scored")
 
     def _stopped_in_eval(self, result: Any) -> None:
         if result is None:

@@ -83,6 +83,9 @@ class SweepSection:
     datagen_module: str = "datagen"
     analyse: bool = True
     analysis_module: str = "analysis"
+    # Overrides of the analysis config (conf/analysis.yaml), used both by gate F's seed-adding rule
+    # (criteria.sequential, composed once before any run) and by the analysis the sweep launches.
+    analysis_overrides: list[str] = field(default_factory=list)
     dry_run: bool = False
     device_memory_gib: float | None = None  # null: the visible GPU's, else 80
     gpus: list[int] | None = None  # local GPUs to share out, one run per GPU (joblib)

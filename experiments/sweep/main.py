@@ -4,6 +4,12 @@ Compose -> plan (experiments.sweep.plan: every run's config and run_id, ordered 
 references) -> ensure datasets (``python -m datagen``) -> launch waves through Hydra's launcher
 (experiments.sweep.launch) -> sweep-level gates C and F between waves -> ``python -m analysis``.
 
+Gate F is the pre-registered seed-adding rule (``criteria.sequential`` of the analysis config,
+composed once before any run with ``sweep.analysis_overrides``): after a model's runs,
+:func:`analysis.sequential.next_seeds` looks at their summaries and, while the accuracy criterion is
+undecided, the sweep adds seeds to every cell of that model up to the rule's next look, runs them
+and looks again. Every look and every seed added is recorded in ``sweep.json["sequential"]``.
+
 Resumable by construction: a run whose ``summary.json`` holds a terminal status is never launched
 again; a run dir without one (killed sweep) is launched with ``resume=true``; ``sweep.json`` is
 rewritten atomically whenever a run's status changes. One run's OOM, divergence or crash is that
@@ -24,6 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from analysis.sequential import load_rule_config, next_seeds
 from common.atomic import write_json
 from common.config import ALLOW_OUTSIDE_ENV, exit_on_config_error, load
 from common.ids import content_id
@@ -43,7 +50,14 @@ from experiments.sweep.progress import Progress
 class SweepState:
     """sweep.json in memory; ``write()`` is atomic and thread-safe (the progress thread calls it too)."""
 
-    def __init__(self, cfg: Any, sweep_id: str, sweep_dir: Path, launcher_target: str) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        sweep_id: str,
+        sweep_dir: Path,
+        launcher_target: str,
+        rule: dict[str, Any] | None = None,
+    ) -> None:
         self.sweep_dir = sweep_dir
         self.lock = threading.RLock()
         self.entries: list[dict[str, Any]] = []
@@ -63,6 +77,8 @@ class SweepState:
             },
             "status": "running",
             "status_reason": None,
+            # gate F: the seed-adding rule as composed before any run, its looks, the seeds it added
+            "sequential": {"rule": rule, "looks": [], "seeds_added": []},
             "started_at": now_iso(),
             "provenance": provenance(),
         }
@@ -130,7 +146,14 @@ def _last_line(path: Path, tail_bytes: int = 4096) -> str:
 
 
 # ------------------------------------------------------------------------------------------ set-up
-def _sweep_id(cfg: Any, probe_run_cfg: Any) -> str:
+def rule_record(rule_cfg: Any) -> dict[str, Any]:
+    """Gate F's seed-adding rule as it is fixed before any run (criteria.sequential and its alpha)."""
+    seq = OmegaConf.to_container(rule_cfg.criteria.sequential, resolve=True)
+    assert isinstance(seq, dict)
+    return {**seq, "confidence": float(rule_cfg.decision.confidence)}
+
+
+def _sweep_id(cfg: Any, probe_run_cfg: Any, rule_cfg: Any = None) -> str:
     if cfg.sweep.id:
         return str(cfg.sweep.id)
     settings = {
@@ -142,6 +165,8 @@ def _sweep_id(cfg: Any, probe_run_cfg: Any) -> str:
         "run_overrides": list(cfg.sweep.run_overrides),
         "gates": OmegaConf.to_container(probe_run_cfg.gates, resolve=True),
     }
+    if rule_cfg is not None:  # a different seed-adding rule is a different (pre-registered) sweep
+        settings["sequential"] = rule_record(rule_cfg)
     return content_id(settings)
 
 
@@ -151,12 +176,19 @@ def _task_overrides(argv: Sequence[str]) -> list[str]:
 
 # -------------------------------------------------------------------------------------- execution
 class Sweep:
-    def __init__(self, cfg: Any, argv: Sequence[str], sweep_id: str) -> None:
+    def __init__(self, cfg: Any, argv: Sequence[str], sweep_id: str, rule_cfg: Any = None) -> None:
         self.cfg = cfg
         self.argv = list(argv)
         self.sweep_id = sweep_id
         self.sweep_dir = Path(cfg.results_root) / "sweeps" / sweep_id
-        self.state = SweepState(cfg, sweep_id, self.sweep_dir, str(cfg.hydra.launcher._target_))
+        self.rule_cfg = rule_cfg  # the analysis config whose criteria.sequential is gate F's rule
+        self.state = SweepState(
+            cfg,
+            sweep_id,
+            self.sweep_dir,
+            str(cfg.hydra.launcher._target_),
+            rule_record(rule_cfg) if rule_cfg is not None else None,
+        )
         self.runs: list[P.PlannedRun] = []
         self.gates_cfg: Any = None
         self.aborted_reason: str | None = None
@@ -317,38 +349,40 @@ class Sweep:
                 self.blocked_above = (n_params, f"gate C: {d.reason}")
 
     def gate_f(self, model_runs: list[P.PlannedRun]) -> None:
-        f = self.gates_cfg.F
-        if not f.enabled or self.aborted_reason:
+        """Gate F: the pre-registered seed-adding rule over this model's cells, look after look."""
+        if not self.gates_cfg.F.enabled or self.aborted_reason:
             return
-        settings: dict[str, list[P.PlannedRun]] = {}
-        for r in model_runs:
-            settings.setdefault(r.setting, []).append(r)
-        for setting, runs in settings.items():
-            seeds = sorted({r.seed for r in runs})
-            if len(seeds) < f.after_seeds:
-                self.state.decide(
-                    G.not_evaluable(
-                        "F",
-                        None,
-                        f"only {len(seeds)} seed(s) in the grid; F needs {f.after_seeds} ({setting})",
-                        {"seeds": seeds},
-                    ),
-                    scope="setting",
-                    setting=setting,
+        model = model_runs[0].model
+        seq = self.rule_cfg.criteria.sequential
+        record = self.state.doc["sequential"]
+        for _ in range(len(seq.looks)):  # each look at most once, whatever the runs did
+            mine = [r for r in self.runs if r.model == model]
+            seeds = sorted({r.seed for r in mine})
+            if len(seeds) < seq.looks[0]:
+                why = (
+                    f"{model}: the grid has {len(seeds)} seed(s), fewer than the first look of rule "
+                    f"'{seq.name}' ({seq.looks[0]}): no seeds are added"
                 )
-                continue
-            d = G.gate_f(self.gates_cfg, setting, self.summaries(runs))
-            have = len(seeds)
-            if d.fired and have >= f.after_seeds + f.add_seeds:
-                d.reason += f" (already {have} seeds)"
-            self.state.decide(d, scope="setting", setting=setting)
-            if d.fired and have < f.after_seeds + f.add_seeds:
-                extra = list(range(max(seeds) + 1, max(seeds) + 1 + f.add_seeds))
-                new = self.expand(seeds=extra, point=runs[0].point)
-                self._stage(f"gate F added seeds {extra} for {setting}")
-                for wave in P.waves(P.order(new, self.gates_cfg.reference_arm)):
-                    self.run_wave(wave)
-                self.state.write()
+                self.state.decide(
+                    G.not_evaluable("F", None, why, {"seeds": seeds}), scope="model", model=model
+                )
+                return
+            step = next_seeds(self.summaries(mine), self.rule_cfg).to_dict()
+            with self.state.lock:
+                record["looks"].append({"model": model, **step})
+            self.state.decide(G.gate_f(model, step), scope="model", model=model)
+            if step["add"] <= 0 or self.aborted_reason:
+                return
+            extra = list(range(max(seeds) + 1, max(seeds) + 1 + step["add"]))
+            new: list[P.PlannedRun] = []
+            for point in {r.setting: r.point for r in mine}.values():
+                new += self.expand(seeds=extra, point=point)
+            with self.state.lock:
+                record["seeds_added"].append({"model": model, "look": step["look"], "seeds": extra})
+            self._stage(f"gate F ({seq.name}, look {step['look']}) added seeds {extra} for {model}")
+            for wave in P.waves(P.order(new, self.gates_cfg.reference_arm)):
+                self.run_wave(wave)
+            self.state.write()
 
     def run(self) -> int:
         try:
@@ -422,7 +456,13 @@ class Sweep:
         return 0
 
     def analyse(self) -> int:
-        cmd = [sys.executable, "-m", self.cfg.sweep.analysis_module, str(self.sweep_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            self.cfg.sweep.analysis_module,
+            str(self.sweep_dir),
+            *self.cfg.sweep.analysis_overrides,
+        ]
         print(f"stage: analysis: {' '.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=L.die_with_parent)
         lines = (proc.stdout + proc.stderr).splitlines()
@@ -466,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         G.validate(probe.gates)
         if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
             validate_model(probe.model, probe.scale)
-        sweep_id = _sweep_id(cfg, probe)
-        sweep = Sweep(cfg, overrides, sweep_id)
+        rule_cfg = load_rule_config(list(cfg.sweep.analysis_overrides))  # gate F's rule, fixed now
+        sweep_id = _sweep_id(cfg, probe, rule_cfg)
+        sweep = Sweep(cfg, overrides, sweep_id, rule_cfg)
         if cfg.sweep.dry_run:
             return dry_run.show(
                 cfg, P.expand(cfg.sweep, cfg.scale, sweep_id, results_root=str(cfg.results_root)), sweep_id

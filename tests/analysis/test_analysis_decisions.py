@@ -11,14 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from analysis.build import judge as judge_sweep
-from analysis.decide import HOLDS, NOT_HOLDS, UNDECIDED, decide, pairs_needed, t_bounds
+from analysis.decide import (
+    HOLDS,
+    NOT_HOLDS,
+    UNDECIDED,
+    decide,
+    interval,
+    pairs_needed,
+    t_bounds,
+    worst_case_lower,
+)
 from analysis.load import load_sweep
-from analysis.synthetic import DEFAULT_EFFECTS, go_spec, write_sweep
+from analysis.synthetic import DEFAULT_EFFECTS, _run, go_spec, write_sweep
 from common.atomic import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +82,28 @@ def test_t_bounds_vectorised_rows_equal_single_calls() -> None:
 def test_non_inferiority_decision(lo: float, hi: float, expected: str) -> None:
     # "worse by at most 5%": theta <= ln(1.05), proven by the upper bound, refuted by the lower
     assert str(decide("<=", LN105, lo, hi)) == expected
+
+
+@pytest.mark.parametrize("m,j,confidence", [(2, 1, 0.975), (2, 1, 0.995), (4, 1, 0.975), (3, 2, 0.98)])
+def test_worst_case_lower_is_the_largest_bound_any_stopped_values_give(m, j, confidence) -> None:
+    y = np.random.default_rng(m * 10 + j).normal(0.1, 0.05, m)
+    # brute force: every value of the stopped pairs (equal, and for j=2 also unequal) on a grid
+    xs = np.linspace(y.mean() - 1.0, y.mean() + 1.0, 20001)
+    grid = [np.column_stack([np.tile(y, (xs.size, 1)), np.tile(xs[:, None], (1, j))])]
+    if j == 2:
+        coarse = np.linspace(y.mean() - 0.5, y.mean() + 0.5, 301)
+        a, b = np.meshgrid(coarse, coarse)
+        grid.append(np.column_stack([np.tile(y, (a.size, 1)), a.ravel(), b.ravel()]))
+    brute = max(float(t_bounds(d, confidence)[2].max()) for d in grid)
+    got = worst_case_lower(y, j, confidence)
+    assert brute <= got + 1e-12 and got - brute < 1e-6
+    assert got > float(t_bounds(y, confidence)[2]) or m + j > 3  # an extra pair can tighten the bound
+
+
+def test_worst_case_lower_edge_cases() -> None:
+    assert worst_case_lower([0.2, 0.2], 1, 0.975) == pytest.approx(0.2)  # no spread: the imputed mean
+    assert worst_case_lower([], 2, 0.975) == math.inf  # nothing observed: nothing is excluded
+    assert worst_case_lower([0.1, 0.3], 0, 0.975) == pytest.approx(float(t_bounds([0.1, 0.3], 0.975)[2]))
 
 
 def test_pairs_needed_agrees_with_the_measured_pilot_figures() -> None:
@@ -166,6 +198,28 @@ def test_gate_a_abort_counts_as_diverged(judge) -> None:
     assert one["F5"].outcome == "pass"
     # two surviving seeds cannot support non-inferiority when the third failed
     assert one["S3"].outcome == "undecided" and "failed without a number" in one["S3"].why
+
+
+def test_a_gate_a_abort_cannot_turn_no_go_into_inconclusive(judge, cfg) -> None:
+    # F2 holds on three pairs (+30% error); seed 0 is then stopped by gate A before it scored its
+    # test set. Dropping the pair left F2 on two pairs; imputed least favourably it still holds.
+    c = fixed(cfg)
+    v0, _, before = judge(noisy(0.02, 3, factor=1.30), config=c, name="before")
+    assert v0 == "NO-GO" and before["F2"].outcome == "fail"
+    stopped = noisy(0.02, 3, factor=1.30, mutate=gate_abort("A", (0,), ("rel_l2_error",)))
+    v1, reasons, after = judge(stopped, config=c, name="after")
+    assert after["F5"].outcome == "pass"  # one diverged seed of three is not F5
+    assert after["F2"].outcome == "fail" and "imputed least favourably" in after["F2"].value_text
+    assert after["F2"].n_pairs == 3 and math.isinf(after["F2"].ci[1])
+    assert after["S3"].outcome == "fail" and v1 == "NO-GO", reasons
+
+
+def test_a_gate_e_abort_without_a_test_number_imputes_the_accuracy_pair(judge, cfg) -> None:
+    # gate E stops a run before its evaluation: no test number, never "missing" for accuracy
+    spec = noisy(0.02, 3, factor=1.30, mutate=gate_abort("E", (1,), ("rel_l2_error",)))
+    _, _, res = judge(spec, config=fixed(cfg))
+    assert res["F2"].outcome == "fail" and res["F2"].n_pairs == 3
+    assert "imputed least favourably" in res["F2"].value_text
 
 
 def test_a_signal_aborted_run_is_unfinished_and_blocks_go(judge) -> None:
@@ -341,3 +395,129 @@ def test_pilot_one_number_edits_cannot_flip_the_verdict(tmp_path: Path, cfg, edi
     assert av.verdict == "INCONCLUSIVE", av.reasons
     assert res["S3"].outcome == "undecided" and res["F2"].outcome == "undecided"
     assert res["S3"].ci[0] < 0.05 < res["S3"].ci[1]
+
+
+# ------------------------------------- worsening that trips the in-run gates (A, D, E) on the way
+GATES = yaml.safe_load((REPO / "conf" / "gates" / "protocol.yaml").read_text())
+TRIPS = ("rel_l2_error", "tokens_per_s", "loss")
+
+
+def worsen_through_gates(endpoint: str, factor: float, spec):
+    """Worsen the treatment on ``endpoint`` by ``factor`` on every seed, then end each run as the run
+    engine would under conf/gates/protocol.yaml's thresholds against its own reference (same seed,
+    same cell): A (loss at A.step > max_loss_ratio x the reference's) stops it at that step with no
+    test number and counts as diverged; E (tokens/s < min_ratio x) stops it at E's step before the
+    evaluation; D (validation error worse by > max_rel_worsening) flags it and keeps its test number."""
+    a, d, e = GATES["A"], GATES["D"], GATES["E"]
+    e_step = GATES["B"]["step"]
+
+    def stop(summary, metrics, gate, step, drop):
+        summary["gates"] = [*summary["gates"], _gate(gate, f"gate {gate} fired (simulated)")]
+        summary.update(
+            status="aborted", status_reason=f"gate {gate}: fired (simulated)", steps_completed=step
+        )
+        metrics[:] = [r for r in metrics if r["step"] <= step]
+        summary["final_loss"] = metrics[-1]["loss"]
+        for k in drop:
+            summary[k] = None
+
+    def mutate(summary, metrics):
+        if summary["optimizer"] != "flashoptim":
+            return
+        ref, ref_rows = _run(spec, "adamw", spec.effects["adamw"], summary["seed"], summary["grid"])
+        if endpoint == "rel_l2_error":
+            summary["rel_l2_error"] *= factor
+            summary["val_rel_l2_error"] *= factor
+        elif endpoint == "tokens_per_s":
+            summary["tokens_per_s"] /= factor
+            for row in metrics:
+                row["tokens_per_s"] /= factor
+        else:
+            summary["final_loss"] *= factor
+            for row in metrics:
+                row["loss"] *= factor
+        loss_at = {r["step"]: r["loss"] for r in metrics}
+        ref_loss_at = {r["step"]: r["loss"] for r in ref_rows}
+        if loss_at[a["step"]] > a["max_loss_ratio"] * ref_loss_at[a["step"]]:
+            stop(summary, metrics, "A", a["step"], ("rel_l2_error", "val_rel_l2_error"))
+        elif summary["tokens_per_s"] < e["min_ratio"] * ref["tokens_per_s"]:
+            stop(summary, metrics, "E", e_step, ("rel_l2_error", "val_rel_l2_error"))
+        elif summary["val_rel_l2_error"] / ref["val_rel_l2_error"] - 1 > d["max_rel_worsening"]:
+            stop(summary, metrics, "D", summary["steps_completed"], ())
+
+    return mutate
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seeds=st.integers(3, 5),
+    noise=st.sampled_from([0.0, 0.03, 0.15]),
+    noise_seed=st.integers(0, 10_000),
+    rel_l2=st.floats(0.9, 1.3),
+    endpoint=st.sampled_from(TRIPS),
+    f1=st.floats(1.0, 4.0),
+    f2=st.floats(1.0, 4.0),
+)
+def test_worsening_that_trips_gates_never_gets_a_better_verdict(
+    cfg, seeds, noise, noise_seed, rel_l2, endpoint, f1, f2
+) -> None:
+    lo, hi = sorted((f1, f2))
+    eff = dict(DEFAULT_EFFECTS)
+    eff["flashoptim"] = replace(eff["flashoptim"], rel_l2_factor=rel_l2)
+    base = go_spec(
+        seeds=tuple(range(seeds)),
+        effects=eff,
+        noise_sd={"rel_l2_error": noise, "tokens_per_s": noise / 3, "final_loss": noise / 3},
+        noise_seed=noise_seed,
+    )
+    c = fixed(cfg)
+    before = _verdict(replace(base, mutate=worsen_through_gates(endpoint, lo, base)), c)
+    after = _verdict(replace(base, mutate=worsen_through_gates(endpoint, hi, base)), c)
+    assert RANK[after] <= RANK[before], (endpoint, lo, hi, before, after)
+
+
+# ------------------------------------------------------- the bootstrap path (n >= 10) and zero spread
+def bca_cfg(cfg, **kw):
+    return fixed(cfg, **{"decision.interval": "bca", "decision.bootstrap.n_resamples": 20000, **kw})
+
+
+def test_bca_on_symmetric_data_is_the_normal_theory_interval(cfg) -> None:
+    # A symmetric sample: no bias (z0 ~ 0) and no acceleration (a = 0), so BCa is the percentile
+    # interval, which for the mean of n points is mean -/+ z_c * sd_plugin / sqrt(n) (CLT, plug-in SD).
+    d = np.concatenate([np.linspace(-0.2, 0.2, 11), np.linspace(-0.05, 0.05, 5)]) + 0.03
+    n = d.size
+    iv = interval(d, 0.975, 0.975, bca_cfg(cfg))
+    assert iv.method == "BCa bootstrap" and iv.n == n
+    half = 1.959964 * d.std(ddof=0) / math.sqrt(n)
+    assert iv.lower == pytest.approx(d.mean() - half, rel=0.05)
+    assert iv.upper == pytest.approx(d.mean() + half, rel=0.05)
+
+
+def test_bca_one_sided_bounds_cover_at_about_their_level(cfg) -> None:
+    # 97.5% one-sided upper bounds from n = 12 normal pairs: coverage near 97.5% (simulated, 400 samples;
+    # the binomial SD of the count is ~3, BCa at n = 12 runs a little short of the nominal level)
+    c = bca_cfg(cfg, **{"decision.bootstrap.n_resamples": 2000})
+    rng = np.random.default_rng(7)
+    covered = sum(interval(rng.normal(0.1, 0.15, 12), 0.975, 0.975, c).upper >= 0.1 for _ in range(400))
+    assert 370 <= covered <= 398
+
+
+def test_bca_is_not_used_below_its_minimum_pairs(cfg) -> None:
+    d = np.random.default_rng(3).normal(0.0, 0.1, 9)
+    assert interval(d, 0.975, 0.975, bca_cfg(cfg)).method == "paired t"
+    assert interval(np.append(d, 0.05), 0.975, 0.975, bca_cfg(cfg)).method == "BCa bootstrap"
+
+
+@pytest.mark.parametrize("interval_kind", ["t", "bca"])
+def test_zero_spread_is_exact_at_any_n(cfg, interval_kind) -> None:
+    d = [math.log(0.6)] * 12  # memory: the same ratio on every seed
+    iv = interval(d, 0.975, 0.99, fixed(cfg, **{"decision.interval": interval_kind}))
+    assert iv.exact and iv.method == "exact across seeds" and iv.sd == 0.0
+    assert iv.lower == iv.upper == iv.lower_k == iv.upper_k == pytest.approx(math.log(0.6))
+
+
+def test_zero_spread_accuracy_at_n_10_is_decided_exactly(judge, cfg) -> None:
+    # every seed 2% worse (no noise): the bound is the value itself, under the 5% margin: S3 passes
+    _, _, res = judge(go_spec(seeds=tuple(range(10))), config=bca_cfg(cfg))
+    assert res["S3"].outcome == "pass" and "deterministic across 10 seeds" in res["S3"].value_text
+    assert res["S3"].ci[0] == res["S3"].ci[1] == pytest.approx(0.02, abs=1e-9)

@@ -5,7 +5,8 @@ metrics.jsonl rows step by step, then summary.json last and atomically, with num
 ``<results_root>/fake_spec.json``:
 
     {"steps": 6, "step_s": 0.05,
-     "arms": {"<arm>": {"status": "completed", "peak": 1e9, "crash": false, "gate_b_fired": false}},
+     "arms": {"<arm>": {"status": "completed", "peak": 1e9, "crash": false, "gate_b_fired": false,
+                        "rel_l2": 0.1}},
      "seeds": {"<arm>:<seed>": {...same keys, override the arm's...}}}
 
 Every start is appended to ``<results_root>/invocations.jsonl`` (run_id, arm, seed, resume, pid, GPU).
@@ -99,6 +100,8 @@ def main() -> int:
             "tokens_per_s": 1000.0,
             "steps_completed": steps,
             "grid": {"model": args.get("model", "tiny")},
+            # planted test accuracy (gate F's seed-adding rule reads it; "seeds" overrides vary it)
+            **({"rel_l2_error": float(mine["rel_l2"])} if mine.get("rel_l2") is not None else {}),
         },
     )
     return 0

@@ -288,29 +288,11 @@ def test_gate_c_not_evaluable_cases(gates_cfg: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------- F
-def seeds(arm: str, mems: list[float | None], measurable: bool = True) -> list[dict[str, Any]]:
-    return [
-        {
-            "optimizer": arm,
-            "seed": i,
-            "status": "completed",
-            "peak_mem_allocated_bytes": m,
-            "peak_mem_reserved_bytes": m,
-            "mem_measurable": measurable,
-        }
-        for i, m in enumerate(mems)
-    ]
-
-
-def test_gate_f_cv_over_seeds(gates_cfg: Any) -> None:
-    steady = G.gate_f(
-        gates_cfg, "s", seeds("adamw", [1e9, 1e9, 1e9]) + seeds("flashoptim", [5e8, 5.1e8, 4.9e8])
-    )
-    assert steady.outcome == "pass" and steady.values["cv"]["adamw/peak_mem_allocated_bytes"] == 0.0
-    noisy = G.gate_f(gates_cfg, "s", seeds("adamw", [1e9, 1e9, 1e9]) + seeds("flashoptim", [3e8, 5e8, 7e8]))
-    assert noisy.fired and noisy.values["cv"]["flashoptim/peak_mem_allocated_bytes"] == pytest.approx(0.4)
-    assert G.gate_f(gates_cfg, "s", seeds("adamw", [None] * 3, measurable=False)).outcome == "not_evaluable"
-    assert G.gate_f(gates_cfg, "s", seeds("adamw", [1e9, 1e9])).outcome == "not_evaluable"
+def test_gate_f_fires_when_the_seed_adding_rule_adds_seeds() -> None:
+    adds = G.gate_f("llama-1b", {"look": 1, "seeds": 3, "add": 7, "reason": "add 7 seeds per cell"})
+    assert adds.fired and adds.values["model"] == "llama-1b" and "add 7" in adds.reason
+    stops = G.gate_f("llama-1b", {"look": 2, "seeds": 10, "add": 0, "reason": "stop: last look"})
+    assert not stops.fired and stops.outcome == "pass"
 
 
 def test_decision_dict_has_the_recorded_fields(tmp_path: Path, gates_cfg: Any) -> None:

@@ -3,6 +3,7 @@ run of the same settings, and a fired abort gate ends the treatment run as abort
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,23 @@ def test_a_fired_throughput_gate_aborts_the_treatment_run_before_evaluation(resu
     assert e["gate"] == "E" and e["step"] == 4 and e["values"]["evaluated_at_last_step"]
     assert e["values"]["clock"] == "process_cpu" and e["values"]["reference_tokens_per_cpu_s"] == ref_tps
     assert e["values"]["throughput_ratio"] == e["values"]["tokens_per_cpu_s"] / ref_tps < 1000
+
+
+def test_a_fired_accuracy_gate_aborts_the_run_but_reports_its_test_set(results_root: Path) -> None:
+    # Gate D reads the reference summary's val_rel_l2_error: planting a near-zero one there makes any
+    # real treatment worse by far more than D.max_rel_worsening.
+    common = [*FAST, "sweep_id=gate-d-fires", "gates.A.enabled=false", "gates.E.enabled=false"]
+    _, ref_dir = run_in_process(results_root, common)
+    ref = json.loads((ref_dir / "summary.json").read_text())
+    ref["val_rel_l2_error"] = 1e-9
+    (ref_dir / "summary.json").write_text(json.dumps(ref))
+    code, run_dir = run_in_process(results_root, [*common, "optimizer=flashoptim"])
+    s = read_summary(run_dir)
+    assert code == 0 and s["status"] == "aborted" and s["status_reason"].startswith("gate D"), s[
+        "status_reason"
+    ]
+    (d,) = [g for g in s["gates"] if g["fired"]]
+    assert d["gate"] == "D" and d["values"]["rel_worsening"] > 0.15
+    # the endpoint the gate failed is still measured: the analysis scores the run with its number
+    assert isinstance(s["rel_l2_error"], float) and s["rel_l2_error"] > 0
+    assert isinstance(s["val_rel_l2_error"], float)
