@@ -199,7 +199,10 @@ def test_memory_is_decided_on_the_most_conservative_metric(judge) -> None:
 
 def test_no_assay_sensitivity_record_blocks_go(judge) -> None:
     v, reasons, res = judge(go_spec(best_baseline_rel_l2_error=None))
-    assert all(r.outcome in ("pass", "not_applicable") for r in res.values())
+    # issue 14: the accuracy criteria are not evaluable without it; every other one still passes
+    accuracy = {k for k, r in res.items() if r.metric == "rel_l2_error_change"}
+    assert accuracy == {"S3", "F2"} and all(res[k].outcome == "not_evaluable" for k in accuracy)
+    assert all(r.outcome in ("pass", "not_applicable") for k, r in res.items() if k not in accuracy)
     assert v == "INCONCLUSIVE" and any("assay sensitivity" in r for r in reasons)
 
 
