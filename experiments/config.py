@@ -28,7 +28,7 @@ from common.config import ConfigError, compose, require, require_name, require_r
 from datagen.dataset import dataset_dir
 from experiments import pretrained
 
-SCALES = ("smoke", "pilot", "protocol")
+SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
 WANDB_MODES = ("offline", "online", "disabled")
 PARAM_DTYPES = ("float32", "bfloat16")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
