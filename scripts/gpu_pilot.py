@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.config import compose
+from datagen.dataset import dataset_dir as ddir
+from experiments.config import register
+
 ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_replicate"]
 MEMORY_ARMS = ["adamw", "adam8bit", "flashoptim"]
 PHASES = ("data", "baselines", "probe", "accuracy", "memory", "analyse", "all")
@@ -86,10 +90,6 @@ def sh(cmd: list[str], log: Path | None = None) -> tuple[int, float]:
 
 
 def dataset_dir(root: str) -> Path:
-    from common.config import compose
-    from datagen.dataset import dataset_dir as ddir
-    from experiments.config import register
-
     register()
     return Path(ddir(compose("run", ["scale=pilot_accuracy", f"results_root={root}"]).data, root))
 
