@@ -123,32 +123,43 @@ def assay_sensitivity(sweep: Sweep, cfg: Any) -> tuple[bool | None, str]:
     """Whether the accuracy endpoint has shown it can see a degradation (issue 14's rule).
 
     True: every completed reference run's test rel-L2 is at most 1/factor of the best non-learned
-    baseline recorded beside it (``baseline_key``); False: some run misses it; None: no run records a
-    baseline, so nothing was shown. Only ``True`` allows GO when ``assay_sensitivity.required``.
+    baseline recorded beside it (``baseline_key``, scored on the same samples under the same
+    definition); False: some run misses it (the message names the worst run and by how much it
+    missed: its ratio to the baseline, the bar, and how far its error must fall); None: no run
+    records a baseline, so nothing was shown. Only ``True`` allows GO when ``assay_sensitivity.required``.
     """
     a = cfg.assay_sensitivity
     refs = [r for r in sweep.runs if r.arm == cfg.reference_arm and r.status == "completed"]
     pairs = [(r, r.num("rel_l2_error"), r.num(a.baseline_key)) for r in refs]
-    known = [(r, e, b) for r, e, b in pairs if e is not None and b is not None]
+    known = [(r, e, b) for r, e, b in pairs if e is not None and b is not None and b > 0]
     if not known:
         return None, (
-            f"the accuracy endpoint has not shown it can see a degradation: no {cfg.reference_arm} run "
-            f"records {a.baseline_key} (assay sensitivity, issue 14), so GO is not allowed"
+            f"the accuracy endpoint has not shown it can see a degradation: no completed "
+            f"{cfg.reference_arm} run records rel_l2_error and {a.baseline_key} (assay sensitivity, "
+            "issue 14), so GO is not allowed"
         )
-    missed = [(r, e, b) for r, e, b in known if e * a.factor > b]
-    if missed or len(known) < len(refs):
-        r, e, b = missed[0] if missed else (None, None, None)
+    r, e, b = max(known, key=lambda k: k[1] / k[2])  # the run nearest to (or furthest past) the bar
+    metric = r.summary.get("rel_l2_metric") or "rel-L2"
+    name = r.summary.get("best_baseline_name") or "best non-learned baseline"
+    bar = b / a.factor
+    where = (
+        f"{cfg.reference_arm} run {r.run_id} (seed {r.seed}): test {metric} {e:.4g} = {e / b:.3g}x "
+        f"the best non-learned baseline ({name}, {b:.4g})"
+    )
+    if e > bar or len(known) < len(refs):
         detail = (
-            f"{cfg.reference_arm} run {r.run_id} has test rel-L2 {e:.3g}, not {a.factor:g}x below the best "
-            f"baseline's {b:.3g}"
-            if r is not None
-            else f"{len(refs) - len(known)} {cfg.reference_arm} runs lack {a.baseline_key}"
+            f"{where}; the rule needs <= {1 / a.factor:.3g}x (<= {bar:.4g}): missed by {e - bar:.4g} "
+            f"(its error would have to fall {1 - bar / e:.0%})"
+            if e > bar
+            else f"{len(refs) - len(known)} of {len(refs)} {cfg.reference_arm} runs lack {a.baseline_key}"
         )
         return (
             False,
-            f"the accuracy endpoint cannot be trusted to see a degradation: {detail}, so GO is not allowed",
+            f"the accuracy endpoint cannot be trusted to see a degradation: {detail}, so the accuracy "
+            "criteria are not evaluable and GO is not allowed",
         )
     return (
         True,
-        f"accuracy endpoint sensitive: every {cfg.reference_arm} run beats the best baseline {a.factor:g}x",
+        f"accuracy endpoint sensitive: every {cfg.reference_arm} run is at most {1 / a.factor:.3g}x the best "
+        f"non-learned baseline (worst: {where})",
     )

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from analysis.accounting import account, assay_sensitivity
 from analysis.context import ArmVerdict, ReportContext
+from analysis.controls import baselines_frame, evaluate_controls, gate_accuracy, nll_frame
 from analysis.criteria import evaluate, label, sweep_design, sweep_look, verdict
 from analysis.figures import all_figures
 from analysis.load import Sweep
@@ -84,7 +85,8 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
 
 
 def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str], list[str]]:
-    """(accounting, assay sensitivity, the sweep-level reasons GO is not allowed)."""
+    """(accounting, assay sensitivity, the sweep-level reasons GO is not allowed: unaccounted runs,
+    the assay-sensitivity rule, misbehaving (or, when required, missing) accuracy controls)."""
     accounting = account(sweep, cfg)
     assay_ok, assay_why = assay_sensitivity(sweep, cfg)
     blockers = list(accounting.blockers)
@@ -93,6 +95,7 @@ def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str]
     mismatch = rule_mismatch(sweep, cfg)
     if mismatch:
         blockers.append(mismatch)
+    blockers += evaluate_controls(sweep, cfg).blockers
     return accounting, (assay_ok, assay_why), blockers
 
 
@@ -131,7 +134,7 @@ def judge(sweep: Sweep, cfg: Any, arm: str | None = None) -> ArmVerdict:
     """The verdict of one treatment arm, exactly as ``python -m analysis`` decides it."""
     arm = arm or cfg.treatment_arm
     _, _, blockers = sweep_blockers(sweep, cfg)
-    results = evaluate(sweep, cfg, arm)
+    results = gate_accuracy(evaluate(sweep, cfg, arm), evaluate_controls(sweep, cfg))
     v, reasons = verdict(results, sweep.scale, cfg, sum(r.arm == arm for r in sweep.runs), blockers)
     return ArmVerdict(arm, v, reasons, results)
 
@@ -181,6 +184,9 @@ def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
         accounting=accounting,
         assay=assay,
         look=sweep_look(sweep, cfg),
+        controls=evaluate_controls(sweep, cfg),
+        baselines=baselines_frame(sweep, cfg, arms),
+        nll=nll_frame(sweep, cfg, arms),
     )
 
 
@@ -233,6 +239,10 @@ def verdict_json(ctx: ReportContext) -> dict[str, Any]:
         "planned_runs": ctx.accounting.planned,
         "unaccounted_runs": [r for r in ctx.accounting.rows if r["state"] not in ("completed",)],
         "assay_sensitivity": {"shown": ctx.assay[0], "why": ctx.assay[1]},
+        "controls": [
+            {"arm": c.arm, "role": c.role, "state": c.state, "behaves": c.behaves, "why": c.why}
+            for c in ctx.controls.rows
+        ],
         "sequential": {
             "rule": ctx.cfg.criteria.sequential.name,
             "look": ctx.look[0],
@@ -311,6 +321,9 @@ def write_report(ctx: ReportContext, out_dir: Path) -> Path:
         ctx.gates.to_csv(tmp / "tables" / "gates.csv", index=False)
         long_sequences(ctx)[0].to_csv(tmp / "tables" / "long_sequences.csv", index=False)
         accounting_frame(ctx).to_csv(tmp / "tables" / "run_accounting.csv", index=False)
+        ctx.controls.frame().to_csv(tmp / "tables" / "controls.csv", index=False)
+        ctx.baselines.to_csv(tmp / "tables" / "accuracy_vs_baselines.csv", index=False)
+        ctx.nll.to_csv(tmp / "tables" / "target_nll.csv", index=False)
         criteria_frame(
             ctx.primary.criteria + [c for av in ctx.secondary for c in av.criteria], ctx.cfg
         ).to_csv(tmp / "tables" / "criteria.csv", index=False)

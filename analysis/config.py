@@ -97,6 +97,18 @@ class AssayConfig:
 
 
 @dataclass
+class ControlsConfig:
+    """The accuracy endpoint's controls (analysis/controls.py): arms the endpoint must flag as worse
+    (positive) and arms it must find non-inferior (negative), each against ``reference_arm``."""
+
+    positive: list[str] = field(default_factory=lambda: ["adamw_bf16", "adam8bit_bf16"])
+    negative: list[str] = field(default_factory=lambda: ["adamw_replicate"])
+    positive_margin: float = 0.0  # detected: the lower bound of the degradation exceeds this fraction
+    criterion: str = "S3"  # the negative control must pass this criterion's margin (non-inferiority)
+    required: bool = False  # true: a control not run or not shown also blocks GO (misbehaving ones always do)
+
+
+@dataclass
 class WandbConfig:
     mode: str = "disabled"  # disabled | offline | online
     project: str = "flashoptim-tissue"
@@ -142,6 +154,7 @@ class AnalysisConfig:
     long_seq_len: int = 2048  # the report's "do savings disappear at sequence lengths > this?"
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     assay_sensitivity: AssayConfig = field(default_factory=AssayConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
@@ -164,6 +177,22 @@ def validate(cfg: Any) -> None:
         cfg.memory_test_scale in ("log", "bytes"), "memory_test_scale", cfg.memory_test_scale, "log or bytes"
     )
     require(cfg.min_pairs >= 1, "min_pairs", cfg.min_pairs, "an integer >= 1")
+    ids = [e.id for e in cfg.criteria.entries]
+    require(
+        cfg.controls.criterion in ids, "controls.criterion", cfg.controls.criterion, f"a criterion id: {ids}"
+    )
+    require(
+        cfg.controls.positive_margin >= 0, "controls.positive_margin", cfg.controls.positive_margin, ">= 0"
+    )
+    both = set(cfg.controls.positive) & set(cfg.controls.negative)
+    require(not both, "controls.negative", list(cfg.controls.negative), "arms not also positive controls")
+    for arm in (*cfg.controls.positive, *cfg.controls.negative):
+        require(
+            arm not in (cfg.reference_arm, cfg.treatment_arm),
+            "controls",
+            arm,
+            "arms other than the reference and treatment arms",
+        )
     require(0 < cfg.alpha < 1, "alpha", cfg.alpha, "a number in (0, 1)")
     d = cfg.decision
     require(0.5 < d.confidence < 1, "decision.confidence", d.confidence, "a one-sided level in (0.5, 1)")

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.accounting import Accounting
+from analysis.controls import Controls
 from analysis.criteria import CriterionResult
 from analysis.figures import Figure
 from analysis.load import Sweep
@@ -37,6 +38,9 @@ class ReportContext:
     accounting: Accounting = field(default_factory=Accounting)
     assay: tuple[bool | None, str] = (None, "")
     look: tuple[int, float, int] = (1, 0.975, 0)  # sequential look, its one-sided confidence, seeds/cell
+    controls: Controls = field(default_factory=Controls)  # the accuracy endpoint's controls
+    baselines: pd.DataFrame = field(default_factory=pd.DataFrame)  # arms vs baselines (long, controls.py)
+    nll: pd.DataFrame = field(default_factory=pd.DataFrame)  # teacher-forced target NLL per arm and split
 
     @property
     def scale(self) -> str:

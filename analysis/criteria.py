@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats as sps
 
 from analysis import stats
+from analysis.accounting import assay_sensitivity
 from analysis.decide import (
     HOLDS,
     NOT_HOLDS,
@@ -56,7 +57,7 @@ from analysis.metrics import (
 )
 from analysis.pairs import cell_label, model_of
 
-__all__ = ["CriterionResult", "evaluate", "fmt_metric", "label", "sweep_design", "verdict"]
+__all__ = ["CriterionResult", "decide_metric", "evaluate", "fmt_metric", "label", "sweep_design", "verdict"]
 
 NO_DATA = "no_data"
 # Metrics decided as a fraction through a theta transform (F1 is "reduction < X in some cell").
@@ -562,8 +563,35 @@ def evaluate(sweep: Sweep, cfg: Any, arm: str) -> list[CriterionResult]:
                 r = _model_sizes(spec, ev, conf, cfg)
             else:
                 r = _ratio_criterion(spec, ev, conf, cfg)
+            if spec.metric in ACCURACY_METRICS and cfg.assay_sensitivity.required:
+                r = _assay_gate(r, sweep, cfg)
         out.append(_result(spec, arm, ref, r))
     return out
+
+
+# The accuracy endpoint's criteria: not_evaluable until it has shown it can see a degradation.
+ACCURACY_METRICS = ("rel_l2_error_change",)
+
+
+def _assay_gate(r: dict[str, Any], sweep: Sweep, cfg: Any) -> dict[str, Any]:
+    """Issue 14: an accuracy criterion is ``not_evaluable`` unless the reference arm beats the best
+    non-learned baseline by ``assay_sensitivity.factor`` (:func:`analysis.accounting.assay_sensitivity`
+    says by how much it missed); what the data would have said stays in ``why``."""
+    shown, why = assay_sensitivity(sweep, cfg)
+    if shown is True:
+        return r
+    had = f" (without this rule: {r['outcome']}: {r.get('why', '')})" if r.get("why") else ""
+    return {**r, "outcome": "not_evaluable", "why": why + had, "pairs_needed_text": ""}
+
+
+def decide_metric(sweep: Sweep, cfg: Any, arm: str, spec: Any) -> CriterionResult:
+    """One ratio criterion ``spec`` (id, text, metric, comparator, threshold, kind, designs,
+    uses_p_value, reference_arm) for ``arm`` against ``spec.reference_arm``, decided exactly as the
+    criteria are (cells, bounds, sequential look), without the assay-sensitivity rule: the
+    accuracy endpoint's controls (:mod:`analysis.controls`)."""
+    _look, conf, _seeds = sweep_look(sweep, cfg)
+    ev = evidence(sweep, cfg, arm, spec.reference_arm, spec.metric)
+    return _result(spec, arm, spec.reference_arm, _ratio_criterion(spec, ev, conf, cfg))
 
 
 def _result(spec: Any, arm: str, ref: str, r: dict[str, Any]) -> CriterionResult:

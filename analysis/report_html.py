@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.context import ArmVerdict, ReportContext
+from analysis.controls import report_sections
 from analysis.criteria import CriterionResult, label
 from analysis.pretrained_banner import random_init_banner
 from analysis.report_text import (
@@ -187,6 +188,9 @@ def render_html(ctx: ReportContext) -> str:
     if not acc.empty:
         parts.append(frame_table(acc))
     parts.append(f"<p class=note id=assay>Accuracy assay sensitivity: {esc(ctx.assay[1])}</p>")
+    for title, note, df in report_sections(ctx.controls, ctx.baselines, ctx.nll, ctx.assay, cfg):
+        parts.append(f"<h2>{esc(title)}</h2><p class=note>{esc(note)}</p>")
+        parts.append(frame_table(df) if not df.empty else "<p class=note>No data.</p>")
     parts.append(f"<h2>Do savings disappear at sequence lengths &gt; {cfg.long_seq_len}?</h2>")
     long_df, answer = long_sequences(ctx)
     parts.append(f"<p class=answer id=long-seq-answer>{esc(answer)}</p>")

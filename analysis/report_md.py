@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from analysis.context import ReportContext
+from analysis.controls import report_sections
 from analysis.criteria import CriterionResult, label
 from analysis.pretrained_banner import random_init_banner
 from analysis.report_text import accounting_frame, criteria_rows, long_sequences, method_text, sequential_text
@@ -105,6 +106,8 @@ def render_md(ctx: ReportContext) -> str:
     if not acc.empty:
         out += ["", frame_md(acc)]
     out += ["", f"Accuracy assay sensitivity: {ctx.assay[1]}", ""]
+    for title, note, df in report_sections(ctx.controls, ctx.baselines, ctx.nll, ctx.assay, cfg):
+        out += [f"## {title}", "", note, "", frame_md(df), ""]
     long_df, answer = long_sequences(ctx)
     out += [f"## Do savings disappear at sequence lengths > {cfg.long_seq_len}?", "", f"**{answer}**", ""]
     if not long_df.empty:

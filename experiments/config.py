@@ -22,12 +22,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 import datagen.spec
+import experiments.eval.baselines
 import experiments.gates
 from common.config import ConfigError, compose, require, require_name, require_results_root
 from datagen.dataset import dataset_dir
 from experiments import pretrained
 
-SCALES = ("smoke", "pilot", "protocol")
+SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
 WANDB_MODES = ("offline", "online", "disabled")
 PARAM_DTYPES = ("float32", "bfloat16")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
@@ -56,6 +57,9 @@ class OptimizerConfig:
     state_dtypes_required: list[str] = field(default_factory=list)  # must appear among the state tensors
     state_dtypes_allowed: list[str] = field(default_factory=list)  # every large state tensor is one of these
     nominal_bytes_per_param: float = 0.0  # what the arm should cost (params+grads+state), for the reader
+    # A replicate arm (the negative control): model init and data order use seed + seed_offset, so
+    # the arm is the same optimizer on another seed stream, independent of its reference's pairs.
+    seed_offset: int = 0
 
 
 @dataclass
@@ -116,6 +120,9 @@ class EvalConfig:
     batch_size: int = 16  # prompts generated together (left-padded)
     max_new_tokens: int | None = None  # null: longest training target + 8
     decoder: str = "auto"  # auto: static-cache loop where supported, else model.generate | static | hf
+    nll_batch_size: int = (
+        8  # rows per forward of the teacher-forced target NLL (logits are rows x seq x vocab)
+    )
 
 
 @dataclass
@@ -187,6 +194,9 @@ class RunConfig:
     data: Any = MISSING  # datagen.spec.DataConfig
     train: TrainConfig = MISSING
     gates: Any = MISSING  # experiments.gates.GatesConf
+    baselines: Any = (
+        MISSING  # experiments.eval.baselines.BaselinesConfig: the accuracy endpoint's metric and baselines
+    )
     wandb: WandbConfig = field(default_factory=WandbConfig)
     harness: HarnessConfig = field(default_factory=HarnessConfig)
     dist: DistConfig = field(default_factory=DistConfig)
@@ -222,6 +232,7 @@ def _validate_optimizer(o: Any, t: Any) -> None:
             f"an arm whose package is installed ({o.requires!r} is not importable; install it "
             f"or pick another optimizer)",
         )
+    require(o.seed_offset >= 0, "optimizer.seed_offset", o.seed_offset, "an integer >= 0")
     require(o.param_dtype in PARAM_DTYPES, "optimizer.param_dtype", o.param_dtype, f"one of {PARAM_DTYPES}")
     require(
         o.autocast_dtype is None or o.autocast_dtype in AUTOCAST_DTYPES,
@@ -366,6 +377,7 @@ def _validate_train(t: Any, m: Any) -> None:
     require(t.eval.val_samples >= 0, "train.eval.val_samples", t.eval.val_samples, ">= 0")
     require(t.eval.test_samples >= 1, "train.eval.test_samples", t.eval.test_samples, ">= 1")
     require(t.eval.batch_size >= 1, "train.eval.batch_size", t.eval.batch_size, ">= 1")
+    require(t.eval.nll_batch_size >= 1, "train.eval.nll_batch_size", t.eval.nll_batch_size, ">= 1")
     require(
         t.eval.max_new_tokens is None or t.eval.max_new_tokens >= 1,
         "train.eval.max_new_tokens",
@@ -469,6 +481,7 @@ def validate(cfg: Any) -> None:
     _validate_dist(cfg.dist, cfg.train)
     datagen.spec.validate(cfg.data)
     experiments.gates.validate(cfg.gates)
+    experiments.eval.baselines.validate(cfg.baselines)
     _validate_dataset(cfg)
 
 

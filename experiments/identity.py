@@ -35,9 +35,18 @@ def _model_settings(model: Any) -> dict[str, Any]:
     return plain
 
 
+def _optimizer_settings(optimizer: Any) -> dict[str, Any]:
+    """The arm's settings; ``seed_offset`` only when set (arms that are not replicates keep the ids
+    they had before the key existed)."""
+    plain = _plain(optimizer)
+    if not plain.get("seed_offset"):
+        plain.pop("seed_offset", None)
+    return plain
+
+
 def run_settings(cfg: Any) -> dict[str, Any]:
     settings = {
-        "optimizer": _plain(cfg.optimizer),
+        "optimizer": _optimizer_settings(cfg.optimizer),
         "model": _model_settings(cfg.model),
         "dataset_id": dataset_id(cfg.data),
         "train": _plain(cfg.train),

@@ -209,15 +209,76 @@ def score(
     norms = sample_norms(true)
     scales = ctx.scales_for(np.asarray(labels))
     out: dict[str, Any] = {m: aggregate(m, e, norms, scales, ctx) for m in METRICS}
-    failures = 0 if parsed is None else int((~np.asarray(parsed, bool)).sum())
+    failed = np.zeros(len(e), bool) if parsed is None else ~np.asarray(parsed, bool)
+    failures = int(failed.sum())
     out.update(
         primary=ctx.primary,
         rel_l2_primary=out[ctx.primary],
         n_samples=len(e),
         parse_failures=failures,
         parse_failure_rate=failures / len(e) if len(e) else float("nan"),
+        **failure_size(e, norms, scales, ctx, failed),
     )
     return out
+
+
+def failure_size(
+    e: np.ndarray, norms: np.ndarray, scales: np.ndarray, ctx: MetricContext, failed: np.ndarray
+) -> dict[str, float | None]:
+    """What the parse failures were scored at under the primary definition: ``parse_failure_term``,
+    the mean per-sample term ``e_i / d_i`` of the failed samples (their relative error, or for
+    ``pooled`` their error over the mean norm), and ``parse_failure_share``, the share of the
+    primary value they carry (``sum`` of their terms over all terms). None without failures, and
+    for the median (no per-sample terms)."""
+    if not failed.any() or ctx.primary == "per_sample_median":
+        return {"parse_failure_term": None, "parse_failure_share": None}
+    terms = (
+        _relative(e, norms)
+        if ctx.primary == "per_sample_mean"
+        else e / denominators(ctx.primary, norms, scales, ctx)
+    )
+    total = float(terms.sum())
+    return {
+        "parse_failure_term": float(terms[failed].mean()),
+        "parse_failure_share": float(terms[failed].sum() / total) if total > 0 else None,
+    }
+
+
+def score_strata(
+    pred: np.ndarray,
+    true: np.ndarray,
+    labels: np.ndarray,
+    ctx: MetricContext,
+    strata: Mapping[str, np.ndarray],
+    parsed: np.ndarray | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{field: {value: {"n": count, metric: value for METRICS}}}``: every definition on the samples
+    of each value of each stratifying field (``strata[field]``: (N,) values), failures penalised as
+    in :func:`score`."""
+    true = np.asarray(true, dtype=np.float64)
+    e = sample_errors(pred, true, ctx, parsed)
+    norms = sample_norms(true)
+    scales = ctx.scales_for(np.asarray(labels))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for f, raw in strata.items():
+        values = np.asarray(raw).astype(str)
+        out[f] = {}
+        for v in sorted(set(values)):
+            rows = values == v
+            out[f][v] = {"n": int(rows.sum())}
+            out[f][v].update({m: aggregate(m, e[rows], norms[rows], scales[rows], ctx) for m in METRICS})
+    return out
+
+
+def parse_texts(texts: Sequence[str], n_probes: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(pred, parsed) from generated texts: unparsable rows are zeros with ``parsed`` False."""
+    pred = np.zeros(shape)
+    parsed = np.zeros(len(texts), bool)
+    for i, text in enumerate(texts):
+        values = parse_stress(text, n_probes)
+        if values is not None:
+            pred[i], parsed[i] = values, True
+    return pred, parsed
 
 
 def score_texts(
@@ -228,12 +289,7 @@ def score_texts(
     true = np.asarray(true, dtype=np.float64)
     if len(texts) != len(true):
         raise ValueError(f"{len(texts)} texts for {len(true)} samples")
-    pred = np.zeros_like(true)
-    parsed = np.zeros(len(texts), bool)
-    for i, text in enumerate(texts):
-        values = parse_stress(text, true.shape[1])
-        if values is not None:
-            pred[i], parsed[i] = values, True
+    pred, parsed = parse_texts(texts, true.shape[1], true.shape)
     return score(pred, true, labels, ctx, parsed=parsed)
 
 

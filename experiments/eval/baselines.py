@@ -52,6 +52,7 @@ from common.logs import setup_logging
 from common.provenance import now_iso
 from datagen.dataset import DatasetError, load_manifest, load_split
 from experiments.eval import accuracy as acc
+from experiments.rundir import flock
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class MetricConfig:
 @dataclass
 class BaselinesConfig:
     cache_dir: str | None = None
+    learned: list[str] = field(default_factory=lambda: list(LEARNED))  # learned reference points to fit
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
     max_samples: dict[str, int] = field(default_factory=dict)
     group_fields: list[str] = field(default_factory=lambda: list(acc.GROUP_FIELDS))
@@ -128,6 +130,9 @@ def validate(b: Any) -> None:
         f"a non-empty subset of {sorted(labels)}",
     )
     require(set(b.strata) <= labels, "baselines.strata", list(b.strata), f"a subset of {sorted(labels)}")
+    require(
+        set(b.learned) <= set(LEARNED), "baselines.learned", list(b.learned), f"a subset of {list(LEARNED)}"
+    )
     require(b.knn.k >= 1, "baselines.knn.k", b.knn.k, ">= 1")
     require(
         b.knn.weights in ("uniform", "distance"), "baselines.knn.weights", b.knn.weights, "uniform | distance"
@@ -334,13 +339,17 @@ def predict_all(
             preds[s][f"group_{stat}"], fallbacks[s][f"group_{stat}"] = group_predictor(
                 train, t, b.group_fields, stat
             )
-        preds[s]["knn"], fallbacks[s]["knn"] = knn_predictor(train, t, b.group_fields, b.knn.k, b.knn.weights)
+        if "knn" in b.learned:
+            preds[s]["knn"], fallbacks[s]["knn"] = knn_predictor(
+                train, t, b.group_fields, b.knn.k, b.knn.weights
+            )
         wall[f"group_knn_{s}"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fitted = regressor_predictor(train, list(targets.values()), b.regressor)
-    wall["regressor"] = time.perf_counter() - t0
-    for s, p in zip(targets, fitted):
-        preds[s]["regressor"] = p
+    if "regressor" in b.learned:
+        t0 = time.perf_counter()
+        fitted = regressor_predictor(train, list(targets.values()), b.regressor)
+        wall["regressor"] = time.perf_counter() - t0
+        for s, p in zip(targets, fitted):
+            preds[s]["regressor"] = p
     return preds, fallbacks, wall
 
 
@@ -421,7 +430,7 @@ def compute(dataset_dir: str | Path, b: Any) -> dict[str, Any]:
         "config": plain(b),
         "created": now_iso(),
         "non_learned": list(NON_LEARNED),
-        "learned": list(LEARNED),
+        "learned": [n for n in LEARNED if n in b.learned],
         "metrics": list(acc.METRICS),
         "primary": ctx.primary,
         "metric_context": ctx.to_json(),
@@ -437,8 +446,15 @@ def compute(dataset_dir: str | Path, b: Any) -> dict[str, Any]:
 
 def load_or_compute(dataset_dir: str | Path, b: Any) -> tuple[dict[str, Any], bool]:
     """The dataset's baselines: read from the cache when it matches (dataset id, shard hashes,
-    config id, version), else computed and written atomically. Returns (result, from_cache)."""
+    config id, version), else computed and written atomically. Returns (result, from_cache).
+    Runs that start together (several on one GPU) compute it once: the first holds
+    ``baselines.json.lock`` while it computes, the others wait and read its file."""
     path = baselines_path(dataset_dir, b)
+    with flock(path.with_name(path.name + ".lock")):
+        return _load_or_compute(dataset_dir, b, path)
+
+
+def _load_or_compute(dataset_dir: str | Path, b: Any, path: Path) -> tuple[dict[str, Any], bool]:
     man = load_manifest(dataset_dir)
     key = (man["dataset_id"], content_id(man["shard_hashes"]), config_id(b), BASELINES_VERSION)
     if path.exists():
@@ -454,6 +470,38 @@ def load_or_compute(dataset_dir: str | Path, b: Any) -> tuple[dict[str, Any], bo
     result = compute(dataset_dir, b)
     write_json(path, result)
     return read_json(path), False  # as a reader sees it (NaN -> null), same as a cache hit
+
+
+def for_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``baselines.json`` a run's summary carries (the analysis has no dataset): per
+    split the best non-learned baseline under the primary definition, and every baseline's value
+    under each definition and, under the primary, per stratum."""
+    p = result["primary"]
+    splits = {}
+    for s, by_name in result["scores"].items():
+        splits[s] = {
+            "best_non_learned": dict(result["trivial"][s][p]),
+            "scores": {
+                name: {
+                    "learned": name not in result["non_learned"],
+                    "metrics": dict(sc["metrics"]),
+                    "strata": {
+                        f: {v: {"n": x["n"], "value": x["metrics"][p]} for v, x in by_value.items()}
+                        for f, by_value in sc["strata"].items()
+                    },
+                }
+                for name, sc in by_name.items()
+            },
+        }
+    return {
+        "schema": result["schema"],
+        "dataset_id": result["dataset_id"],
+        "config_id": result["config_id"],
+        "primary": p,
+        "floor_kpa": result["metric_context"]["floor_kpa"],
+        "n_samples": dict(result["n_samples"]),
+        "splits": splits,
+    }
 
 
 def format_table(result: Mapping[str, Any]) -> str:

@@ -1,15 +1,19 @@
-"""Accuracy on held-out samples: greedy generation with a KV cache, parse, relative L2 error.
+"""Accuracy on held-out samples: greedy generation with a KV cache, parse, relative L2 error; and
+the decoding-free co-endpoint, the teacher-forced NLL of the held-out target tokens.
+
+A run scores with the accuracy endpoint of :mod:`experiments.eval.accuracy` (``ctx``: a
+:class:`~experiments.eval.accuracy.MetricContext` from the dataset's ``baselines.json``, and each
+split's group labels and strata, :class:`SplitMeta`): ``rel_l2_error`` is then the primary
+definition (``rel_l2_metric`` names it), every definition is given as ``rel_l2_<definition>``,
+stratified in ``strata``, and a parse failure is scored with the endpoint's penalty (the worse of
+zeros and the training-median field, never a free answer), counted in ``parse_failures`` with
+its scored size (``parse_failure_term``, ``parse_failure_share``).
+
+Without ``ctx`` (unit tests of decoding): the pooled definition
 
     rel_l2_error = sum_i ||pred_i - true_i||_2 / sum_i ||true_i||_2
 
-over the evaluated samples, each norm over the sample's P x 6 stress values (kPa).
-
-Scoring rule for outputs that do not parse (fewer than P*6 numbers, or a non-number among the
-first P*6): the prediction is taken as all zeros, so the sample adds ||true_i|| to the numerator
-(as bad as predicting nothing). Such samples are counted in ``parse_failure_rate``; none is dropped.
-
-The trivial predictor answers every sample with the training-split mean stress field; its error
-(``trivial_rel_l2_error``) says whether the model learned anything beyond the average.
+with an unparsable output taken as all zeros, and ``trivial_rel_l2_error`` the training-mean field's.
 
 Generation stops a row as soon as its parse is decided (:class:`DecidedRows`), not only at eos or
 ``max_new_tokens``: :func:`~experiments.eval.textdata.parse_stress` reads the whitespace-separated fields
@@ -30,15 +34,16 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from experiments.config import DECODERS
-from experiments.eval import decode
-from experiments.eval.textdata import EOS, EncodedSample, TextCodec, parse_stress
+from experiments.eval import accuracy, decode
+from experiments.eval.textdata import EOS, IGNORE_INDEX, EncodedSample, TextCodec, parse_stress
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +245,92 @@ def score_texts(texts: list[str], true_stress: np.ndarray, train_stress: np.ndar
     }
 
 
+@dataclass(frozen=True)
+class SplitMeta:
+    """What the accuracy endpoint needs of a split beside its true stress: each sample's group label
+    over ``ctx.scale_group`` (:func:`experiments.eval.accuracy.group_labels`) and the values of the
+    stratifying fields (field -> (N,) values)."""
+
+    labels: np.ndarray
+    strata: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def score_accuracy(
+    texts: list[str], true_stress: np.ndarray, ctx: accuracy.MetricContext, meta: SplitMeta
+) -> dict[str, Any]:
+    """Parse and score generated texts with the accuracy endpoint (module docstring)."""
+    true = np.asarray(true_stress, dtype=np.float64)
+    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape)
+    s = accuracy.score(pred, true, meta.labels, ctx, parsed=parsed)
+    return {
+        "rel_l2_error": s["rel_l2_primary"],
+        "rel_l2_metric": ctx.primary,
+        **{f"rel_l2_{m}": s[m] for m in accuracy.METRICS},
+        "parse_failures": s["parse_failures"],
+        "parse_failure_rate": s["parse_failure_rate"],
+        "parse_failure_term": s["parse_failure_term"],
+        "parse_failure_share": s["parse_failure_share"],
+        "strata": accuracy.score_strata(pred, true, meta.labels, ctx, meta.strata, parsed=parsed),
+        "eval_samples": len(texts),
+        "example_output": texts[0][:300] if texts else None,
+    }
+
+
+@torch.no_grad()
+def target_nll(
+    model: Any,
+    encoded: list[EncodedSample],
+    *,
+    batch_size: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any] | None:
+    """Teacher-forced negative log-likelihood of the target tokens (stress values and eos) given
+    the prompt, the decoding-free co-endpoint: ``target_nll`` = summed NLL over all target tokens
+    / their count (nats per token), ``target_nll_sample_mean`` = mean over samples of each
+    sample's per-token NLL, ``target_nll_tokens``. Each sample alone from position 0 (right-padded
+    batches of ``batch_size``, padding masked), as generation sees it. None if stopped."""
+    was_training = model.training
+    model.eval()
+    total, tokens, per_sample = 0.0, 0, []
+    try:
+        for i in range(0, len(encoded), batch_size):
+            if should_stop():
+                return None
+            batch = encoded[i : i + batch_size]
+            width = max(len(e.prompt_ids) + len(e.target_ids) for e in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for j, e in enumerate(batch):
+                n, p = len(e.prompt_ids) + len(e.target_ids), len(e.prompt_ids)
+                ids[j, :n] = torch.tensor(e.prompt_ids + e.target_ids)
+                labels[j, p:n] = torch.tensor(e.target_ids)
+                mask[j, :n] = 1
+            ctx = (
+                torch.autocast(device.type, dtype=autocast)
+                if autocast is not None
+                else contextlib.nullcontext()
+            )
+            with ctx:
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            target = labels[:, 1:].to(device)
+            valid = target != IGNORE_INDEX
+            nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+            total += float(nll.sum())
+            tokens += int(valid.sum())
+            per_sample += (nll.sum(dim=1) / valid.sum(dim=1)).tolist()
+    finally:
+        model.train(was_training)
+    return {
+        "target_nll": total / tokens if tokens else float("nan"),
+        "target_nll_sample_mean": float(np.mean(per_sample)) if per_sample else float("nan"),
+        "target_nll_tokens": tokens,
+    }
+
+
 def evaluate_splits(
     model: Any,
     codec: TextCodec,
@@ -253,6 +344,8 @@ def evaluate_splits(
     should_stop: Callable[[], bool] = lambda: False,
     stop_when_decided: bool = True,
     decoder: str = "auto",
+    ctx: accuracy.MetricContext | None = None,
+    meta: Mapping[str, SplitMeta] | None = None,
 ) -> dict[str, dict[str, Any]] | None:
     """Metrics per split, ``splits[name] = (encoded, true_stress)``, from ONE generation over all
     their prompts (None if stopped).  Each row is still decoded greedily from its own prompt, so
@@ -260,7 +353,9 @@ def evaluate_splits(
     the batch it shares, as with any batch size); what it saves is decode steps: on a GPU a step is
     host-bound and costs about the same at batch 100 and 600 (pilot, H100: one split of 100 took
     44 s), so one pooled generation replaces one per split.  ``wall_s``
-    of each split is the shared generation time (and its own scoring)."""
+    of each split is the shared generation time (and its own scoring). With ``ctx`` and ``meta``
+    (split -> :class:`SplitMeta`) each split is scored with the accuracy endpoint
+    (:func:`score_accuracy`), else with the pooled rule (:func:`score_texts`)."""
     n_probes = {true.shape[1] for _enc, true in splits.values()}
     assert len(n_probes) == 1, "splits with different probe counts"
     prompts = [e.prompt_ids for enc, _true in splits.values() for e in enc]
@@ -283,7 +378,11 @@ def evaluate_splits(
     out, start = {}, 0
     for name, (enc, true) in splits.items():
         t1 = time.perf_counter()
-        out[name] = score_texts(texts[start : start + len(enc)], true, train_stress)
+        part = texts[start : start + len(enc)]
+        if ctx is not None and meta is not None:
+            out[name] = score_accuracy(part, true, ctx, meta[name])
+        else:
+            out[name] = score_texts(part, true, train_stress)
         out[name]["wall_s"] = gen_s + time.perf_counter() - t1
         start += len(enc)
     return out
@@ -317,10 +416,12 @@ def evaluate_held_out(
 ) -> dict[str, dict[str, Any]] | None:
     """A run's evaluation: validation (when the run has any) and test prompts of ``data`` (the run's
     ``PreparedData``) in one generation (:func:`evaluate_splits`: half the decode steps), decoded as
-    ``train.eval`` says. Metrics per split, or None when ``should_stop`` ended generation."""
+    ``train.eval`` says, scored with the accuracy endpoint when ``data.metric_ctx`` is set; then the
+    teacher-forced target NLL of each split (:func:`target_nll`, ``eval_cfg.nll_batch_size`` rows at
+    a time). Metrics per split, or None when ``should_stop`` ended generation or the NLL pass."""
     splits = {"val": (data.val, data.val_stress)} if data.val else {}
     splits["test"] = (data.test, data.test_stress)
-    return evaluate_splits(
+    out = evaluate_splits(
         model,
         data.codec,
         splits,
@@ -331,4 +432,22 @@ def evaluate_held_out(
         autocast=autocast,
         decoder=eval_cfg.decoder,
         should_stop=should_stop,
+        ctx=getattr(data, "metric_ctx", None),
+        meta=getattr(data, "split_meta", None),
     )
+    if out is None:
+        return None
+    for name, (enc, _true) in splits.items():
+        t0 = time.perf_counter()
+        nll = target_nll(
+            model,
+            enc,
+            batch_size=eval_cfg.nll_batch_size,
+            device=device,
+            autocast=autocast,
+            should_stop=should_stop,
+        )
+        if nll is None:
+            return None
+        out[name].update(nll, target_nll_wall_s=time.perf_counter() - t0)
+    return out

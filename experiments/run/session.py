@@ -27,6 +27,8 @@ from common.logs import setup_logging
 from common.provenance import now_iso, provenance
 from datagen.dataset import dataset_dir, dataset_id, load_split
 from experiments import pretrained, rundir
+from experiments.eval import accuracy, baselines
+from experiments.eval.evaluate import SplitMeta
 from experiments.eval.textdata import (
     EncodedSample,
     TextCodec,
@@ -58,6 +60,11 @@ class PreparedData:
     test_available: int
     prep_s: float = 0.0  # wall time of prepare_data: load, tokenizer, encode (s)
     pretrained: dict[str, Any] | None = None  # the weights' source and sha256 (manifest)
+    # The accuracy endpoint (docs/accuracy-endpoint.md): the metric's context from the dataset's
+    # baselines.json, each evaluated split's labels/strata, and the baselines on the same samples.
+    metric_ctx: accuracy.MetricContext | None = None
+    split_meta: dict[str, SplitMeta] | None = None
+    baselines: dict[str, Any] | None = None  # baselines.for_summary(...) plus its "path"
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -89,6 +96,17 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
             f">= {longest} (the longest training sample in tokens), or fewer train.text.significant_digits",
         )
     max_new = t.eval.max_new_tokens or max(len(e.target_ids) for e in train) + 8
+    counts = {"val": n_val, "test": n_test}
+    endpoint = run_baselines(cfg.baselines, d, {k: n for k, n in counts.items() if n > 0})
+    ctx = accuracy.MetricContext.from_json(endpoint["metric_context"])
+    meta = {
+        k: SplitMeta(
+            labels=accuracy.group_labels(_head(splits[k], n), ctx.scale_group),
+            strata={f: np.asarray(splits[k][f][:n]) for f in cfg.baselines.strata},
+        )
+        for k, n in counts.items()
+        if n > 0
+    }
     return PreparedData(
         dataset_id=dataset_id(cfg.data),
         codec=codec,
@@ -103,7 +121,33 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         test_available=len(samples["test"]),
         prep_s=time.perf_counter() - prep_start,
         pretrained=weights.provenance() if weights is not None else None,
+        metric_ctx=ctx,
+        split_meta=meta,
+        baselines=endpoint["summary"],
     )
+
+
+def _head(split: dict[str, Any], n: int) -> dict[str, Any]:
+    return {f: split[f][:n] for f in (*accuracy.GROUP_FIELDS, "sample_id")}
+
+
+def run_baselines(b: Any, d: Path, counts: dict[str, int]) -> dict[str, Any]:
+    """The dataset's baselines scored on exactly the samples this run evaluates (the first
+    ``counts[split]`` of each split), from ``baselines.json`` (computed once per dataset and these
+    settings, cached: :func:`experiments.eval.baselines.load_or_compute`)."""
+    node = OmegaConf.create(OmegaConf.to_container(b, resolve=True))
+    node.splits = list(counts)
+    node.max_samples = dict(counts)
+    result, cached = baselines.load_or_compute(d, node)
+    log.info(
+        "baselines %s (%s): best non-learned %s",
+        baselines.baselines_path(d, node),
+        "cached" if cached else "computed",
+        {k: v[result["primary"]] for k, v in result["trivial"].items()},
+    )
+    summary = baselines.for_summary(result)
+    summary["path"] = str(baselines.baselines_path(d, node))
+    return {"metric_context": result["metric_context"], "summary": summary}
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -247,6 +291,45 @@ def phase_times(st: Any, data: PreparedData) -> dict[str, float | None]:
     }
 
 
+ACCURACY_KEYS = (
+    "rel_l2_error",
+    "rel_l2_metric",
+    *(f"rel_l2_{m}" for m in accuracy.METRICS),
+    "parse_failures",
+    "parse_failure_rate",
+    "parse_failure_term",
+    "parse_failure_share",
+    "eval_samples",
+    "target_nll",
+    "target_nll_sample_mean",
+    "target_nll_tokens",
+)
+
+
+def accuracy_fields(
+    test: dict[str, Any], val: dict[str, Any], endpoint: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The summary's accuracy endpoint: every key of :data:`ACCURACY_KEYS` for test (bare) and val
+    (``val_`` prefix), the best non-learned baseline on the same samples under the primary
+    definition (``best_baseline_rel_l2_error``, ``best_baseline_name``, and ``val_`` ones; the
+    report's trivial line, ``trivial_rel_l2_error``, is the same number), the arm's strata
+    (``accuracy_strata``) and the baselines' (``baselines``)."""
+    out: dict[str, Any] = {}
+    for prefix, split in (("", test), ("val_", val)):
+        out.update({f"{prefix}{k}": split.get(k) for k in ACCURACY_KEYS})
+    splits = (endpoint or {}).get("splits", {})
+    for prefix, name in (("", "test"), ("val_", "val")):
+        best = (splits.get(name) or {}).get("best_non_learned") or {}
+        out[f"{prefix}best_baseline_rel_l2_error"] = best.get("value")
+        out[f"{prefix}best_baseline_name"] = best.get("baseline")
+    out["trivial_rel_l2_error"] = (
+        out["best_baseline_rel_l2_error"] if endpoint else test.get("trivial_rel_l2_error")
+    )
+    out["accuracy_strata"] = {k: v["strata"] for k, v in (("test", test), ("val", val)) if v.get("strata")}
+    out["baselines"] = endpoint
+    return out
+
+
 def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict[str, Any]:
     cfg, st = session.cfg, trainer.state
     t = cfg.train
@@ -316,13 +399,7 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         "final_loss": st.final_loss,
         "steps_completed": st.step,
         "max_steps": t.max_steps,
-        "rel_l2_error": test.get("rel_l2_error"),
-        "parse_failure_rate": test.get("parse_failure_rate"),
-        "trivial_rel_l2_error": test.get("trivial_rel_l2_error"),
-        "eval_samples": test.get("eval_samples"),
-        "val_rel_l2_error": val.get("rel_l2_error"),
-        "val_parse_failure_rate": val.get("parse_failure_rate"),
-        "val_eval_samples": val.get("eval_samples"),
+        **accuracy_fields(test, val, data.baselines),
         "eval_samples_requested": {"val": t.eval.val_samples, "test": t.eval.test_samples},
         "eval_samples_available": {"val": data.val_available, "test": data.test_available},
         "example_output": test.get("example_output"),

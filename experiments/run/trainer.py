@@ -168,7 +168,8 @@ class Trainer:
         vocab = cfg.model.vocab_size or self.data.codec.vocab_size
         if self.device.type == "cpu" and not cfg.model.pretrained_path:
             self._check_host_memory(models.estimated_n_params(cfg.model, vocab))
-        self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, cfg.seed)
+        seed = cfg.seed + o.seed_offset  # a replicate arm's own seed stream (init and data order)
+        self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, seed)
         optim_arms.apply_param_dtype(self.model, o)
         if self.dist.active:
             autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
@@ -188,7 +189,7 @@ class Trainer:
             self.data.train,
             max_seq_len=t.max_seq_len,
             micro_batch_size=t.micro_batch_size,
-            seed=cfg.seed,
+            seed=seed,
             pad_id=self.data.codec.pad_id,
         )
         self.state.tokens_per_step = t.micro_batch_size * t.max_seq_len * t.grad_accum_steps

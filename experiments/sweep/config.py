@@ -17,7 +17,7 @@ from omegaconf import MISSING
 from common.config import require, require_name, require_results_root
 
 DESIGNS = ("mvt", "full")
-SCALES = ("smoke", "pilot", "protocol")
+SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
 
 
 @dataclass
@@ -35,7 +35,15 @@ class EstimateConf:
     """Dry-run estimates (module docstring of experiments.sweep.plan gives the formulas)."""
 
     bytes_per_param: dict[str, float] = field(
-        default_factory=lambda: {"adamw": 16.0, "adam8bit": 10.0, "flashoptim": 7.0}
+        default_factory=lambda: {
+            "adamw": 16.0,
+            "adam8bit": 10.0,
+            "flashoptim": 7.0,
+            # the accuracy endpoint's controls (conf/optimizer/: nominal_bytes_per_param)
+            "adamw_bf16": 8.0,
+            "adam8bit_bf16": 6.0,
+            "adamw_replicate": 16.0,
+        }
     )
     activation_bytes_per_token_hidden_layer: float = 34.0
     # With activation checkpointing only each layer's bf16 input is kept (2 bytes per token·hidden·layer)

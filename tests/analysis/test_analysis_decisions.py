@@ -253,7 +253,10 @@ def test_memory_is_decided_on_the_most_conservative_metric(judge) -> None:
 
 def test_no_assay_sensitivity_record_blocks_go(judge) -> None:
     v, reasons, res = judge(go_spec(best_baseline_rel_l2_error=None))
-    assert all(r.outcome in ("pass", "not_applicable") for r in res.values())
+    # issue 14: the accuracy criteria are not evaluable without it; every other one still passes
+    accuracy = {k for k, r in res.items() if r.metric == "rel_l2_error_change"}
+    assert accuracy == {"S3", "F2"} and all(res[k].outcome == "not_evaluable" for k in accuracy)
+    assert all(r.outcome in ("pass", "not_applicable") for k, r in res.items() if k not in accuracy)
     assert v == "INCONCLUSIVE" and any("assay sensitivity" in r for r in reasons)
 
 
@@ -393,7 +396,12 @@ def test_pilot_one_number_edits_cannot_flip_the_verdict(tmp_path: Path, cfg, edi
     res = {r.id: r for r in av.criteria}
     # was GO at 1.18 (S3 +4.7%) and NO-GO at 1.541 (F2 +14.4%) on point estimates
     assert av.verdict == "INCONCLUSIVE", av.reasons
-    assert res["S3"].outcome == "undecided" and res["F2"].outcome == "undecided"
+    # issue 14: the pilot's runs record no baseline, so with the rule on the accuracy criteria are
+    # not evaluable; what the bounds alone say is kept in the reason
+    want = "not_evaluable" if assay_required else "undecided"
+    assert res["S3"].outcome == want and res["F2"].outcome == want
+    if assay_required:
+        assert "without this rule: undecided" in res["S3"].why
     assert res["S3"].ci[0] < 0.05 < res["S3"].ci[1]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.config import compose
+from common.config import ConfigError, compose
 from datagen.dataset import load_split
 from datagen.generate import generate
 from datagen.spec import validate_datagen
@@ -108,7 +108,8 @@ def test_baselines_json_cache_and_trivial(
     assert not cached
     path = tmp_path / dataset.name / "baselines.json"
     assert bl.baselines_path(dataset, b) == path and path.exists()
-    assert [p.name for p in path.parent.iterdir()] == ["baselines.json"]  # no temp file left
+    # no temp file left; the lock runs started together share stays (empty, flock only)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["baselines.json", "baselines.json.lock"]
     assert result["dataset_id"] == dataset.name and result["schema"] == bl.SCHEMA
     for split in ("val", "test"):
         sc = result["scores"][split]
@@ -133,6 +134,15 @@ def test_baselines_json_cache_and_trivial(
     with pytest.raises(AssertionError, match="recomputed"):
         bl.load_or_compute(dataset, bcfg(f"baselines.cache_dir={tmp_path}", "baselines.knn.k=3"))
     assert bl.config_id(b) == bl.config_id(bcfg("baselines.cache_dir=/elsewhere"))
+
+
+def test_learned_baselines_are_a_setting(dataset: Path) -> None:
+    b = bcfg("baselines.learned=[knn]")
+    train, test = load_split(dataset, "train"), load_split(dataset, "test")
+    preds, _, wall = bl.predict_all(train, {"test": test}, b)
+    assert set(preds["test"]) == set(bl.NON_LEARNED) | {"knn"} and "regressor" not in wall
+    with pytest.raises(ConfigError, match=r"baselines\.learned"):
+        bcfg("baselines.learned=[knn,forest]")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

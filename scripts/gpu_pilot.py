@@ -1,0 +1,232 @@
+"""The issue-14 pilot on one GPU (H200), in phases, each timed into ``<results_root>/pilot_timing.json``.
+
+    python -m scripts.gpu_pilot probe      # ~5 min: one AdamW run alone, then JOBS at once: the speed-up
+    python -m scripts.gpu_pilot all        # data, baselines, accuracy sweep, memory sweep, analyses
+
+Design (docs/accuracy-endpoint.md, "The pilot"): accuracy is measured on a ~26M model that learns
+(``scale=pilot_accuracy``: every arm, the three controls, ``--seeds`` seeds, ``--jobs`` runs sharing
+the GPU at once); memory and throughput at 1B in short exclusive runs (``scale=pilot``, 3 arms x 3
+seeds, ``--memory-steps`` steps: gates B/E at step 100, the peaks are reached at the first optimizer
+step). Each sweep is analysed on its own; the report of the accuracy sweep answers S3/F2, the
+assay-sensitivity rule and the controls, the memory sweep's S1/S2/S4/S5/F1/F3/F4.
+
+Phases: ``data`` (``python -m datagen data=pilot``; found by id when it exists), ``baselines`` (the
+dataset's baselines.json, once, before any run waits on its lock), ``probe``, ``accuracy``,
+``memory``, ``analyse``; ``all`` = data, baselines, accuracy, memory, analyse. Before ``accuracy``
+the script projects its wall time from ``probe``'s measurement when there is one and refuses (exit
+2) when that exceeds ``--budget-min``; ``--force`` runs it anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common.config import compose
+from datagen.dataset import dataset_dir as ddir
+from experiments.config import register
+
+ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_replicate"]
+MEMORY_ARMS = ["adamw", "adam8bit", "flashoptim"]
+PHASES = ("data", "baselines", "probe", "accuracy", "memory", "analyse", "all")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.gpu_pilot", description=__doc__.split("\n")[0])
+    p.add_argument("phase", choices=PHASES)
+    p.add_argument("--results-root", default="results")
+    p.add_argument(
+        "--seeds", type=int, default=10, help="seeds per arm of the accuracy sweep (the second look)"
+    )
+    p.add_argument("--jobs", type=int, default=8, help="accuracy runs sharing the GPU at once")
+    p.add_argument("--steps", type=int, default=None, help="accuracy training steps (default: the scale's)")
+    p.add_argument("--probe-steps", type=int, default=300)
+    p.add_argument("--memory-steps", type=int, default=110)
+    p.add_argument("--budget-min", type=float, default=25.0, help="whole pilot on the GPU, minutes")
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    for name in ("seeds", "jobs", "probe_steps", "memory_steps"):
+        if getattr(a, name) < 1:
+            print(f"--{name.replace('_', '-')}={getattr(a, name)} is not allowed; allowed: an integer >= 1")
+            raise SystemExit(2)
+    if a.steps is not None and a.steps < 1:
+        print(f"--steps={a.steps} is not allowed; allowed: an integer >= 1")
+        raise SystemExit(2)
+    return a
+
+
+class Timing:
+    """Wall time of each phase and command, rewritten after each (so a killed pilot keeps what it had)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "pilot_timing.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data.setdefault("phases", {})
+
+    def record(self, phase: str, entry: dict[str, Any]) -> None:
+        self.data["phases"][phase] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def sh(cmd: list[str], log: Path | None = None) -> tuple[int, float]:
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    if log is None:
+        rc = subprocess.call(cmd)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+    return rc, time.perf_counter() - t0
+
+
+def dataset_dir(root: str) -> Path:
+    register()
+    return Path(ddir(compose("run", ["scale=pilot_accuracy", f"results_root={root}"]).data, root))
+
+
+def accuracy_cmd(a: argparse.Namespace) -> list[str]:
+    overrides = [f"results_root={a.results_root}"] if a.results_root != "results" else []
+    run_over = [f"train.max_steps={a.steps}"] if a.steps else []
+    return [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "sweep=mvt",
+        "scale=pilot_accuracy",
+        "sweep.id=pilot-accuracy",
+        f"sweep.grid.optimizer=[{','.join(ARMS)}]",
+        f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
+        f"sweep.run_overrides=[{','.join(run_over)}]",
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={a.jobs}",
+        *overrides,
+    ]
+
+
+def memory_cmd(a: argparse.Namespace) -> list[str]:
+    overrides = [f"results_root={a.results_root}"] if a.results_root != "results" else []
+    return [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "sweep=mvt",
+        "scale=pilot",
+        "sweep.id=pilot-memory",
+        f"sweep.grid.optimizer=[{','.join(MEMORY_ARMS)}]",
+        # memory and throughput only: no accuracy is read from these runs (one test sample, no val)
+        f"sweep.run_overrides=[train.max_steps={a.memory_steps},train.eval.val_samples=0,train.eval.test_samples=1]",
+        *overrides,
+    ]
+
+
+def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
+    """One AdamW run alone, then ``jobs`` at once (other seeds), ``probe_steps`` each: the speed-up of
+    sharing the GPU (runs/s together over runs/s alone) and the projected accuracy-sweep wall time."""
+    root = Path(a.results_root)
+    base = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "scale=pilot_accuracy",
+        "optimizer=adamw",
+        "sweep_id=pilot-probe",
+        "wandb=disabled",
+        f"train.max_steps={a.probe_steps}",
+        f"results_root={a.results_root}",
+    ]
+    log = root / "sweeps" / "pilot-probe" / "probe.log"
+    rc, alone = sh([*base, "seed=0"], log)
+    t0 = time.perf_counter()
+    with open(log, "ab") as out:
+        procs = [
+            subprocess.Popen([*base, f"seed={s}"], stdout=out, stderr=subprocess.STDOUT)
+            for s in range(1, a.jobs + 1)
+        ]
+        rcs = [p.wait() for p in procs]
+    together = time.perf_counter() - t0
+    speedup = a.jobs * alone / together
+    runs = len(ARMS) * a.seeds
+    steps = a.steps or 3000
+    # A run's cost = fixed part (start-up, data, eval: measured as alone - steps x step time is not
+    # separable here) -> project conservatively by scaling the whole probe run with steps.
+    per_run = alone * steps / a.probe_steps
+    projected = runs * per_run / speedup
+    out = {
+        "alone_s": alone,
+        "together_s": together,
+        "jobs": a.jobs,
+        "speedup": speedup,
+        "return_codes": [rc, *rcs],
+        "probe_steps": a.probe_steps,
+        "projected_accuracy_sweep_s": projected,
+        "projection": f"{runs} runs x {per_run:.0f} s (probe run scaled to {steps} steps) / speed-up {speedup:.2f}",
+    }
+    timing.record("probe", out)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    root = Path(a.results_root)
+    timing = Timing(root)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    phases = ["data", "baselines", "accuracy", "memory", "analyse"] if a.phase == "all" else [a.phase]
+    start = time.perf_counter()
+    for phase in phases:
+        if phase == "data":
+            rc, wall = sh([sys.executable, "-m", "datagen", "data=pilot", f"results_root={a.results_root}"])
+            timing.record("data", {"rc": rc, "wall_s": wall, "dataset": str(dataset_dir(a.results_root))})
+        elif phase == "baselines":
+            cmd = [
+                sys.executable,
+                "-m",
+                "experiments.eval.baselines",
+                str(dataset_dir(a.results_root)),
+                "baselines.splits=[val,test]",
+                "baselines.max_samples={val:500,test:500}",
+            ]
+            rc, wall = sh(cmd)
+            timing.record("baselines", {"rc": rc, "wall_s": wall, "command": " ".join(cmd)})
+        elif phase == "probe":
+            probe(a, timing)
+            continue
+        elif phase == "accuracy":
+            proj = (timing.data["phases"].get("probe") or {}).get("projected_accuracy_sweep_s")
+            if proj is not None and proj > a.budget_min * 60 and not a.force:
+                print(
+                    f"projected accuracy sweep {proj / 60:.1f} min > --budget-min {a.budget_min}; allowed: "
+                    "fewer --seeds/--steps, more --jobs, or --force"
+                )
+                return 2
+            rc, wall = sh(accuracy_cmd(a))
+            timing.record("accuracy", {"rc": rc, "wall_s": wall, "command": " ".join(accuracy_cmd(a))})
+        elif phase == "memory":
+            rc, wall = sh(memory_cmd(a))
+            timing.record("memory", {"rc": rc, "wall_s": wall, "command": " ".join(memory_cmd(a))})
+        elif phase == "analyse":
+            walls = {}
+            for sweep, extra in (("pilot-accuracy", ["controls.required=true"]), ("pilot-memory", [])):
+                d = root / "sweeps" / sweep
+                if d.is_dir():
+                    walls[sweep] = sh([sys.executable, "-m", "analysis", str(d), *extra])
+            timing.record("analyse", {k: {"rc": v[0], "wall_s": v[1]} for k, v in walls.items()})
+        if timing.data["phases"][phase].get("rc", 0) not in (0, None):
+            print(f"phase {phase} ended with exit status {timing.data['phases'][phase]['rc']}")
+    timing.data["total_wall_s"] = time.perf_counter() - start
+    timing.record("_total", {"phases": phases, "wall_s": timing.data["total_wall_s"]})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
