@@ -141,13 +141,15 @@ def own_run_dir(run_dir: Path | str) -> Iterator[None]:
     sweep, a SLURM job; under torchrun, the launcher or else rank 0). A second process asking for the
     same directory gets :class:`RunDirBusy` at once and touches nothing. The kernel releases the lock
     when its holder dies, however it dies. A directory this call created and that holds nothing but
-    the lock when the block ends (the run stopped before writing anything) is removed again."""
+    the lock when the block ends (the run stopped before writing anything) is removed again, with the
+    empty parents it created."""
     run_dir = Path(run_dir)
     key = str(run_dir.resolve())
     if os.environ.get(OWNER_ENV) == key:  # the launcher that started this process owns it
         yield
         return
-    created = not run_dir.exists()
+    made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # created here, innermost first
+    created = bool(made)
     path = run_dir / LOCK
     while True:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +183,8 @@ def own_run_dir(run_dir: Path | str) -> Iterator[None]:
         try:
             if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
                 path.unlink()
-                run_dir.rmdir()
+                for d in made:  # the run dir, then the parents this call made (e.g. sweeps/<id>/runs)
+                    d.rmdir()
         except OSError:
             pass  # a file appeared meanwhile: the directory stays
         os.close(fd)

@@ -124,7 +124,7 @@ def test_a_run_directory_it_created_and_left_empty_is_removed(tmp_path: Path) ->
     with pytest.raises(SystemExit), rundir.own_run_dir(run_dir):
         assert (run_dir / rundir.LOCK).is_file()
         raise SystemExit(2)  # e.g. a config error found while preparing the data
-    assert not run_dir.exists(), "a refused run must leave no directory behind"
+    assert not (tmp_path / "runs").exists(), "a refused run must leave no directory behind"
     run_dir.mkdir(parents=True)  # one that existed before stays
     with rundir.own_run_dir(run_dir):
         pass
