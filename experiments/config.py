@@ -454,9 +454,10 @@ def _validate_dataset(cfg: Any) -> None:
             )
 
 
-def validate(cfg: Any, dataset: bool = True) -> None:
+def validate(cfg: Any, dataset: bool = True, model: bool = True) -> None:
     """Semantic checks of a composed run config; raises ConfigError on the first problem.
-    ``dataset=False``: all but "the dataset exists" (a sweep checks its runs before generating it)."""
+    ``dataset=False``: all but "the dataset exists" (a sweep checks its runs before generating it);
+    ``model=False``: not the model either (a dry run plans for weights that live elsewhere)."""
     known = {f.name for f in fields(RunConfig)}
     for key in cfg:  # `+key=value` adds a key Hydra does not check against the schema
         require(key in known, str(key), cfg.get(key), f"unknown key; one of {', '.join(sorted(known))}")
@@ -473,7 +474,8 @@ def validate(cfg: Any, dataset: bool = True) -> None:
             "offline or disabled, unless WANDB_API_KEY is set in the environment",
         )
     _validate_optimizer(cfg.optimizer, cfg.train)
-    validate_model(cfg.model, cfg.scale)
+    if model:
+        validate_model(cfg.model, cfg.scale)
     _validate_train(cfg.train, cfg.model)
     _validate_harness(cfg.harness)
     _validate_dist(cfg.dist, cfg.train)

@@ -263,7 +263,7 @@ def expand(
             for (pt, seed, accum_over, _), cfg in zip(plans, cfgs):
                 if s.run_config == "run" and not s.run_config_dir:  # the real run schema: its checks now
                     try:
-                        run_config.validate(cfg, dataset=False)
+                        run_config.validate(cfg, dataset=False, model=False)  # the model: main.py (probe)
                     except ConfigError as exc:
                         raise sweep_source(exc, s, pt, arm, seed) from exc
                 overrides = [
