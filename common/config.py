@@ -85,16 +85,54 @@ def _group_options(group: str) -> list[str]:
 
 
 def _override_value(overrides: Sequence[str], key: str) -> str:
+    """The value the overrides give ``key`` (a full dotted key, or its last parts); "?" if none."""
     for o in overrides:
         name, _, value = o.lstrip("+~").partition("=")
-        if name == key:
+        if name == key or name.endswith("." + key) or key.endswith("." + name):
             return value
     return "?"
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, innermost first (Hydra wraps OmegaConf's
+    ``ValidationError``, which alone names the full key and the expected type)."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and all(e is not c for c in chain):
+        chain.append(e)
+        e = e.__cause__
+    return chain[::-1]
+
+
+def _failed_override(msg: str, overrides: Sequence[str]) -> str | None:
+    """The one override Hydra's message names (``Error merging/parsing override X``)."""
+    m = re.search(r"Error (?:merging|parsing) override '?(.+?)'?$", msg.strip().splitlines()[0])
+    if m:
+        return m.group(1)
+    return None
+
+
 def translate_hydra_error(exc: BaseException, overrides: Sequence[str]) -> ConfigError:
     """Map Hydra/OmegaConf exceptions onto one line naming key, value and what is allowed."""
+    for e in _causes(exc):
+        err = _translate_one(e, overrides)
+        if err is not None:
+            return err
+    msg = str(exc).strip()
+    first = msg.splitlines()[0] if msg else type(exc).__name__
+    bad = _failed_override(msg, overrides) or next((o for o in overrides if o in msg), None)
+    m = re.search(r"(?:at input|mismatched input) '(.+?)'", msg)
+    if bad is None and m:  # a grammar error quotes the fragment it stopped at
+        bad = next((o for o in overrides if m.group(1) in o), None)
+    allowed = "key=value in Hydra's override grammar (quote a list: 'key=[a,b]')"
+    if bad is not None:
+        return ConfigError("override", bad, f"{allowed}; Hydra says: {first}")
+    return ConfigError("overrides", " ".join(overrides), f"{allowed}; Hydra says: {first}")
+
+
+def _translate_one(exc: BaseException, overrides: Sequence[str]) -> ConfigError | None:
     msg = str(exc)
+    full_key = getattr(exc, "full_key", None)
     m = re.search(r"Could not find '([^']+)/([^'/]+)'", msg)
     if m:
         group, option = m.group(1), m.group(2)
@@ -103,22 +141,34 @@ def translate_hydra_error(exc: BaseException, overrides: Sequence[str]) -> Confi
     key_m = re.search(r"Key '([^']+)' (?:is )?not in (?:struct )?'?(\w+)'?", msg)
     if m or key_m:
         key = m.group(1) if m else key_m.group(1)  # type: ignore[union-attr]
-        full_key = getattr(exc, "full_key", None) or key
         allowed = "a key defined in the schema (see `--cfg job` for the full tree)"
-        return ConfigError(str(full_key), _override_value(overrides, key), f"unknown key; {allowed}")
+        if not full_key:  # Hydra names the last part; the override the user typed has the full key
+            names = [o.lstrip("+~").partition("=")[0] for o in overrides]
+            full_key = next((n for n in names if n == key or n.endswith("." + key)), key)
+        return ConfigError(
+            str(full_key), _override_value(overrides, str(full_key)), f"unknown key; {allowed}"
+        )
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", msg)
     if m:
-        full_key = getattr(exc, "full_key", None) or "?"
-        return ConfigError(str(full_key), m.group(1), f"a value of type {m.group(2)}")
+        kind = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false"}.get(
+            m.group(2), f"a value of type {m.group(2)}"
+        )
+        return ConfigError(str(full_key or "?"), m.group(1), kind)
+    m = re.search(r"Invalid value assigned: (\w+) is not a ListConfig", msg)
+    if m:
+        key = str(full_key or "?")
+        return ConfigError(key, _override_value(overrides, key), "a list in brackets, e.g. 'key=[a,b]'")
     m = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", msg)
     if m:
-        full_key = getattr(exc, "full_key", None) or "?"
-        return ConfigError(str(full_key), m.group(1), "one of " + m.group(2).replace("'", ""))
+        return ConfigError(str(full_key or "?"), m.group(1), "one of " + m.group(2).replace("'", ""))
     m = re.search(r"Missing mandatory value: ([\w.]+)", msg)
     if m:
         return ConfigError(m.group(1), "???", "a value must be given (it has no default)")
-    first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
-    return ConfigError("overrides", " ".join(overrides), f"a valid override ({first})")
+    if full_key and type(exc).__name__ == "ValidationError":  # any other type mismatch OmegaConf names
+        key = str(full_key)
+        first = msg.strip().splitlines()[0]
+        return ConfigError(key, _override_value(overrides, key), f"a value its schema accepts ({first})")
+    return None
 
 
 @cache

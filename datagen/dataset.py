@@ -147,6 +147,9 @@ def read_shard(path: str | Path) -> dict[str, np.ndarray]:
         ) from e
 
 
+MANIFEST_KEYS = ("counts", "shard_hashes", "param_names", "probe_points")  # what readers index
+
+
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / "manifest.json"
     if not path.exists():
@@ -154,11 +157,17 @@ def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
             f"{path} missing (dataset incomplete or not generated); " + regenerate_hint(dataset_dir)
         )
     try:
-        return read_json(path)  # type: ignore[no-any-return]
+        man = read_json(path)
     except (OSError, ValueError) as e:
         raise DatasetError(
             f"{path}: unreadable manifest ({type(e).__name__}); " + regenerate_hint(dataset_dir)
         ) from e
+    missing = [k for k in MANIFEST_KEYS if not isinstance(man, dict) or k not in man]
+    if missing:
+        raise DatasetError(
+            f"{path}: not a dataset manifest (no {', '.join(missing)}); " + regenerate_hint(dataset_dir)
+        )
+    return man  # type: ignore[no-any-return]
 
 
 def load_split(dataset_dir: str | Path, split: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import datagen.spec
 import experiments.eval.baselines
 import experiments.gates
 from common.config import ConfigError, compose, require, require_name, require_results_root
-from datagen.dataset import dataset_dir
+from datagen.dataset import DatasetError, dataset_dir, load_manifest, regenerate_hint
 from experiments import pretrained
 
 SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
@@ -458,10 +458,21 @@ def _validate_dataset(cfg: Any) -> None:
         name,
         f"a generated dataset: none at {d} (no manifest.json); run `python -m datagen data={name}` first",
     )
+    man = load_manifest(d)  # a damaged manifest or a missing shard: one line naming the file, before any work
+    for shard in sorted(man["shard_hashes"]):
+        if not (d / "shards" / shard).is_file():
+            raise DatasetError(
+                f"{d / 'shards' / shard}: shard listed in the manifest is missing; " + regenerate_hint(d)
+            )
 
 
-def validate(cfg: Any) -> None:
-    """Semantic checks of a composed run config; raises ConfigError on the first problem."""
+def validate(cfg: Any, dataset: bool = True, model: bool = True) -> None:
+    """Semantic checks of a composed run config; raises ConfigError on the first problem.
+    ``dataset=False``: all but "the dataset exists" (a sweep checks its runs before generating it);
+    ``model=False``: not the model either (a dry run plans for weights that live elsewhere)."""
+    known = {f.name for f in fields(RunConfig)}
+    for key in cfg:  # `+key=value` adds a key Hydra does not check against the schema
+        require(key in known, str(key), cfg.get(key), f"unknown key; one of {', '.join(sorted(known))}")
     require_name("sweep_id", cfg.sweep_id)  # paths first: a bad one is refused before anything is read
     require_results_root(cfg.results_root, bool(cfg.allow_outside_results_root))
     require(cfg.scale in SCALES, "scale", cfg.scale, f"one of {SCALES}")
@@ -475,14 +486,16 @@ def validate(cfg: Any) -> None:
             "offline or disabled, unless WANDB_API_KEY is set in the environment",
         )
     _validate_optimizer(cfg.optimizer, cfg.train)
-    validate_model(cfg.model, cfg.scale)
+    if model:
+        validate_model(cfg.model, cfg.scale)
     _validate_train(cfg.train, cfg.model)
     _validate_harness(cfg.harness)
     _validate_dist(cfg.dist, cfg.train)
     datagen.spec.validate(cfg.data)
     experiments.gates.validate(cfg.gates)
     experiments.eval.baselines.validate(cfg.baselines)
-    _validate_dataset(cfg)
+    if dataset:
+        _validate_dataset(cfg)
 
 
 def load_run_config(overrides: list[str]) -> Any:

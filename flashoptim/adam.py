@@ -87,7 +87,7 @@ class _FlashAdamBase(FlashOptimizer):
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)
         master.addcdiv_(m, denom, value=-lr / bias_correction1)
 
 

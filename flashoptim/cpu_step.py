@@ -18,6 +18,7 @@ per-parameter reference path.  Bit-identity with the per-parameter path is teste
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -46,7 +47,7 @@ class Stepper(Protocol):
     ) -> None: ...
 
 
-__all__ = ["batch_key", "reference_step_many"]
+__all__ = ["CHUNK_NUMEL", "batch_key", "reference_step_many"]
 
 _SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 
@@ -80,43 +81,107 @@ def _cat(pieces: list[torch.Tensor], pads: list[int]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+# Values stepped per pass. Every pass allocates fp32 temporaries of the chunk's size: at 2^20 values
+# (4 MiB) they come back from the allocator's free lists warm in cache, where a whole 21M-parameter
+# group (84 MB temporaries, above glibc's 32 MiB mmap ceiling) was mapped, page-faulted in and
+# unmapped again on every one of ~70 passes (flashoptim/BENCHMARKS.md, "CPU path").
+CHUNK_NUMEL = 1 << 20
+
+
+@dataclass
+class _Piece:
+    """One parameter, or a slice of it starting at a group boundary, and its state tensors alike."""
+
+    p: torch.Tensor
+    grad: torch.Tensor
+    code: torch.Tensor | None
+    states: dict[str, torch.Tensor]  # name -> fp32 values, or name_codes / name_scales
+    numel: int
+
+
+def _pieces(opt: Stepper, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> list[_Piece]:
+    """``p`` whole, or cut into runs of at most :data:`CHUNK_NUMEL` values at multiples of the group
+    size (each slice's scales are its own groups), when it is larger and everything is contiguous."""
+    assert p.grad is not None
+    pd, grad, code = p.detach(), p.grad.detach(), state.get("correction")
+    keys = [k for name, _s, _r in opt._state_specs(group) for k in _state_keys(opt, name)]
+    n = pd.numel()
+    flat = [pd, grad, *([code] if code is not None else []), *(state[k] for k in keys)]
+    if n <= CHUNK_NUMEL or not all(t.is_contiguous() for t in flat):
+        return [_Piece(pd, grad, code, {k: state[k] for k in keys}, n)]
+    step = CHUNK_NUMEL - CHUNK_NUMEL % GROUP_SIZE
+    out = []
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        ga, gb = a // GROUP_SIZE, num_groups(b)
+        sliced = {
+            k: state[k].view(-1)[ga:gb] if k.endswith("_scales") else state[k].view(-1)[a:b] for k in keys
+        }
+        c = code.view(-1)[a:b] if code is not None else None
+        out.append(_Piece(pd.view(-1)[a:b], grad.view(-1)[a:b], c, sliced, b - a))
+    return out
+
+
+def _state_keys(opt: Stepper, name: str) -> tuple[str, ...]:
+    return (f"{name}_codes", f"{name}_scales") if opt.quantize_states else (name,)
+
+
 @torch.no_grad()
 def reference_step_many(
     opt: Stepper, params: list[torch.Tensor], states: list[dict[str, Any]], group: dict[str, Any]
 ) -> None:
-    """One reference step of ``params`` (equal :func:`batch_key`, steps already incremented)."""
+    """One reference step of ``params`` (equal :func:`batch_key`, steps already incremented), in
+    passes over at most :data:`CHUNK_NUMEL` values (plus one parameter's padding)."""
     step = states[0]["step"]
-    numels = [p.numel() for p in params]
+    comps: dict[str, Compander] = {}
+    if opt.quantize_states:
+        for name, _signed, _root in opt._state_specs(group):
+            comps[name] = Compander.from_tensor(states[0][f"{name}_compander"])
+    batch: list[_Piece] = []
+    size = 0
+    for p, state in zip(params, states):
+        for piece in _pieces(opt, p, state, group):
+            if batch and size + piece.numel > CHUNK_NUMEL:
+                _step_pieces(opt, batch, comps, group, step)
+                batch, size = [], 0
+            batch.append(piece)
+            size += piece.numel
+    if batch:
+        _step_pieces(opt, batch, comps, group, step)
+
+
+def _step_pieces(
+    opt: Stepper, pieces: list[_Piece], comps: dict[str, Compander], group: dict[str, Any], step: int
+) -> None:
+    """The reference step over the concatenation of ``pieces``, each padded to whole groups."""
+    numels = [x.numel for x in pieces]
     pads = [(-n) % GROUP_SIZE for n in numels]
     sizes = [n + pad for n, pad in zip(numels, pads)]
     ngroups = [num_groups(n) for n in numels]
-    sixteen = params[0].dtype in _SIXTEEN_BIT
-    codes = [s.get("correction") for s in states]
-    flat_p = _cat([p.detach() for p in params], pads)
+    dtype = pieces[0].p.dtype
+    sixteen = dtype in _SIXTEEN_BIT
+    codes = [x.code for x in pieces]
+    flat_p = _cat([x.p for x in pieces], pads)
     if sixteen:
         flat_code = _cat([c for c in codes if c is not None], pads) if codes[0] is not None else None
         master = reconstruct_master(flat_p, flat_code)
     else:
         master = flat_p  # an fp32 param is its own master (flat_p is a copy)
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    assert len(grads) == len(params)
-    grad = _cat(grads, pads)
+    grad = _cat([x.grad for x in pieces], pads)
     grad = grad.float() if grad.dtype != torch.float32 else grad
     specs = opt._state_specs(group)
     values: dict[str, torch.Tensor] = {}
-    comps: dict[str, Compander] = {}
     for name, signed, root in specs:
         if opt.quantize_states:
-            comps[name] = Compander.from_tensor(states[0][f"{name}_compander"])
             values[name] = dequantize_groups(
-                _cat([s[f"{name}_codes"] for s in states], pads),
-                torch.cat([s[f"{name}_scales"] for s in states]),
+                _cat([x.states[f"{name}_codes"] for x in pieces], pads),
+                torch.cat([x.states[f"{name}_scales"] for x in pieces]),
                 comps[name],
                 signed=signed,
                 scale_root=root,
             )
         else:
-            values[name] = _cat([s[name] for s in states], pads)
+            values[name] = _cat([x.states[name] for x in pieces], pads)
     opt._reference_update(master, grad, values, group, step)
 
     pad_slices = []
@@ -126,22 +191,22 @@ def reference_step_many(
             pad_slices.append(slice(offset + n, offset + size))
         offset += size
     if sixteen:
-        new_p, new_code = split_master(master, params[0].dtype, None if codes[0] is None else codes[0].dtype)
-        _scatter(new_p, sizes, numels, [p.detach() for p in params])
+        new_p, new_code = split_master(master, dtype, None if codes[0] is None else codes[0].dtype)
+        _scatter(new_p, sizes, numels, [x.p for x in pieces])
         if new_code is not None:
             _scatter(new_code, sizes, numels, [c for c in codes if c is not None])
     else:
-        _scatter(master, sizes, numels, [p.detach() for p in params])
+        _scatter(master, sizes, numels, [x.p for x in pieces])
     for name, signed, root in specs:
         value = values[name]
         for sl in pad_slices:  # an update rule that moved the padding must not move a group's absmax
             value[sl] = 0.0
         if opt.quantize_states:
             q, scales = quantize_groups(value, comps[name], signed=signed, scale_root=root)
-            _scatter(q, sizes, numels, [s[f"{name}_codes"] for s in states])
-            _scatter(scales, ngroups, ngroups, [s[f"{name}_scales"] for s in states])
+            _scatter(q, sizes, numels, [x.states[f"{name}_codes"] for x in pieces])
+            _scatter(scales, ngroups, ngroups, [x.states[f"{name}_scales"] for x in pieces])
         else:
-            _scatter(value, sizes, numels, [s[name] for s in states])
+            _scatter(value, sizes, numels, [x.states[name] for x in pieces])
 
 
 def _scatter(flat: torch.Tensor, sizes: list[int], numels: list[int], dests: list[torch.Tensor]) -> None:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from flashoptim import cpu_step
 from flashoptim.companders import Compander, default_compander, learned_candidates, resolve_compander
 from flashoptim.cpu_step import batch_key, reference_step_many
 from flashoptim.kernels import fused_step, fused_step_many, triton_unsupported_reason
@@ -333,7 +334,7 @@ class FlashOptimizer(torch.optim.Optimizer):
             else:
                 batches.setdefault(key, []).append((p, state))
         for batch in batches.values():
-            if len(batch) == 1:
+            if len(batch) == 1 and batch[0][0].numel() <= cpu_step.CHUNK_NUMEL:  # else: in chunks
                 self._reference_step(*batch[0], group)
             else:
                 reference_step_many(self, [p for p, _ in batch], [s for _, s in batch], group)

@@ -68,7 +68,10 @@ def quantize_groups(
             torch.empty(0, dtype=torch.float16, device=x.device),
         )
     xg = _grouped(x)  # may be ``x`` itself: not modified below
-    absmax = xg.abs().amax(dim=1)
+    # max |x| per group as max(max x, -min x): two reductions, no |x| temporary (half the CPU time
+    # of abs().amax(); torch.aminmax is slower than both on CPU). The final abs_ (on the groups, 1/32
+    # of the values) makes an all-zero group's absmax +0.0, as amax(|x|) is; NaN propagates alike.
+    absmax = torch.maximum(xg.amax(dim=1), xg.amin(dim=1).neg_()).abs_()
     stored = absmax.sqrt() if scale_root == 2 else absmax
     scales = stored.to(torch.float16)
     scales = torch.where((absmax > 0) & (scales == 0), torch.full_like(scales, FP16_TINY), scales)
@@ -79,7 +82,9 @@ def quantize_groups(
     lo = -1.0 if signed else 0.0
     y = (xg / safe[:, None]).clamp_(lo, 1.0)
     qmax = 127.0 if signed else 255.0
-    q = compander.forward(y).mul_(qmax).round_()  # y is a temporary (linear's forward returns it)
+    q = (
+        compander.forward_(y, nonnegative=not signed).mul_(qmax).round_()
+    )  # y is a temporary: companded in place
     if not signed:  # see module docstring: v > 0 never decodes to 0
         # max(q, sign(x)): q >= 1 where x > 0; where x <= 0, q is 0 and stays 0 (NaN stays NaN)
         q = torch.maximum(q, xg.sign(), out=q)
@@ -106,7 +111,8 @@ def dequantize_groups(
     eff = scales.float()
     if scale_root == 2:
         eff = eff * eff
-    x = compander.inverse(qg / qmax).mul_(eff[:, None])
+    z = qg.div_(qmax) if codes.dtype != torch.float32 else qg / qmax  # in place on _grouped's copy
+    x = compander.inverse_(z, nonnegative=not signed).mul_(eff[:, None])
     return x.reshape(-1)[:n].reshape(out_shape)
 
 

@@ -172,8 +172,14 @@ class RunSession:
     def open(self, data: PreparedData) -> None:
         rd = self.run_dir
         resuming = self.cfg.resume and (rd / checkpoint.CHECKPOINT_NAME).is_file()
-        if rd.exists() and not resuming:
-            shutil.rmtree(rd)  # an unfinished or failed earlier attempt: start over
+        if rd.exists() and not resuming:  # an unfinished or failed earlier attempt: start over
+            for child in rd.iterdir():
+                if child.name == rundir.LOCK:  # held by this process (experiments.run.main)
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         rd.mkdir(parents=True, exist_ok=True)
         (rd / rundir.SUMMARY).unlink(missing_ok=True)  # live again: must not look finished
         setup_logging(rd / "run.log")

@@ -9,12 +9,13 @@ sequence length, batch and behaviour to the scale). Everything the sweep does is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from common.config import require, require_name, require_results_root
+from common.config import CONF_DIR, require, require_name, require_results_root
 
 DESIGNS = ("mvt", "full")
 SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
@@ -138,6 +139,13 @@ def validate(cfg: Any) -> None:
         list(s.grid.seed),
         "a non-empty list of distinct seeds",
     )
+    for seed in s.grid.seed:
+        require(seed >= 0, "sweep.grid.seed", seed, "integers >= 0")
+    arms_dir = Path(s.run_config_dir or CONF_DIR) / "optimizer"
+    if arms_dir.is_dir():  # a run config with an optimizer group: the arms are its options
+        arms = sorted(p.stem for p in arms_dir.glob("*.yaml"))
+        for arm in s.grid.optimizer:
+            require(arm in arms, "sweep.grid.optimizer", arm, "one of " + ", ".join(arms))
     for axis in ("model", "seq_len", "global_batch", "behaviour"):
         v = s.grid[axis]
         require(

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from analysis.sequential import load_rule_config, next_seeds
 from common.atomic import write_json
-from common.config import ALLOW_OUTSIDE_ENV, exit_on_config_error, load
+from common.config import ALLOW_OUTSIDE_ENV, ConfigError, exit_on_config_error, load
 from common.ids import content_id
 from common.logs import setup_logging
 from common.provenance import now_iso, provenance
@@ -498,11 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.allow_outside_results_root:  # the runs (and their launchers) read the switch from here
             os.environ[ALLOW_OUTSIDE_ENV] = "true"
         run_config.register()
-        probe, _ = P.compose_run(
-            cfg.sweep.run_config,
-            [f"scale={cfg.scale}", *cfg.sweep.run_overrides],
-            cfg.sweep.run_config_dir or P.CONF_DIR,
-        )
+        try:
+            probe, _ = P.compose_run(
+                cfg.sweep.run_config,
+                [f"scale={cfg.scale}", *cfg.sweep.run_overrides],
+                cfg.sweep.run_config_dir or P.CONF_DIR,
+            )
+        except ConfigError as exc:  # named by what the user typed: sweep.run_overrides
+            raise P.sweep_source(exc, cfg.sweep, {}) from exc
         G.validate(probe.gates)
         if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
             validate_model(probe.model, probe.scale)

@@ -242,7 +242,10 @@ def expand(
         for arm in grid.optimizer:
             # Quoted: a hex id like 94e607891917 would otherwise parse as a float (inf).
             arm_overrides = [*base, f"optimizer={arm}", f"sweep_id='{sweep_id}'"]
-            composed, choices = compose_unresolved(s.run_config, arm_overrides, config_dir)
+            try:
+                composed, choices = compose_unresolved(s.run_config, arm_overrides, config_dir)
+            except ConfigError as exc:
+                raise sweep_source(exc, s, base_point, arm) from exc
             micro = int(_select(composed, s.run_keys, "micro_batch", 1))
             reference_arm = str(composed.gates.reference_arm)
             treatments = set(composed.gates.treatment_arms)
@@ -253,8 +256,16 @@ def expand(
                     plans.append(
                         (pt, seed, accum_over, {"seed": int(seed), **dict(map(_as_variant, accum_over))})
                     )
-            cfgs = resolve_variants(composed, [v for *_, v in plans], arm_overrides)
+            try:
+                cfgs = resolve_variants(composed, [v for *_, v in plans], arm_overrides)
+            except ConfigError as exc:
+                raise sweep_source(exc, s, base_point, arm) from exc
             for (pt, seed, accum_over, _), cfg in zip(plans, cfgs):
+                if s.run_config == "run" and not s.run_config_dir:  # the real run schema: its checks now
+                    try:
+                        run_config.validate(cfg, dataset=False, model=False)  # the model: main.py (probe)
+                    except ConfigError as exc:
+                        raise sweep_source(exc, s, pt, arm, seed) from exc
                 overrides = [
                     f"scale={scale}",
                     f"optimizer={arm}",
@@ -280,6 +291,23 @@ def expand(
                     )
                 )
     return order(runs, reference_arm)
+
+
+def sweep_source(
+    exc: ConfigError, s: Any, point: dict[str, Any], arm: str | None = None, seed: Any = None
+) -> ConfigError:
+    """A run config's error named by what the user typed: the grid axis or run override that set it."""
+    key = exc.key
+    for axis, value in point.items():
+        if value is not None and str(s.axes[axis]).partition("=")[0].lstrip("+~") == key:
+            return ConfigError(f"sweep.grid.{axis}", value, exc.allowed)
+    if key == "optimizer" and arm is not None:
+        return ConfigError("sweep.grid.optimizer", arm, exc.allowed)
+    if key == "seed" and seed is not None:
+        return ConfigError("sweep.grid.seed", seed, exc.allowed)
+    if any(o.lstrip("+~").partition("=")[0] == key for o in s.run_overrides):
+        return ConfigError(f"sweep.run_overrides {key}", exc.value, exc.allowed)
+    return exc
 
 
 def _planned(

@@ -20,6 +20,7 @@ import torch
 
 import flashoptim as fo
 import flashoptim.optimizer as fo_optimizer
+from flashoptim import cpu_step
 from flashoptim.master_weights import ulp16
 
 SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (33,), (64, 32), (128,)]
@@ -72,11 +73,25 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("chunk", [None, 96], ids=["whole", "chunks-of-96"])
 @pytest.mark.parametrize(("cls", "kwargs"), ALGOS, ids=[c.__name__ for c, _ in ALGOS])
 @pytest.mark.parametrize(("name", "dtype", "opts"), CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_batched_step_matches_per_parameter_reference_bit_for_bit(
-    cls: Any, kwargs: dict[str, Any], name: str, dtype: torch.dtype, opts: dict[str, Any], monkeypatch: Any
+    cls: Any,
+    kwargs: dict[str, Any],
+    name: str,
+    dtype: torch.dtype,
+    opts: dict[str, Any],
+    chunk: int | None,
+    monkeypatch: Any,
 ) -> None:
+    """``chunks-of-96``: passes of 3 groups, so the larger params are cut into slices (each with its
+    own scales) and the smaller ones packed together across slices of the others."""
+    cuts: list[int] = []
+    if chunk is not None:
+        monkeypatch.setattr(cpu_step, "CHUNK_NUMEL", chunk)
+        pieces = cpu_step._pieces
+        monkeypatch.setattr(cpu_step, "_pieces", lambda *a: cuts.append(len(out := pieces(*a))) or out)
     batch_sizes: list[int] = []
     many = fo_optimizer.reference_step_many
 
@@ -87,6 +102,7 @@ def test_batched_step_matches_per_parameter_reference_bit_for_bit(
     monkeypatch.setattr(fo_optimizer, "reference_step_many", counting)
     ps_b, opt_b = _run(cls, kwargs, dtype, opts, batched=True)
     assert batch_sizes and max(batch_sizes) >= 5, batch_sizes  # the batched path did run
+    assert chunk is None or max(cuts) >= 8, cuts  # (37, 19) = 703 values: 8 slices of <= 96
     n_batched = len(batch_sizes)
     ps_r, opt_r = _run(cls, kwargs, dtype, opts, batched=False)
     assert len(batch_sizes) == n_batched  # ... and the reference run did not use it
