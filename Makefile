@@ -15,7 +15,7 @@ PRETRAINED ?=
 MODEL ?= smollm2-135m
 RUN_OVERRIDES := $(if $(PRETRAINED),'sweep.run_overrides=["model.pretrained_path=$(PRETRAINED)"]')
 
-.PHONY: help env model mvt sweep sweep-dry data report test test-all test-gpu test-slurm lint typecheck ci format wheels clean
+.PHONY: help env model mvt sweep sweep-dry data report test test-slow test-all test-gpu test-slurm lint typecheck ci format wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,9 +55,13 @@ report: $(STAMP) ## analyse a sweep (SWEEP_DIR=results/sweeps/<id>; default: the
 	[ -n "$$dir" ] || { echo "report: no sweep under results/sweeps; run make mvt first"; exit 2; }; \
 	$(PY) -m analysis "$$dir"
 
-test: $(STAMP) ## the tests (no slow, no GPU); what CI runs
+test: $(STAMP) ## the tests (no slow, no GPU); what CI runs first
 	@scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## the slow tests, not SLURM, not GPU (not yet in CI)
+	@scripts/ensure_chromium.sh
+	$(VENV)/bin/pytest -q -m "slow and not gpu" --ignore=tests/slurm $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test including slow ones (GPU tests skip without CUDA)
 	@scripts/ensure_chromium.sh
@@ -76,7 +80,7 @@ lint: $(STAMP) ## ruff check + format check
 typecheck: $(STAMP) ## mypy --strict on the flashoptim library (settings in pyproject.toml [tool.mypy])
 	$(VENV)/bin/mypy
 
-ci: ## what CI runs (.ci/run): lint, then typecheck, then test
+ci: ## what CI runs (.ci/run): lint, then typecheck, then test, then test-slurm
 	@.ci/run
 
 format: $(STAMP) ## apply ruff's fixes and formatting

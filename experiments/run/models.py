@@ -12,9 +12,16 @@ import logging
 from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from common.imports import looks_absent
 from experiments import pretrained
+
+# transformers' generation module imports scikit-learn (and with it scipy.stats and pandas) when it is
+# installed, for assisted generation's threshold tuning, which no run uses: 2-4 s of CPU per run
+# process on the 2-core machine (README, "Start-up times"). scikit-learn stays installed for
+# experiments/eval/baselines.py. tests/experiments/test_run_imports.py checks the run loads none of it.
+with looks_absent("sklearn"):
+    from transformers import LlamaConfig, LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 

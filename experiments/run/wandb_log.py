@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from common.imports import looks_absent
+
 log = logging.getLogger(__name__)
 
 _BLOCK = 32768
@@ -44,7 +46,12 @@ class WandbLogger:
         self.mode = "disabled" if os.environ.get("WANDB_MODE") == "disabled" else cfg.wandb.mode
         if self.mode == "disabled":
             return
-        import wandb  # optional and slow to import: not loaded when W&B is disabled
+        # optional and slow to import: not loaded when W&B is disabled. With pandas installed, wandb
+        # imports it (seconds) to ask of every non-scalar value it logs whether it is a DataFrame;
+        # none of ours is, and without pandas it asks the type's name instead.
+        # tests/experiments/test_run_imports.py checks a run loads no pandas.
+        with looks_absent("pandas"):
+            import wandb  # (optional and slow, as above)
 
         os.environ["WANDB_DIR"] = str(run_dir)
         name = f"{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}"
