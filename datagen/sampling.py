@@ -70,9 +70,9 @@ def draw_sample(data: Any, sample_id: int) -> SampleInputs:
     elif scenario == "indentation":
         params["load.pressure_kpa"] = scale * _draw(rng, ld.pressure_kpa)
         params["load.load_angle_deg"] = _draw(rng, ld.load_angle_deg)
-        r, L = float(ld.patch_radius_mm), float(data.mesh.specimen_size_mm)
-        params["load.patch_x_mm"] = float(rng.uniform(r, L - r)) if 2 * r < L else L / 2
-        params["load.patch_y_mm"] = float(rng.uniform(r, L - r)) if 2 * r < L else L / 2
+        m, L = float(ld.patch_centre_margin_mm), float(data.mesh.specimen_size_mm)
+        params["load.patch_x_mm"] = float(rng.uniform(m, L - m))
+        params["load.patch_y_mm"] = float(rng.uniform(m, L - m))
     if model in FIBRE_LAWS:
         params["load.fibre_angle_deg"] = _draw(rng, ld.fibre_angle_deg)
     sv = data.solver

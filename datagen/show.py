@@ -71,7 +71,7 @@ def resolve_fields(data: Any, sample_id: int, stored_params: np.ndarray, names: 
             )
     runner = SampleRunner(data, eager=False)
     res = runner.run(x)
-    model = runner.model(x.behaviour, x.material_model, x.ogden_alpha)
+    model = runner.model(x.behaviour, x.material_model, x.ogden_alpha, x.scenario)
     from dolfinx import fem
 
     from datagen.specimen import locate_probes

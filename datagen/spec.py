@@ -104,6 +104,8 @@ class MeshConfig:
     probes_per_axis: int = 2  # probes at cell-centre-like fractions (i+0.5)/n of the cube
     poro_cells: list[int] = field(default_factory=lambda: [2, 2, 6])  # Biot mesh: cells in x, y, z
     poro_z_grading: float = 1.0  # Biot mesh: bottom/top z-layer thickness (> 1: finer at the drained top)
+    indentation_cells: int = 2  # solids: hexahedra per edge for the indentation scenario
+    poro_indentation_cells: list[int] = field(default_factory=lambda: [2, 2, 6])  # Biot indentation mesh
 
 
 @dataclass
@@ -112,7 +114,8 @@ class ScenarioConfig:
     shear_strain: ParamRange = MISSING  # simple shear gamma (1)
     compression_strain: ParamRange = MISSING  # confined compression, engineering strain (1)
     pressure_kpa: ParamRange = MISSING  # indentation patch pressure (kPa)
-    patch_radius_mm: float = 2.5  # Gaussian patch radius
+    patch_radius_mm: float = 2.5  # Gaussian patch radius R: pressure p exp(-r^2/R^2)
+    patch_centre_margin_mm: float = 2.5  # patch centre uniform in [margin, L - margin]^2
     load_angle_deg: ParamRange = MISSING  # direction of shear / tilt of indentation traction
     fibre_angle_deg: ParamRange = MISSING  # myocardial fibre angle in the x-y plane
     poro_strain_scale: float = 0.5  # poroelastic loads scaled (small-strain Biot)
@@ -270,6 +273,12 @@ def validate(data: Any) -> None:
     _check_range("data.loads.load_angle_deg", ld.load_angle_deg)
     _check_range("data.loads.fibre_angle_deg", ld.fibre_angle_deg)
     require(ld.patch_radius_mm > 0, "data.loads.patch_radius_mm", ld.patch_radius_mm, "> 0 (mm)")
+    require(
+        0 <= ld.patch_centre_margin_mm <= m.specimen_size_mm / 2,
+        "data.loads.patch_centre_margin_mm",
+        ld.patch_centre_margin_mm,
+        "0..specimen_size_mm/2 (mm)",
+    )
     require(0 < ld.poro_strain_scale <= 1, "data.loads.poro_strain_scale", ld.poro_strain_scale, "(0, 1]")
     require(
         0 <= ld.indentation_tangential_fraction <= 1,
@@ -294,6 +303,13 @@ def validate(data: Any) -> None:
         len(m.poro_cells) == 3 and all(int(c) >= 1 for c in m.poro_cells),
         "data.mesh.poro_cells",
         list(m.poro_cells),
+        "three integers >= 1 (cells in x, y, z)",
+    )
+    require(m.indentation_cells >= 1, "data.mesh.indentation_cells", m.indentation_cells, ">= 1")
+    require(
+        len(m.poro_indentation_cells) == 3 and all(int(c) >= 1 for c in m.poro_indentation_cells),
+        "data.mesh.poro_indentation_cells",
+        list(m.poro_indentation_cells),
         "three integers >= 1 (cells in x, y, z)",
     )
     require(m.poro_z_grading >= 1.0, "data.mesh.poro_z_grading", m.poro_z_grading, ">= 1 (1: uniform)")

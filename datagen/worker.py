@@ -46,34 +46,50 @@ class SampleRunner:
         self.specimen = build_specimen(
             float(m.specimen_size_mm), int(m.cells_per_axis), int(m.probes_per_axis)
         )
-        self._poro_specimen: Any = None
-        self._models: dict[tuple[str, str, int | None], Any] = {}
+        n = int(m.cells_per_axis)
+        self._specimens: dict[tuple[tuple[int, int, int], float], Any] = {((n, n, n), 1.0): self.specimen}
+        self._models: dict[tuple[str, str, int | None, int], Any] = {}
         if eager:
             self.warm(all_model_combos(data), list(data.scenarios))
 
-    @property
-    def poro_specimen(self) -> Any:
-        """The Biot model's mesh: `mesh.poro_cells` (x, y, z) layers graded towards the drained top
-        face by `mesh.poro_z_grading`, same probe points as the solid specimen."""
-        if self._poro_specimen is None:
-            m = self.data.mesh
-            self._poro_specimen = build_specimen(
+    def cells_for(self, behaviour: str, scenario: str) -> tuple[int, int, int]:
+        """Cells (x, y, z) of the mesh a (behaviour, scenario) is solved on: the solids on
+        `mesh.cells_per_axis` (indentation: `mesh.indentation_cells`), Biot on `mesh.poro_cells`
+        (indentation: `mesh.poro_indentation_cells`), z-graded towards the drained top face."""
+        m = self.data.mesh
+        if behaviour == "poroelastic":
+            cells = m.poro_indentation_cells if scenario == "indentation" else m.poro_cells
+            return (int(cells[0]), int(cells[1]), int(cells[2]))
+        n = int(m.indentation_cells if scenario == "indentation" else m.cells_per_axis)
+        return (n, n, n)
+
+    def specimen_for(self, behaviour: str, scenario: str) -> Any:
+        """The mesh of `cells_for`, same probe points as `self.specimen` (built once per cell count)."""
+        m = self.data.mesh
+        key = (
+            self.cells_for(behaviour, scenario),
+            float(m.poro_z_grading) if behaviour == "poroelastic" else 1.0,
+        )
+        if key not in self._specimens:
+            self._specimens[key] = build_specimen(
                 float(m.specimen_size_mm),
                 int(m.cells_per_axis),
                 int(m.probes_per_axis),
-                cells=tuple(int(c) for c in m.poro_cells),
+                cells=key[0],
                 probes=self.specimen.probe_xyz,
-                z_grading=float(m.poro_z_grading),
+                z_grading=key[1],
             )
-        return self._poro_specimen
+        return self._specimens[key]
 
-    def model(self, behaviour: str, law: str, alpha: int | None) -> Any:
-        key = (behaviour, law, alpha)
+    def model(self, behaviour: str, law: str, alpha: int | None, scenario: str = "uniaxial") -> Any:
+        """The compiled model of (behaviour, law, alpha) on the mesh of `scenario` (`cells_for`)."""
+        sp = self.specimen_for(behaviour, scenario)
+        key = (behaviour, law, alpha, id(sp))
         if key not in self._models:
             m = self.data.mesh
             if behaviour == "poroelastic":
                 self._models[key] = Biot(
-                    self.poro_specimen,
+                    sp,
                     degree=m.displacement_degree,
                     pressure_degree=m.pressure_degree,
                     quadrature_degree=m.quadrature_degree,
@@ -82,7 +98,7 @@ class SampleRunner:
                 )
             else:
                 self._models[key] = Solid(
-                    self.specimen,
+                    sp,
                     law,
                     degree=m.displacement_degree,
                     quadrature_degree=m.quadrature_degree,
@@ -99,12 +115,11 @@ class SampleRunner:
     def warm(self, combos: list[tuple[str, str, int | None]], scenarios: list[str]) -> None:
         """Compile every form a dataset needs (fills the on-disk JIT cache before workers start)."""
         for combo in combos:
-            model = self.model(*combo)
             for s in scenarios:
-                model.problem(s)
+                self.model(*combo, scenario=s).problem(s)
 
     def run(self, x: SampleInputs) -> SampleResult:
-        model = self.model(x.behaviour, x.material_model, x.ogden_alpha)
+        model = self.model(x.behaviour, x.material_model, x.ogden_alpha, x.scenario)
         model.reset()
         p = x.params
         L = float(self.data.mesh.specimen_size_mm)
@@ -160,13 +175,13 @@ class SampleRunner:
             return lambda s: setattr(vals["top_uz"], "value", s * target)
         if x.scenario == "simple_shear":
             th = math.radians(p["load.load_angle_deg"])
-            gx, gy = p["load.shear_strain"] * L * math.cos(th), p["load.shear_strain"] * L * math.sin(th)
+            gx, gy = p["load.shear_strain"] * math.cos(th), p["load.shear_strain"] * math.sin(th)
+            g, (bx, by) = vals["shear"], vals["shear_basis"]
 
-            def set_split(s: float) -> None:
-                vals["top_ux"].value = s * gx
-                vals["top_uy"].value = s * gy
+            def set_shear(s: float) -> None:
+                g.x.array[:] = (s * gx) * bx + (s * gy) * by
 
-            return set_split
+            return set_shear
         if x.scenario == "indentation":
             th = math.radians(p["load.load_angle_deg"])
             f = float(ld.indentation_tangential_fraction)

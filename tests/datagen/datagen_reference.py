@@ -158,6 +158,122 @@ def cauchy_from_energy(psi: EnergyF, F: np.ndarray, h: float = 1e-30) -> np.ndar
     return P @ F.T / np.linalg.det(F)
 
 
+def _lnJ2(F: np.ndarray) -> complex:
+    return np.log(np.linalg.det(F)) ** 2
+
+
+def psi_rest_neo_hookean_F(mu: float) -> EnergyF:
+    """The non-volumetric part of the compressible neo-Hookean law: mu/2 (I1 - 3) - mu ln J
+    (the volumetric part is lambda/2 (ln J)^2, lambda = 2 mu nu / (1 - 2 nu))."""
+    return lambda F: mu / 2 * (np.trace(F.T @ F) - 3) - mu * np.log(np.linalg.det(F))
+
+
+def psi_rest_mooney_rivlin_F(c10: float, c01: float) -> EnergyF:
+    def psi(F: np.ndarray) -> complex:
+        Cb = _iso_C(F)
+        return c10 * (np.trace(Cb) - 3) + c01 * (0.5 * (np.trace(Cb) ** 2 - np.trace(Cb @ Cb)) - 3)
+
+    return psi
+
+
+def psi_rest_ogden_F(mu: float, alpha: float) -> EnergyF:
+    """2 mu / alpha^2 (sum_i bar lambda_i^alpha - 3), sum_i bar lambda_i^alpha = tr(bar C^(alpha/2)),
+    alpha an even integer (an integer matrix power: complex-step safe)."""
+    k = round(alpha / 2)
+
+    def psi(F: np.ndarray) -> complex:
+        Cb = _iso_C(F)
+        base = np.linalg.inv(Cb) if k < 0 else Cb
+        return 2 * mu / alpha**2 * (np.trace(np.linalg.matrix_power(base, abs(k))) - 3)
+
+    return psi
+
+
+def energy_parts_F(law: str, c: dict[str, float], alpha: float | None = None) -> tuple[EnergyF, float]:
+    """(psi_rest(F), K) with psi = psi_rest + K/2 (ln J)^2, for the isotropic laws, as documented in
+    datagen/materials.py (re-written here in numpy: not the generator's UFL)."""
+    if law == "neo_hookean":
+        return psi_rest_neo_hookean_F(c["mu"]), 2 * c["mu"] * c["nu"] / (1 - 2 * c["nu"])
+    if law == "mooney_rivlin":
+        return psi_rest_mooney_rivlin_F(c["c10"], c["c01"]), bulk(2 * (c["c10"] + c["c01"]), c["nu"])
+    if law == "ogden":
+        assert alpha is not None
+        return psi_rest_ogden_F(c["mu"], alpha), bulk(c["mu"], c["nu"])
+    raise ValueError(law)
+
+
+def psi_F(law: str, c: dict[str, float], alpha: float | None = None) -> EnergyF:
+    """The whole strain energy psi(F) of an isotropic law (see energy_parts_F)."""
+    rest, K = energy_parts_F(law, c, alpha)
+    return lambda F: rest(F) + K / 2 * _lnJ2(F)
+
+
+def pk2_from_energy(psi: EnergyF, F: np.ndarray) -> np.ndarray:
+    """S = F^-1 dpsi/dF (complex step)."""
+    return np.linalg.inv(F) @ (cauchy_from_energy(psi, F) @ np.linalg.inv(F).T * np.linalg.det(F))
+
+
+def qlv_ramp_hold_cauchy(
+    psi_rest: EnergyF,
+    K: float,
+    F_of_s: Callable[[float], np.ndarray],
+    g: tuple[float, float],
+    tau: tuple[float, float],
+    t_ramp: float,
+    t_end: float,
+    n_ramp: int = 4000,
+) -> np.ndarray:
+    """Cauchy stress at t_end of the generator's QLV law (datagen/solid.py docstring) for a
+    prescribed homogeneous deformation F(t) = F_of_s(t / t_ramp) ramped over [0, t_ramp], then held:
+
+        S(t) = g_inf S_e(t) + sum_i int_0^t g_i exp(-(t - s)/tau_i) dS_e/ds ds + K ln J C^-1,
+
+    S_e = F^-1 dpsi_rest/dF. The hereditary integral over the ramp is summed on `n_ramp` intervals
+    with the kernel at each interval's midpoint (second order; 4000 intervals: ~1e-8 relative);
+    during the hold S_e is constant, so H_i decays exactly by exp(-(t_end - t_ramp)/tau_i)."""
+    S_prev = np.zeros((3, 3))
+    H = [np.zeros((3, 3)), np.zeros((3, 3))]
+    ts = np.linspace(0.0, t_ramp, n_ramp + 1)
+    for a, b in itertools.pairwise(ts):
+        S_e = pk2_from_energy(psi_rest, F_of_s(b / t_ramp))
+        dS = S_e - S_prev
+        for i in range(2):
+            H[i] = H[i] * np.exp(-(b - a) / tau[i]) + g[i] * np.exp(-(b - 0.5 * (a + b)) / tau[i]) * dS
+        S_prev = S_e
+    F = F_of_s(1.0)
+    J = np.linalg.det(F)
+    hold = t_end - t_ramp
+    S = (1 - g[0] - g[1]) * S_prev + sum(H[i] * np.exp(-hold / tau[i]) for i in range(2))
+    S = S + K * np.log(J) * np.linalg.inv(F.T @ F)
+    return F @ S @ F.T / J
+
+
+def uniaxial_stress_F(psi: EnergyF, stretch: float) -> tuple[float, np.ndarray]:
+    """(axial Cauchy stress, F) of a homogeneous uniaxial-stress state along z for any energy psi(F)
+    (also anisotropic with in-plane fibres): F = [[a, b, 0], [0, c, 0], [0, 0, stretch]] with
+    sigma_xx = sigma_yy = sigma_xy = 0 solved by Newton (scipy root, complex-step stresses); the
+    rotation about z is fixed by F_yx = 0 and does not change sigma = sigma_zz e_z e_z."""
+    from scipy.optimize import root
+
+    def F_of(v: np.ndarray) -> np.ndarray:
+        return np.array([[v[0], v[1], 0.0], [0.0, v[2], 0.0], [0.0, 0.0, stretch]])
+
+    def lateral(v: np.ndarray) -> np.ndarray:
+        sig = cauchy_from_energy(psi, F_of(v))
+        return np.array([sig[0, 0], sig[1, 1], sig[0, 1]])
+
+    lat0 = stretch**-0.5
+    sol = root(lateral, np.array([lat0, 0.0, lat0]), method="hybr", options={"xtol": 1e-13})
+    if np.max(np.abs(lateral(sol.x))) > 1e-12 * max(1.0, abs(cauchy_from_energy(psi, F_of(sol.x))[2, 2])):
+        raise RuntimeError(f"uniaxial_stress_F did not converge: {sol.message}")
+    F = F_of(sol.x)
+    return float(cauchy_from_energy(psi, F)[2, 2]), F
+
+
+def to_voigt(T: np.ndarray) -> np.ndarray:
+    return np.array([T[i, j] for i, j in ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))])
+
+
 # ---- poroelastic (Biot, incompressible constituents) confined compression ------------------------
 def biot_moduli(mu: float, nu: float) -> tuple[float, float]:
     """(lambda, M = lambda + 2 mu) of the drained skeleton."""
