@@ -26,7 +26,8 @@ def scripts(tmp_path: Path, nproc: int, *extra: str) -> dict[str, str]:
         "sweep.grid.seed=[0]",
         f"results_root={tmp_path}",
         "hydra/launcher=slurm",
-        f"sweep.run_overrides=['dist=fsdp2','dist.nproc={nproc}']",
+        # the global micro-batch must split evenly across the ranks (the sweep checks every run's config)
+        f"sweep.run_overrides=['dist=fsdp2','dist.nproc={nproc}','train.micro_batch_size={nproc}']",
         *extra,
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
