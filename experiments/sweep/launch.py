@@ -144,7 +144,10 @@ def job_overrides(task_overrides: Sequence[str], sweep_dir: Path, run_ids: Seque
     """Each job: the sweep's own overrides + which run it is + where the launcher keeps its files."""
     base = [o for o in task_overrides if not o.startswith(("hydra.sweep.dir=", "sweep.launch_run="))]
     return [
-        [*base, f"sweep.launch_run={rid}", f"hydra.sweep.dir='{sweep_dir / 'launcher'}'"] for rid in run_ids
+        # quoted: Hydra's grammar would read an all-digit run id as an int (losing leading zeros) and
+        # one like 39932545e435 as a float (inf), and the job would launch a run that does not exist
+        [*base, f"sweep.launch_run='{rid}'", f"hydra.sweep.dir='{sweep_dir / 'launcher'}'"]
+        for rid in run_ids
     ]
 
 

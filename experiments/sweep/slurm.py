@@ -154,7 +154,9 @@ class SlurmLauncher(_SubmititSlurmLauncher):
     def nproc(self, overrides: Sequence[str]) -> int:
         """Processes of the run a job starts (``dist.nproc`` in the sweep's run argv); 1 otherwise."""
         jobs = getattr(self.task_function, "jobs", None)  # experiments.sweep.launch.RunTask
-        run = next((o.split("=", 1)[1] for o in overrides if o.startswith("sweep.launch_run=")), None)
+        run = next(
+            (o.split("=", 1)[1].strip("'") for o in overrides if o.startswith("sweep.launch_run=")), None
+        )
         if not jobs or run not in jobs:
             return 1
         return launch._nproc(jobs[run][0])

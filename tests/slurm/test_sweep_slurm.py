@@ -150,7 +150,7 @@ def launched_run(pkl: Path) -> str:
     """The run a submitted job launches: ``sweep.launch_run=`` in the job's pickled Hydra overrides."""
     with open(pkl, "rb") as f:
         delayed = pickle.load(f)
-    (run,) = [o.split("=", 1)[1] for o in delayed.args[0] if o.startswith("sweep.launch_run=")]
+    (run,) = [o.split("=", 1)[1].strip("'") for o in delayed.args[0] if o.startswith("sweep.launch_run=")]
     return run
 
 
