@@ -9,7 +9,7 @@ kind, a metric this package cannot compute, a reference arm equal to the treatme
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -166,6 +166,14 @@ def register() -> None:
 
 def validate(cfg: Any) -> None:
     """Semantic checks the schema cannot express; raises ConfigError on the first problem."""
+    known = {f.name for f in fields(AnalysisConfig)}
+    for key in cfg:  # `+key=value` adds a key Hydra does not check against the schema
+        require(
+            key in known,
+            str(key),
+            cfg.get(key),
+            f"a key of the analysis config: one of {', '.join(sorted(known))}",
+        )
     require(cfg.design in ("auto", *DESIGNS), "design", cfg.design, "auto, mvt or full")
     require(
         cfg.reference_arm != cfg.treatment_arm,

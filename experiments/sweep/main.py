@@ -30,7 +30,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from analysis.sequential import load_rule_config, next_seeds
 from common.atomic import write_json
 from common.config import ALLOW_OUTSIDE_ENV, ConfigError, exit_on_config_error, load
 from common.ids import content_id
@@ -367,6 +366,10 @@ class Sweep:
                     G.not_evaluable("F", None, why, {"seeds": seeds}), scope="model", model=model
                 )
                 return
+            # lazy: every run loads this module through Hydra's plugin scan (the SLURM launcher plugin
+            # imports experiments.sweep), and a run must not import the analysis stage
+            from analysis.sequential import next_seeds
+
             step = next_seeds(self.summaries(mine), self.rule_cfg).to_dict()
             with self.state.lock:
                 record["looks"].append({"model": model, **step})
@@ -509,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         G.validate(probe.gates)
         if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
             validate_model(probe.model, probe.scale)
+        # lazy for the same reason as next_seeds above: runs import this module, not the analysis stage
+        from analysis.sequential import load_rule_config
+
         rule_cfg = load_rule_config(list(cfg.sweep.analysis_overrides))  # gate F's rule, fixed now
         sweep_id = _sweep_id(cfg, probe, rule_cfg)
         sweep = Sweep(cfg, overrides, sweep_id, rule_cfg)

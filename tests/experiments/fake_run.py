@@ -6,7 +6,7 @@ metrics.jsonl rows step by step, then summary.json last and atomically, with num
 
     {"steps": 6, "step_s": 0.05,
      "arms": {"<arm>": {"status": "completed", "peak": 1e9, "crash": false, "gate_b_fired": false,
-                        "rel_l2": 0.1}},
+                        "rel_l2": 0.1, "best_baseline": 1.0}},
      "seeds": {"<arm>:<seed>": {...same keys, override the arm's...}}}
 
 Every start is appended to ``<results_root>/invocations.jsonl`` (run_id, arm, seed, resume, pid, GPU).
@@ -102,6 +102,13 @@ def main() -> int:
             "grid": {"model": args.get("model", "tiny")},
             # planted test accuracy (gate F's seed-adding rule reads it; "seeds" overrides vary it)
             **({"rel_l2_error": float(mine["rel_l2"])} if mine.get("rel_l2") is not None else {}),
+            # the best non-learned baseline on the same samples (the assay-sensitivity rule reads it):
+            # planted far above the planted errors unless "best_baseline" says otherwise
+            **(
+                {"best_baseline_rel_l2_error": float(mine.get("best_baseline", 1.0))}
+                if mine.get("rel_l2") is not None
+                else {}
+            ),
         },
     )
     return 0
