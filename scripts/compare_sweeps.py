@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.rundir import read_summary
+
 DETERMINISTIC = (
     "status",
     "status_reason",
@@ -71,7 +73,7 @@ def compare(a: Path, b: Path) -> list[str]:
         )
     for rid in sorted(set(ids_a) & set(ids_b)):
         ra, rb = a / "runs" / rid, b / "runs" / rid
-        sa, sb = _read(ra / "summary.json"), _read(rb / "summary.json")
+        sa, sb = read_summary(ra) or {}, read_summary(rb) or {}  # the run-directory contract's reader
         bad = [k for k in DETERMINISTIC if sa.get(k) != sb.get(k)]
         if not sa or not sb:
             bad.append("summary.json missing")
