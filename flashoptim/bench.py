@@ -10,6 +10,7 @@ writes JSON (``--out``).  Needs a CUDA device.
                                [--published-wheel .whl/published/flashoptim-0.1.4-py3-none-any.whl]
     python -m flashoptim.bench e2e [--models llama7b,llama13b] [--arms ours24,ours24_gr,...]
                                    [--steps 6] [--micro-batch 1] [--seq 2048] [--out e2e.json]
+                                   [--build-cache release|keep]
 
 ``--workload``: ``llama7b_layers`` (the default, bandwidth-bound) or ``small_tensors`` (2,048
 tensors of 4,096 and 11,008 values: launch-bound).  The e2e arms are listed in
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 
 from flashoptim.bench_e2e_worker import ARMS as E2E_ARMS
+from flashoptim.bench_e2e_worker import CACHE_MODES as E2E_CACHE_MODES
 from flashoptim.bench_e2e_worker import MODELS as E2E_MODELS
 from flashoptim.bench_worker import MIN_BYTES_PER_PARAM, WORKLOADS
 
@@ -110,6 +112,12 @@ def e2e_main(argv: list[str]) -> int:
     ap.add_argument("--micro-batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--out", default="flashoptim_e2e.json")
+    ap.add_argument(
+        "--build-cache",
+        choices=E2E_CACHE_MODES,
+        default="release",
+        help="after setup, empty the allocator cache the fp32 build left (release, every arm) or keep it",
+    )
     ap.add_argument("--published-wheel", default=".whl/published/flashoptim-0.1.4-py3-none-any.whl")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
@@ -139,6 +147,7 @@ def e2e_main(argv: list[str]) -> int:
         "steps": args.steps,
         "micro_batch": args.micro_batch,
         "seq": args.seq,
+        "build_cache": args.build_cache,
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +156,7 @@ def e2e_main(argv: list[str]) -> int:
                 out = Path(tmp) / f"{model}_{arm}.json"
                 env, cwd = _worker_env(arm.startswith("published"), published_root)
                 cmd = [sys.executable, str(E2E_WORKER), model, arm, str(out), str(args.steps)]
-                cmd += [str(args.micro_batch), str(args.seq)]
+                cmd += [str(args.micro_batch), str(args.seq), args.build_cache]
                 proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
                 if out.exists():
                     r: dict[str, Any] = json.loads(out.read_text())
@@ -166,10 +175,12 @@ def e2e_main(argv: list[str]) -> int:
                     flush=True,
                 )
     print(
-        f"\n{report['device']}, micro-batch {args.micro_batch} x {args.seq}, {args.steps} steps (median of 2..N)"
+        f"\n{report['device']}, micro-batch {args.micro_batch} x {args.seq}, {args.steps} steps (median of 2..N), "
+        f"build cache {args.build_cache}"
     )
     print(
-        f"{'model':9s} {'arm':18s} {'peak alloc GiB':>14s} {'peak resv GiB':>13s} {'step s':>7s} {'tokens/s':>9s}"
+        f"{'model':9s} {'arm':18s} {'peak alloc GiB':>14s} {'peak resv GiB':>13s} {'step s':>7s} {'tokens/s':>9s} "
+        f"{'setup alloc/resv GiB':>20s}"
     )
     for r in report["runs"]:
         if r.get("status") != "ok":
@@ -177,7 +188,8 @@ def e2e_main(argv: list[str]) -> int:
             continue
         print(
             f"{r['model']:9s} {r['arm']:18s} {r['peak_alloc_GiB']:14.2f} {r['peak_reserved_GiB']:13.2f} "
-            f"{r['step_s_median']:7.3f} {r['tokens_per_s']:9.0f}"
+            f"{r['step_s_median']:7.3f} {r['tokens_per_s']:9.0f} "
+            f"{r['setup_alloc_GiB']:9.2f}/{r['setup_reserved_GiB']:.2f}"
         )
     return 0
 

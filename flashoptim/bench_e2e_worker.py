@@ -1,4 +1,4 @@
-"""One end-to-end training arm in its own process: ``python bench_e2e_worker.py MODEL ARM OUT [STEPS MB SEQ]``.
+"""One end-to-end training arm in its own process: ``python bench_e2e_worker.py MODEL ARM OUT [STEPS MB SEQ [CACHE]]``.
 
 A random-init Llama (transformers, SDPA attention, activation checkpointing) trained for ``STEPS``
 steps of ``MB x SEQ`` random tokens with one optimizer arm; records the peak allocated/reserved
@@ -10,6 +10,14 @@ this repository's.  Both packages offer ``FlashAdamW(..., master_weight_bits=24)
 ``cast_model`` and ``enable_gradient_release``; with gradient release ``step()``/``zero_grad()``
 are still called every step (both packages make them no-ops for released params), as a user's
 loop would.
+
+Memory: the model is built in fp32 on the GPU and the flash arms cast it, which frees the fp32
+storage into the caching allocator.  ``CACHE`` = ``release`` (the default) calls
+``torch.cuda.empty_cache()`` after model, optimizer and input are set up and before the peaks are
+reset, in every arm, as the harness does (``experiments/run/memory.py``), so an arm's reserved peak
+counts what its training needs, not what the build left cached; ``keep`` leaves the cache as the
+build left it (the condition of the 2026-12-01 runs).  Both record the allocated and reserved bytes
+after setup (``setup_*``) and at the start of the measured steps (``start_*``).
 """
 
 from __future__ import annotations
@@ -62,6 +70,10 @@ ARMS: dict[str, tuple[str, bool]] = {
     "bnb_adamw8bit": ("bnb", False),
 }
 LR = 1e-5
+CACHE_MODES = (
+    "release",
+    "keep",
+)  # the allocator cache after setup: emptied (default) or as the build left it
 
 
 def _build(model_name: str) -> Any:
@@ -78,7 +90,9 @@ def _build(model_name: str) -> Any:
     return model, cfg
 
 
-def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> dict[str, Any]:
+def run(
+    model_name: str, arm: str, steps: int, micro_batch: int, seq: int, cache: str = "release"
+) -> dict[str, Any]:
     family, release = ARMS[arm]
     out: dict[str, Any] = {
         "model": model_name,
@@ -86,6 +100,7 @@ def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> di
         "micro_batch": micro_batch,
         "seq": seq,
         "steps": steps,
+        "build_cache": cache,
     }
     model, cfg = _build(model_name)
     out["params"] = sum(p.numel() for p in model.parameters())
@@ -110,6 +125,12 @@ def run(model_name: str, arm: str, steps: int, micro_batch: int, seq: int) -> di
         autocast = True
     ids = torch.randint(0, cfg.vocab_size, (micro_batch, seq), device="cuda", generator=None)
     torch.cuda.synchronize()
+    out["setup_alloc_GiB"] = torch.cuda.memory_allocated() / 2**30
+    out["setup_reserved_GiB"] = torch.cuda.memory_reserved() / 2**30
+    if cache == "release":
+        torch.cuda.empty_cache()
+    out["start_alloc_GiB"] = torch.cuda.memory_allocated() / 2**30
+    out["start_reserved_GiB"] = torch.cuda.memory_reserved() / 2**30
     torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
     for _ in range(steps):
@@ -160,9 +181,13 @@ def main(argv: list[str]) -> int:
     _drop_own_directory()
     model_name, arm, path = argv[0], argv[1], argv[2]
     steps, micro_batch, seq = (int(a) for a in (argv[3:6] if len(argv) >= 6 else ("6", "1", "2048")))
+    cache = argv[6] if len(argv) >= 7 else "release"
+    if cache not in CACHE_MODES:
+        print(f"CACHE={cache!r} is not allowed; allowed: {', '.join(CACHE_MODES)}", file=sys.stderr)
+        return 2
     result: dict[str, Any]
     try:
-        result = run(model_name, arm, steps, micro_batch, seq)
+        result = run(model_name, arm, steps, micro_batch, seq, cache)
     except torch.OutOfMemoryError as exc:  # recorded: an arm that does not fit is a result
         result = {
             "model": model_name,
@@ -170,6 +195,7 @@ def main(argv: list[str]) -> int:
             "status": "oom",
             "error": str(exc)[:300],
             "peak_alloc_GiB": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_reserved_GiB": torch.cuda.max_memory_reserved() / 2**30,
         }
     except Exception as exc:  # recorded, so one failing arm does not hide the others
         # the whole chain: transformers' lazy import hides the ImportError that caused it

@@ -33,6 +33,17 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
+# Hazard (H200, 2026-12-02): casting a model built in fp32 on the GPU one parameter at a time lets
+# the caching allocator place each bf16 copy inside the freed fp32 block of an earlier parameter, so
+# about half of the fp32 footprint stays reserved as holes between the bf16 weights, holes that
+# torch.cuda.empty_cache() cannot return (their segments are partly in use).  Per-tensor allocations
+# made later (gradients, a per-tensor optimizer state) fill them; one large allocation (the state
+# arena of flashoptim.optimizer) cannot, and gradient release then reserved 45.2 GiB at 7B for 33.5
+# allocated.  Releasing each large parameter's old segment right after its cast leaves no holes.
+# Parameters under 1 MiB live in shared small-block segments; releasing after them would only cost time.
+_RELEASE_MIN_BYTES = 1 << 20
+
+
 def _is_norm(module: nn.Module) -> bool:
     # Model zoos define their own RMSNorm classes (LlamaRMSNorm, ...): match by name as well.
     return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
@@ -65,7 +76,9 @@ def cast_model(
     of ``full_precision_keywords``.  Floating buffers follow their module, except those whose name
     contains one of ``fp32_buffer_keywords``: rotary-embedding frequencies (``inv_freq``) rounded to
     bf16 are off by up to 0.4%, which at position 2048 shifts a rotation angle by radians.  Integer
-    buffers are left alone.
+    buffers are left alone.  On CUDA, after casting each parameter of 1 MiB or more the function calls
+    ``torch.cuda.empty_cache()``, so the old storage goes back to the driver instead of staying
+    reserved as holes between the new weights (``_RELEASE_MIN_BYTES`` says why).
     """
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"cast_model: dtype={dtype} is invalid; allowed: bfloat16, float16, float32")
@@ -86,7 +99,12 @@ def cast_model(
             qual = f"{mod_name}.{name}" if mod_name else name
             target = torch.float32 if keep or any(k in qual for k in keywords) else dtype
             if param.is_floating_point() and param.dtype != target:
+                old_bytes = param.numel() * param.element_size()
                 param.data = param.data.to(target)
+                if param.is_cuda and old_bytes >= _RELEASE_MIN_BYTES:
+                    # Return the old storage's segment to the driver before the next cast can
+                    # carve its copy out of it (see _RELEASE_MIN_BYTES).
+                    torch.cuda.empty_cache()
         for name, buf in module.named_buffers(recurse=False):
             if buf.is_floating_point() and not keep and not any(k in name for k in buffer_keywords):
                 module._buffers[name] = buf.to(dtype)  # keeps the buffer's persistence flag

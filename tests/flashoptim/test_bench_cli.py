@@ -84,3 +84,12 @@ def test_workers_take_their_own_directory_off_the_path(monkeypatch: pytest.Monke
         worker._drop_own_directory()
         assert here not in [str(Path(p).resolve()) for p in sys.path if p]
         assert "/tmp/site" in sys.path
+
+
+def test_e2e_worker_refuses_an_unknown_cache_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flashoptim import bench_e2e_worker
+
+    out = tmp_path / "r.json"
+    assert bench_e2e_worker.main(["llama1b", "ours24", str(out), "6", "1", "2048", "drop"]) == 2
+    err = capsys.readouterr().err
+    assert "CACHE='drop'" in err and "allowed: release, keep" in err and not out.exists()
