@@ -169,6 +169,12 @@ class FlashOptimizer(torch.optim.Optimizer):
         dtype per arena because ``torch.save`` refuses views of one storage as different dtypes;
         like any view, a state saved alone serialises its whole arena (save the state_dict, or
         ``.clone()``).  DTensor params (FSDP2) keep per-tensor allocations.
+
+        On CUDA the allocator's cache is emptied first: an arena is one block as large as the
+        states of the whole model, which no cached free block can hold, so whatever the caching
+        allocator kept (the blocks backward freed at the first step, a model built in fp32 and
+        cast) would otherwise stay reserved beside it: 47.0 GiB reserved for 44.8 GiB allocated at
+        7B on the H200, where the published package's per-tensor states reuse those blocks (46.7).
         """
         by_device: dict[torch.device, list[tuple[torch.Tensor, dict[str, Any]]]] = {}
         for p, group in params:
@@ -185,6 +191,8 @@ class FlashOptimizer(torch.optim.Optimizer):
                     plans.setdefault(dtype, []).append((p, key, shape, start, numel))
                     align[dtype] = _ARENA_ALIGN // dtype.itemsize
                     ends[dtype] = start + -(-numel // align[dtype]) * align[dtype]
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # when states are allocated (the first step): see the docstring
             for dtype, plan in plans.items():
                 arena = torch.zeros(ends[dtype], dtype=dtype, device=device)
                 for p, key, shape, start, numel in plan:

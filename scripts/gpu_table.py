@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("extra", nargs="*", help="further key=value overrides for every arm")
     args = p.parse_args(argv)
     args.sweep_id = args.sweep_id or f"gpu-table-{args.model}"
-    rows = []
+    rows: list[dict[str, Any]] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = ""
     for arm in args.arms.split(","):
         r = run_arm(args, arm)
         s = r["summary"] or {}
@@ -144,15 +147,20 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         rows.append(r)
-    device = next((r["summary"]["device"] for r in rows if r["summary"]), "unknown device")
-    md = table(args, rows, device)
+        # after every arm, so a call stopped at its time limit keeps the arms that finished
+        device = next((r["summary"]["device"] for r in rows if r["summary"]), "unknown device")
+        md = table(args, rows, device)
+        for name, text in (
+            (f"gpu_table-{args.model}.md", md + "\n"),
+            (
+                f"gpu_table-{args.model}.json",
+                json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str),
+            ),
+        ):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
     print(md)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"gpu_table-{args.model}.md").write_text(md + "\n")
-    (out / f"gpu_table-{args.model}.json").write_text(
-        json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str)
-    )
     return 0 if all(r["summary"] is not None for r in rows) else 1
 
 

@@ -39,3 +39,24 @@ def test_cast_leaves_no_reserved_holes_and_casts_exactly() -> None:
     # what is reserved beyond the weights: small-block segments (the norm) and 2 MiB rounding only;
     # without the release it is ~512 MiB (half the fp32 footprint) or more
     assert reserved - alloc <= 8 * MIB, (reserved / MIB, alloc / MIB)
+
+
+def test_first_step_releases_cached_blocks_before_the_state_arena() -> None:
+    """The arena (one block for the whole model's states) cannot reuse cached free blocks, such as
+    those backward frees at the first step: the first step empties the cache before allocating it."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    with torch.device("cuda"):
+        model = nn.Sequential(*[nn.Linear(4096, 4096, bias=False) for _ in range(8)])
+    fo.cast_model(model, dtype=torch.bfloat16)
+    opt = fo.FlashAdamW(model.parameters(), lr=1e-3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    freed = torch.empty(256 * MIB, dtype=torch.uint8, device="cuda")  # stands for backward's blocks
+    del freed
+    assert torch.cuda.memory_reserved() - torch.cuda.memory_allocated() >= 256 * MIB
+    opt.step()
+    torch.cuda.synchronize()
+    assert opt.state_nbytes() > 0
+    slack = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    assert slack <= 8 * MIB, slack / MIB
