@@ -13,9 +13,9 @@ runs (``python -m experiments.run scale=pilot_accuracy``):
    overlap); speed-up = aggregate / the lone run's.
 2. ``--mps-jobs``: the same under CUDA MPS (``nvidia-cuda-mps-control -d``, stopped afterwards),
    when the daemon starts.
-3. ``--pairs`` x ``--pair-seeds``: full-length runs (the scale's steps and evaluation), all at once
-   (under MPS when it ran and beat plain sharing): the primary metric against the best non-learned
-   baseline, val and test, and the paired log ratios of the seeds.
+3. ``--pairs`` x ``--pair-seeds``, first: full-length runs (the scale's steps and evaluation), all
+   at once without MPS: the primary metric against the best non-learned baseline, val and test, the
+   paired log ratios of the seeds, and one more sharing figure (their median step times).
 
 Writes everything to OUT.json after each stage (a killed probe keeps what it measured), and the
 full-length runs' summaries beside it.  Needs the pilot dataset and its baselines.json in
@@ -158,33 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(n)
         ]
 
-    seed = 0
-    for n in [int(x) for x in a.jobs.split(",") if x]:
-        report["batches"].append(run_batch(f"n{n}", short(n, f"n{n}", seed), env, logdir))
-        seed += n
-        save()
-    base = report["batches"][0]["aggregate_steps_per_s"] if report["batches"] else None
-    use_mps = False
-    mps_jobs = [int(x) for x in a.mps_jobs.split(",") if x]
-    if mps_jobs:
-        report["mps"] = {"start": mps(True), "batches": []}
-        for n in mps_jobs:
-            b = run_batch(f"mps-n{n}", short(n, f"mps-n{n}", seed), env, logdir)
-            seed += n
-            report["mps"]["batches"].append(b)
-            save()
-        plain = {b["jobs"]: b["aggregate_steps_per_s"] or 0 for b in report["batches"]}
-        best_plain = max(plain.values(), default=0)
-        best_mps = max((b["aggregate_steps_per_s"] or 0 for b in report["mps"]["batches"]), default=0)
-        use_mps = best_mps > best_plain
-        if not use_mps:
-            report["mps"]["stop"] = mps(False)
-    for b in report["batches"] + ((report["mps"] or {}).get("batches") or []):
-        b["speedup_vs_alone"] = (b["aggregate_steps_per_s"] or 0) / base if base else None
-    save()
     arms = [x for x in a.pairs.split(",") if x]
     seeds = [int(x) for x in a.pair_seeds.split(",") if x]
-    if arms:
+    if arms:  # first, so that a probe stopped at its time limit still has the accuracy
         runs = [
             [
                 "scale=pilot_accuracy",
@@ -199,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             for arm in arms
             for s in seeds
         ]
-        b = run_batch("pairs" + ("-mps" if use_mps else ""), runs, env, logdir)
-        b["under_mps"] = use_mps
+        b = run_batch("pairs", runs, env, logdir)
         by = {(r["overrides"][1].split("=")[1], int(r["overrides"][2].split("=")[1])): r for r in b["rows"]}
         logs: dict[str, list[float | None]] = {"test": [], "val": []}
         if len(arms) == 2:
@@ -217,9 +192,26 @@ def main(argv: list[str] | None = None) -> int:
                 name = "summary-" + "-".join(o.split("=")[1] for o in r["overrides"][1:3]) + ".json"
                 shutil.copy(src, out_path.parent / name)
         save()
-    if use_mps:
-        report["mps"]["stop"] = mps(False)
+    seed = 100  # the short runs' seeds, apart from the pairs'
+    for n in [int(x) for x in a.jobs.split(",") if x]:
+        report["batches"].append(run_batch(f"n{n}", short(n, f"n{n}", seed), env, logdir))
+        seed += n
         save()
+    base = report["batches"][0]["aggregate_steps_per_s"] if report["batches"] else None
+    mps_jobs = [int(x) for x in a.mps_jobs.split(",") if x]
+    if mps_jobs:
+        report["mps"] = {"start": mps(True), "batches": []}
+        try:
+            for n in mps_jobs:
+                b = run_batch(f"mps-n{n}", short(n, f"mps-n{n}", seed), env, logdir)
+                seed += n
+                report["mps"]["batches"].append(b)
+                save()
+        finally:
+            report["mps"]["stop"] = mps(False)
+    for b in report["batches"] + ((report["mps"] or {}).get("batches") or []):
+        b["speedup_vs_alone"] = (b["aggregate_steps_per_s"] or 0) / base if base else None
+    save()
     print(json.dumps({k: v for k, v in report.items() if k != "batches"}, default=str)[:3000])
     return 0
 
