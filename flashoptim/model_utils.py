@@ -33,13 +33,13 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
-# Hazard (H200, 2026-12-02): casting a model built in fp32 on the GPU one parameter at a time lets
-# the caching allocator place each bf16 copy inside the freed fp32 block of an earlier parameter, so
-# about half of the fp32 footprint stays reserved as holes between the bf16 weights, holes that
-# torch.cuda.empty_cache() cannot return (their segments are partly in use).  Per-tensor allocations
-# made later (gradients, a per-tensor optimizer state) fill them; one large allocation (the state
-# arena of flashoptim.optimizer) cannot, and gradient release then reserved 45.2 GiB at 7B for 33.5
-# allocated.  Releasing each large parameter's old segment right after its cast leaves no holes.
+# Hazard (H200, 2026-12-02): casting a model built in fp32 on the GPU frees the fp32 storage into the
+# caching allocator, which keeps it reserved (25.35 GiB reserved for 12.55 GiB of bf16 weights at 7B;
+# torch.cuda.empty_cache() then returned 12.55 of it).  Later per-tensor allocations (gradients, a
+# per-tensor optimizer state) reuse those blocks; one large allocation (the state arena of
+# flashoptim.optimizer) cannot, and gradient release then reserved 45.2 GiB at 7B for 33.5
+# allocated.  Releasing each large parameter's old storage right after its cast returns it at once,
+# and no later cast can carve its copy out of it (which would keep that segment from being released).
 # Parameters under 1 MiB live in shared small-block segments; releasing after them would only cost time.
 _RELEASE_MIN_BYTES = 1 << 20
 
@@ -78,7 +78,7 @@ def cast_model(
     bf16 are off by up to 0.4%, which at position 2048 shifts a rotation angle by radians.  Integer
     buffers are left alone.  On CUDA, after casting each parameter of 1 MiB or more the function calls
     ``torch.cuda.empty_cache()``, so the old storage goes back to the driver instead of staying
-    reserved as holes between the new weights (``_RELEASE_MIN_BYTES`` says why).
+    reserved in the allocator's cache (``_RELEASE_MIN_BYTES`` says why).
     """
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"cast_model: dtype={dtype} is invalid; allowed: bfloat16, float16, float32")
