@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "extra", nargs="*", help="key=value overrides for every run (a CPU check: model=tiny ...)"
     )
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     out_path = Path(a.out)
     logdir = out_path.parent / "pilot_share_logs"
     env = dict(os.environ, WANDB_MODE="disabled")
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"train.max_steps={a.steps}",
                 "train.eval.val_samples=0",
                 "train.eval.test_samples=1",
+                # their own baselines file (it is keyed by the samples scored, and the full-length
+                # runs' file must stay as it is), non-learned only: computed in seconds by the first
+                f"baselines.cache_dir={a.results_root}/baselines-short",
+                "baselines.learned=[]",
                 *a.extra,
             ]
             for i in range(n)
