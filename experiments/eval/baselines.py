@@ -100,7 +100,9 @@ class BaselinesConfig:
     cache_dir: str | None = None
     learned: list[str] = field(default_factory=lambda: list(LEARNED))  # learned reference points to fit
     splits: list[str] = field(default_factory=lambda: ["val", "test"])
-    max_samples: dict[str, int] = field(default_factory=dict)
+    # split -> score only its first N samples; None (the default for every held-out split): all. The
+    # held-out splits are keys from the start, so `baselines.max_samples={test:100}` merges into them.
+    max_samples: dict[str, int | None] = field(default_factory=lambda: {"val": None, "test": None})
     group_fields: list[str] = field(default_factory=lambda: list(acc.GROUP_FIELDS))
     strata: list[str] = field(default_factory=lambda: ["tissue", "behaviour", "scenario"])
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -122,7 +124,7 @@ def validate(b: Any) -> None:
         "a non-empty list of held-out splits (not train: the baselines are fitted on it)",
     )
     for s, n in b.max_samples.items():
-        require(n >= 1, f"baselines.max_samples.{s}", n, ">= 1")
+        require(n is None or n >= 1, f"baselines.max_samples.{s}", n, "null (all samples) or >= 1")
     require(
         set(b.group_fields) <= labels and len(b.group_fields) > 0,
         "baselines.group_fields",
@@ -177,6 +179,8 @@ def plain(b: Any) -> dict[str, Any]:
 
 def config_id(b: Any) -> str:
     settings = {k: v for k, v in plain(b).items() if k not in NON_RESULT_KEYS}
+    # A split without a cap (None) scores all its samples, exactly as an absent key does: one id for both.
+    settings["max_samples"] = {s: n for s, n in (settings.get("max_samples") or {}).items() if n is not None}
     return content_id({"baselines": settings, "version": BASELINES_VERSION})
 
 

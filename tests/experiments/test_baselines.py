@@ -7,6 +7,7 @@ training samples, "predict zero" has relative error exactly 1, and so on.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,8 +163,19 @@ def test_cli_table_and_bad_input(dataset: Path, tmp_path: Path) -> None:
         ([str(dataset), "baselines.splits=[holdout]"], "baselines.splits"),
         ([str(dataset), "baselines.metric.primary=rmse"], "baselines.metric.primary"),
         ([str(dataset), "baselines.nope=1"], "baselines.nope"),
+        ([str(dataset), "baselines.max_samples={test:0}"], "baselines.max_samples.test"),
+        ([str(dataset), "baselines.max_samples={train:5}"], "baselines.max_samples.train"),
     ]:
         bad = run_cli(*args, f"baselines.cache_dir={tmp_path / 'bad'}")
         assert bad.returncode == 2, (args, bad.stderr)
         assert needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_max_samples_caps_the_scored_samples(dataset: Path, tmp_path: Path) -> None:
+    """The documented form `baselines.max_samples={test:N}` (scripts/gpu_pilot.py uses it) composes
+    and scores only the first N test samples (it was refused as an unknown key before)."""
+    capped = run_cli(str(dataset), f"baselines.cache_dir={tmp_path}", "baselines.max_samples={test:3}", *FAST)
+    assert capped.returncode == 0, capped.stderr
+    written = json.loads((tmp_path / dataset.name / "baselines.json").read_text())
+    assert written["n_samples"]["test"] == 3, written["n_samples"]
