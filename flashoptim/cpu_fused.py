@@ -54,7 +54,6 @@ class _Args(ctypes.Structure):
         ("m_a", ctypes.c_float),
         ("v_sqrt", ctypes.c_int),
         ("decay", ctypes.c_float),
-        ("has_decay", ctypes.c_int),
         ("w1", ctypes.c_float),
         ("beta2", ctypes.c_float),
         ("c2", ctypes.c_float),
@@ -162,9 +161,8 @@ def supported(
     if not opt.quantize_states or set(comps) != {"exp_avg", "exp_avg_sq"}:
         return False
     m, v = comps["exp_avg"], comps["exp_avg_sq"]
-    if m.family not in ("linear", "softsign") or not (
-        v.family == "linear" or (v.family == "power" and v.param == 0.5)
-    ):
+    paper = m.family == "softsign" and v.family == "power" and v.param == 0.5
+    if not (paper or (m.family == "linear" and v.family == "linear")):  # the pairs cpu_adam.c compiles
         return False
     p0, code = params[0], states[0].get("correction")
     if p0.device.type != "cpu" or p0.dtype not in (torch.bfloat16, torch.float32):
@@ -211,7 +209,6 @@ def fused_adamw_step(
         m_a=m.param if m.family == "softsign" else 0.0,
         v_sqrt=int(comps["exp_avg_sq"].family == "power"),
         decay=1 - lr * wd,
-        has_decay=int(wd != 0),
         w1=1 - beta1,
         beta2=beta2,
         c2=1 - beta2,
