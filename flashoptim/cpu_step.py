@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from flashoptim import cpu_fused
 from flashoptim.companders import Compander
 from flashoptim.master_weights import reconstruct_master, split_master
 from flashoptim.quantization import GROUP_SIZE, dequantize_groups, num_groups, quantize_groups
@@ -137,6 +138,15 @@ def reference_step_many(
     if opt.quantize_states:
         for name, _signed, _root in opt._state_specs(group):
             comps[name] = Compander.from_tensor(states[0][f"{name}_compander"])
+    if cpu_fused.supported(opt, params, states, comps):  # one compiled loop per parameter, same bits
+        fits = [cpu_fused.eligible(p, s) for p, s in zip(params, states)]
+        if any(fits):
+            pick = [(p, s) for p, s, ok in zip(params, states, fits) if ok]
+            cpu_fused.fused_adamw_step(opt, [p for p, _ in pick], [s for _, s in pick], group, comps)
+            params = [p for p, ok in zip(params, fits) if not ok]
+            states = [s for s, ok in zip(states, fits) if not ok]
+            if not params:
+                return
     batch: list[_Piece] = []
     size = 0
     for p, state in zip(params, states):

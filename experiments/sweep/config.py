@@ -99,6 +99,19 @@ class SweepSection:
     device_memory_gib: float | None = None  # null: the visible GPU's, else 80
     gpus: list[int] | None = None  # local GPUs to share out, one run per GPU (joblib)
     jobs_per_launch: int | None = None  # null: 1 for the basic launcher, a whole wave otherwise
+    # The basic (sequential, local) launcher forks each run that needs no GPU from one server process
+    # that imported these modules once (experiments/sweep/forkserver.py): start-up is most of a smoke
+    # run. An empty list: every run starts its own interpreter (as the other launchers always do).
+    preload_modules: list[str] = field(
+        default_factory=lambda: [
+            "experiments.run.execute",
+            "experiments.run.torchrun",
+            "experiments.run.models",
+            "flashoptim",
+            "bitsandbytes",
+            "wandb",
+        ]
+    )
     progress_interval_s: float = 5.0
     launch_run: str = ""  # set by the launcher for each job (the run_id it runs); not for users
     estimate: EstimateConf = field(default_factory=EstimateConf)

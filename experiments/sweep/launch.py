@@ -19,9 +19,7 @@ Hazards handled here:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,14 +35,8 @@ from omegaconf import open_dict
 
 from common.config import CONF_DIR, loader
 from experiments.rundir import flock, read_summary, run_lock
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the sweep dies (Linux), so no orphan writes on."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+from experiments.sweep import forkserver
+from experiments.sweep.forkserver import die_with_parent
 
 
 @contextlib.contextmanager
@@ -83,6 +75,11 @@ class RunTask:
 
     ``jobs`` maps run_id -> (argv after ``python -m <module>``, run_dir). Picklable (joblib's loky
     and submitit pickle it into their workers).
+
+    ``preload``: a non-empty list of modules starts a fork server (:mod:`experiments.sweep.forkserver`)
+    that imports them once; each run that needs no GPU is then forked from it instead of starting a
+    fresh interpreter. Only the sweep's own process uses it (the basic launcher, which calls this
+    object in the sweep process; the object is pickled without it for other launchers' workers).
     """
 
     def __init__(
@@ -91,11 +88,29 @@ class RunTask:
         sweep_dir: str,
         run_module: str,
         gpus: Sequence[int] | None,
+        preload: Sequence[str] = (),
     ) -> None:
         self.jobs = jobs
         self.sweep_dir = sweep_dir
         self.run_module = run_module
         self.gpus = list(gpus) if gpus else None
+        self.preload = list(preload)
+        self._server: forkserver.Client | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_server": None, "preload": []}
+
+    def start_server(self) -> None:
+        """Start the fork server now (its imports overlap with what the sweep does before the first run)."""
+        if self.preload and self._server is None:
+            self._server = forkserver.Client(
+                self.preload, Path(self.sweep_dir) / "launcher" / "forkserver.log"
+            )
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def __call__(self, cfg: Any) -> dict[str, Any]:
         run_id = str(cfg.sweep.launch_run)
@@ -114,17 +129,27 @@ class RunTask:
                 if gpu is not None:
                     env["CUDA_VISIBLE_DEVICES"] = gpu
                 env["HARNESS_RUN_DIR"] = str(run_dir)  # informational: where the sweep expects the run
-                log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume})\n".encode())
-                log.flush()
-                proc = subprocess.run(
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    preexec_fn=die_with_parent,
-                    check=False,
-                )
-        return {"run_id": run_id, "returncode": proc.returncode, "resume": resume, "gpu": gpu}
+                returncode = None
+                if gpu is None and _nproc(argv) == 1 and self.preload:
+                    self.start_server()
+                    assert self._server is not None
+                    log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume}, forked)\n".encode())
+                    log.flush()
+                    returncode = self._server.run(self.run_module, cmd[3:], env, log_path)
+                    if returncode is None:
+                        log.write(f"{self._server.error}; starting a fresh interpreter\n".encode())
+                if returncode is None:
+                    log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume})\n".encode())
+                    log.flush()
+                    returncode = subprocess.run(
+                        cmd,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        preexec_fn=die_with_parent,
+                        check=False,
+                    ).returncode
+        return {"run_id": run_id, "returncode": returncode, "resume": resume, "gpu": gpu}
 
 
 def is_sequential(cfg: Any) -> bool:

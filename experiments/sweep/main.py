@@ -411,6 +411,7 @@ class Sweep:
             str(self.sweep_dir),
             self.cfg.sweep.run_module,
             self.cfg.sweep.gpus,
+            list(self.cfg.sweep.preload_modules) if L.is_sequential(self.cfg) else [],
         )
         self.launcher = L.make_launcher(self.cfg, self.task, self.sweep_dir)
         if self.gates_cfg.C.enabled and not any(r.model == self.gates_cfg.C.model for r in self.runs):
@@ -435,13 +436,17 @@ class Sweep:
             lock=self.state.lock,
         ) as prog:
             self.progress = prog
-            if self.cfg.sweep.ensure_data:
-                self.ensure_datasets(self.runs)
-            by_model: dict[tuple[int, str], list[P.PlannedRun]] = {}
-            for r in self.runs:
-                by_model.setdefault((r.n_params, r.model), []).append(r)
-            for key in sorted(by_model):
-                self.run_model(by_model[key])
+            self.task.start_server()  # its imports overlap with the data generation
+            try:
+                if self.cfg.sweep.ensure_data:
+                    self.ensure_datasets(self.runs)
+                by_model: dict[tuple[int, str], list[P.PlannedRun]] = {}
+                for r in self.runs:
+                    by_model.setdefault((r.n_params, r.model), []).append(r)
+                for key in sorted(by_model):
+                    self.run_model(by_model[key])
+            finally:
+                self.task.close()
             self.progress = None
         with self.state.lock:
             self.state.doc.update(

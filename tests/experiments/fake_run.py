@@ -9,7 +9,8 @@ metrics.jsonl rows step by step, then summary.json last and atomically, with num
                         "rel_l2": 0.1, "best_baseline": 1.0}},
      "seeds": {"<arm>:<seed>": {...same keys, override the arm's...}}}
 
-Every start is appended to ``<results_root>/invocations.jsonl`` (run_id, arm, seed, resume, pid, GPU).
+Every start is appended to ``<results_root>/invocations.jsonl`` (run_id, arm, seed, resume, pid, parent
+pid, GPU, whether this module was imported before the run started: a fork server's preload).
 The run directory comes from HARNESS_RUN_DIR, which the sweep sets to the directory it expects.
 """
 
@@ -41,6 +42,9 @@ def main() -> int:
             "seed": seed,
             "resume": resume,
             "pid": os.getpid(),
+            "ppid": os.getppid(),
+            # imported before this run started: the sweep's fork server preloaded it (sweep.preload_modules)
+            "preloaded": sys.modules.get("tests.experiments.fake_run") is not None,
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "t": time.time(),
         },

@@ -28,6 +28,9 @@ FAST = [
     "sweep.ensure_data=false",
     "sweep.analyse=false",
     "sweep.progress_interval_s=0.3",
+    # the basic launcher forks runs from a server that imported these (the stand-in: seconds saved
+    # do not matter here, the fork path does: kill, resume and crashes below go through it)
+    "sweep.preload_modules=[tests.experiments.fake_run]",
 ]
 
 
@@ -161,6 +164,50 @@ def test_sigkill_mid_run_then_rerun_resumes_only_the_interrupted_run(tmp_path: P
     assert doc["order"][:2] == [first["run_id"], second["run_id"]]
     f = next(g for g in doc["gates"] if g["gate"] == "F")
     assert f["outcome"] == "not_evaluable" and "has 1 seed(s)" in f["reason"], "every gate is recorded"
+
+
+def test_basic_launcher_forks_every_run_from_one_preloaded_server(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    plant(root, steps=2, step_s=0.01, seeds={"adam8bit:1": {"crash": True}})
+    proc = subprocess.Popen(
+        sweep_cmd(root, "sweep=mvt", "scale=smoke"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    inv = invocations(root)
+    assert len(inv) == 9
+    servers = {i["ppid"] for i in inv}
+    assert len(servers) == 1 and proc.pid not in servers, "one server, not the sweep, started the runs"
+    assert all(i["preloaded"] for i in inv), "each run found the preloaded module already imported"
+    assert len({i["pid"] for i in inv}) == 9, "each run is its own process"
+    doc = sweep_json(root)
+    status = {(r["arm"], r["seed"]): r["status"] for r in doc["runs"]}
+    assert status[("adam8bit", 1)] == "failed"  # died without a summary (exit 3), as a subprocess would
+    assert sum(s == "completed" for s in status.values()) == 8
+
+
+def test_a_server_that_cannot_fork_safely_falls_back_to_one_interpreter_per_run(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    plant(root, steps=2, step_s=0.01)
+    args = ["sweep=mvt", "scale=smoke", "sweep.grid.seed=[0]"]
+    proc = subprocess.Popen(
+        sweep_cmd(root, *args, "sweep.preload_modules=[tests.experiments.thread_on_import,no_such_module]"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    inv = invocations(root)
+    assert len(inv) == 3 and {i["ppid"] for i in inv} == {proc.pid}
+    assert not any(i["preloaded"] for i in inv)
+    assert {r["status"] for r in sweep_json(root)["runs"]} == {"completed"}
+    logs = "".join(p.read_text() for p in (root / "sweeps").glob("*/launcher/*.out"))
+    assert "fork server not usable" in logs and "'threads': 2" in logs
+    assert "no_such_module: ModuleNotFoundError" in logs
 
 
 def test_gate_c_skips_larger_models(tmp_path: Path) -> None:

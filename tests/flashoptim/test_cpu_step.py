@@ -2,7 +2,8 @@
 
 ``FlashOptimizer.step`` on CPU steps every parameter of a group that shares step count, dtypes and
 companders in one pass over their concatenation; ``_reference_step`` (one parameter at a time) is
-the readable definition.  Both are run here from the same start on the same gradients, for every
+the readable definition.  FlashAdamW's common cases take a compiled loop instead
+(flashoptim/cpu_fused.py), checked here against the same reference.  Both are run here from the same start on the same gradients, for every
 algorithm, parameter dtype, master-weight width, compander and state format, on odd shapes (0-dim,
 empty, sizes not a multiple of 32, non-contiguous); params and every state tensor must agree bit for
 bit after several steps.  The speed of the batched path is measured by ``python -m
@@ -20,10 +21,11 @@ import torch
 
 import flashoptim as fo
 import flashoptim.optimizer as fo_optimizer
-from flashoptim import cpu_step
+from flashoptim import cpu_fused, cpu_step
 from flashoptim.master_weights import ulp16
 
-SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (33,), (64, 32), (128,)]
+# (50, 50): more than one of the compiled loop's 1024-value blocks, the last one partial
+SHAPES = [(37, 19), (), (0,), (64,), (5, 7, 3), (33,), (64, 32), (128,), (50, 50)]
 
 ALGOS = [
     (fo.FlashAdamW, {"lr": 1e-2, "weight_decay": 0.1}),
@@ -88,7 +90,9 @@ def test_batched_step_matches_per_parameter_reference_bit_for_bit(
     """``chunks-of-96``: passes of 3 groups, so the larger params are cut into slices (each with its
     own scales) and the smaller ones packed together across slices of the others."""
     cuts: list[int] = []
-    if chunk is not None:
+    fused_calls: list[int] = []
+    if chunk is not None:  # the torch path's slicing (the compiled path does not slice)
+        monkeypatch.setattr(cpu_fused, "supported", lambda *a: False)
         monkeypatch.setattr(cpu_step, "CHUNK_NUMEL", chunk)
         pieces = cpu_step._pieces
         monkeypatch.setattr(cpu_step, "_pieces", lambda *a: cuts.append(len(out := pieces(*a))) or out)
@@ -100,7 +104,15 @@ def test_batched_step_matches_per_parameter_reference_bit_for_bit(
         many(opt, params, states, group)
 
     monkeypatch.setattr(fo_optimizer, "reference_step_many", counting)
+    fused = cpu_fused.fused_adamw_step
+    monkeypatch.setattr(cpu_fused, "fused_adamw_step", lambda *a: fused_calls.append(len(a[1])) or fused(*a))
     ps_b, opt_b = _run(cls, kwargs, dtype, opts, batched=True)
+    # the compiled loop (flashoptim/cpu_adam.c) covers FlashAdamW with 8-bit paper/linear states on
+    # bf16 or fp32 params; this machine has a C compiler and torch's MKL square root
+    compiled = (
+        chunk is None and cls is fo.FlashAdamW and name in ("bf16-24-paper", "bf16-none-linear", "fp32-paper")
+    )
+    assert bool(fused_calls) == compiled, (fused_calls, cpu_fused.library())
     assert batch_sizes and max(batch_sizes) >= 5, batch_sizes  # the batched path did run
     assert chunk is None or max(cuts) >= 8, cuts  # (37, 19) = 703 values: 8 slices of <= 96
     n_batched = len(batch_sizes)
