@@ -218,8 +218,11 @@ def test_poroelastic_simple_shear_is_exact(gen: Any, runner: Any) -> None:
 @pytest.mark.parametrize(
     ("behaviour", "scenario", "levels", "time_factor"),
     [
-        ("hyperelastic", "indentation", (6, 8), 1),  # elastic: the load path does not change the answer
-        ("viscoelastic", "indentation", (6, 8), 2),
+        # Levels 6 and 10 put the probes ((0.25, 0.75) L) at cell centres; at 4, 8, 12 cells they lie
+        # on element faces, where the Q2 stress jumps (8 cells made the Holzapfel-Ogden reference
+        # look unconverged: 6 vs 8 cells 1.53%, 6 vs 10 cells 0.92%; issue 17, generator version 6).
+        ("hyperelastic", "indentation", (6, 10), 1),  # elastic: the load path does not change the answer
+        ("viscoelastic", "indentation", (6, 10), 2),
         ("poroelastic", "indentation", (4, 6), 2),  # Biot reference meshes [c, c, 3c]
         ("poroelastic", "uniaxial", (4, 6), 2),
     ],
