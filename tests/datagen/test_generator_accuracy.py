@@ -8,8 +8,8 @@ References:
   shear with the affine field on the whole boundary): closed forms from numpy energies with
   complex-step derivatives (tests/datagen/datagen_reference.py); viscoelastic: the hereditary
   integral of the generator's QLV law summed on 4000 ramp intervals; viscoelastic uniaxial (lateral
-  stretch unknown) and Holzapfel-Ogden uniaxial (anisotropic: not homogeneous under the symmetry
-  planes): the same model on a much finer time grid / mesh;
+  stretch unknown): the same model on a much finer time grid. Holzapfel-Ogden uniaxial uses the
+  closed form since generator version 6 guides the top platen (homogeneous also in compression);
 - poroelastic confined compression: the exact series (test_poroelastic.py, fast);
 - the inhomogeneous ones (indentation; poroelastic uniaxial): the same problem on much finer meshes
   (and, for Biot, a finer time grid), whose two finest levels must themselves agree well within the
