@@ -73,6 +73,7 @@ class CompiledModel:
     jacobian: Any
     mixed: bool = False  # state = (u, p) in a mixed space; Vu = W.sub(0)
     saddle_point: bool = False
+    guided_top_platen: bool = True  # uniaxial: the top face pinned like the base (see bcs_for)
 
     def indentation_traction(self, dom: Any) -> Any:
         """Indentation load: a Gaussian pressure patch, dead nominal traction
@@ -93,8 +94,9 @@ class CompiledModel:
         """Dirichlet BCs of a scenario and the Constants that carry its prescribed values.
 
         uniaxial: u_z = 0 on z=0, u_z = (lambda-1) L on z=L (frictionless platens), lateral faces
-          traction-free, rigid motions pinned (u_x = u_y = 0 at the origin, u_y = 0 at (L, 0, 0)):
-          a homogeneous uniaxial-stress state for every law (also the anisotropic ones).
+          traction-free, rigid motions pinned (u_x = u_y = 0 at the origin, u_y = 0 at (L, 0, 0)),
+          and the top platen guided by the same pins at z = L (solids; not Biot): a homogeneous
+          uniaxial-stress state for every law (also the anisotropic ones).
         simple_shear: u = gamma Z (cos th, sin th, 0) on every face (homogeneous simple shear; the
           Function vals["shear"], set from vals["shear_basis"] = dof arrays of Z e_x, Z e_y).
         confined_compression: u_n = 0 on the four sides and z=0; u_z = -eps L on z=L (homogeneous).
@@ -115,8 +117,16 @@ class CompiledModel:
             bc, vals["top_uz"] = self._bc_component("z1", 2)
             bcs.append(bc)
             L = self.sp.size_mm
-            bcs += [self._bc_point((0.0, 0.0, 0.0), 0), self._bc_point((0.0, 0.0, 0.0), 1)]
-            bcs.append(self._bc_point((L, 0.0, 0.0), 1))
+            # Guided top platen (generator version 6): the same pins on the top face, so it cannot
+            # slide or turn relative to the base either. On an unguided platen the sliding modes of
+            # a Holzapfel-Ogden sample in compression are held only by the soft matrix (sample 147:
+            # 0.10 kPa of 502 kPa in the homogeneous Hessian, sigma_zz -2.4 kPa) and the load path
+            # ended in a sheared, inhomogeneous state 4.3% off the homogeneous one (issue 17).
+            # Biot keeps an unguided top (`guided_top_platen`): drained at z = L only, its lateral
+            # displacement varies with z, so a top pin would carry a point load.
+            for z in (0.0, L) if self.guided_top_platen else (0.0,):
+                bcs += [self._bc_point((0.0, 0.0, z), 0), self._bc_point((0.0, 0.0, z), 1)]
+                bcs.append(self._bc_point((L, 0.0, z), 1))
         elif scenario == "simple_shear":
             # Homogeneous simple shear: the affine field u = gamma Z (cos th, sin th, 0) on the whole
             # boundary (vals["shear"], set from the fixed bases Z e_x, Z e_y), so the exact solution

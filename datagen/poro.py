@@ -80,6 +80,7 @@ class Biot(CompiledModel):
         self.Vu = self.W.sub(0)
         self.mixed = True
         self.saddle_point = True  # zero pressure block at dt = 0 (undrained step)
+        self.guided_top_platen = False  # uniaxial: lateral displacement varies with z (drained top)
         u, p = ufl.split(self.w)
         u_n, _ = ufl.split(self.w_n)
         u_nm1, _ = ufl.split(self.w_nm1)
