@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
             r["opt"].zero_grad(set_to_none=True)
             r["cpu_s"].append(time.process_time() - c0)
             r["wall_s"].append(time.perf_counter() - w0)
-            r["loss"].append(float(loss))
+            r["loss"].append(float(loss.detach()))
             print(
                 f"step {i} {path}: cpu {r['cpu_s'][-1]:.2f} s wall {r['wall_s'][-1]:.2f} s", file=sys.stderr
             )
