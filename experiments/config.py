@@ -139,6 +139,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     grad_clip_norm: float = 0.0  # 0: off (gradient release cannot clip a global norm)
     cpu_autocast: bool = False  # on CPU, fp32-parameter arms compute in fp32 unless this is set
+    # on CPU, 16-bit-parameter arms compute in fp32 on their 16-bit weights (false: bf16 autocast,
+    # emulated on CPUs without native bf16); no effect on GPU (experiments/run/models.py)
+    cpu_fp32_compute: bool = True
     timing_warmup_steps: int = 3  # steps left out of the throughput medians
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     text: TextConfig = field(default_factory=TextConfig)

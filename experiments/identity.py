@@ -44,12 +44,22 @@ def _optimizer_settings(optimizer: Any) -> dict[str, Any]:
     return plain
 
 
+def _train_settings(train: Any, optimizer: Any) -> dict[str, Any]:
+    """The train settings; ``cpu_fp32_compute`` only where it changes a result: set, for an arm with
+    16-bit parameters (fp32 arms, and runs that keep CPU autocast, keep the ids they had before the
+    key existed; a 16-bit arm's CPU run computes differently, so it gets a new id)."""
+    plain = _plain(train)
+    if not plain.get("cpu_fp32_compute") or optimizer.param_dtype == "float32":
+        plain.pop("cpu_fp32_compute", None)
+    return plain
+
+
 def run_settings(cfg: Any) -> dict[str, Any]:
     settings = {
         "optimizer": _optimizer_settings(cfg.optimizer),
         "model": _model_settings(cfg.model),
         "dataset_id": dataset_id(cfg.data),
-        "train": _plain(cfg.train),
+        "train": _train_settings(cfg.train, cfg.optimizer),
         "seed": int(cfg.seed),
     }
     # A sharded run follows the one-process trajectory (float tolerance) but measures per-GPU memory

@@ -183,7 +183,7 @@ class StaticCacheDecoder:
         ``is_done(new_tokens (B, k)) -> (B,) bool`` is called every ``every`` new tokens (a device
         sync); rows it marks are padded from then on, and decoding ends when every row is finished.
         ``cache_dtype``: key/value storage (default: the dtype the projections compute in, i.e.
-        the autocast dtype under autocast). ``cuda_graph``: on CUDA, decode steps replay one
+        the autocast dtype under autocast, else the dtype of the embedding's output). ``cuda_graph``: on CUDA, decode steps replay one
         captured graph (attention then spans the whole buffer, masked; the eager loop attends to
         the filled part only: the same keys, in a different reduction order)."""
         if ids.dim() != 2 or ids.shape != mask.shape:
@@ -195,8 +195,9 @@ class StaticCacheDecoder:
         if cache_dtype is None:
             if torch.is_autocast_enabled(dev.type):
                 cache_dtype = torch.get_autocast_dtype(dev.type)
-            else:
-                cache_dtype = self.model.lm_head.weight.dtype
+            else:  # what the embedding hands the stack: the parameters' dtype, or fp32 for a 16-bit
+                # model computing in fp32 (experiments/run/models.py::compute_in_fp32)
+                cache_dtype = self.inner.embed_tokens(ids[:1, :1]).dtype
         total = width + max_new_tokens
         shape = (bsz, self.n_kv, total, self.head_dim)
         # zeros, not empty: the graphed step attends over the whole buffer with unfilled slots

@@ -65,17 +65,32 @@ def enable_gradient_release(model: torch.nn.Module, optimizer: Any) -> Any:
     return flashoptim.enable_gradient_release(model, optimizer)
 
 
-def autocast_dtype(opt_cfg: Any, device: torch.device, cpu_autocast: bool) -> torch.dtype | None:
-    """Compute dtype under autocast, or None (compute in the parameters' dtype).
+@dataclass(frozen=True)
+class Compute:
+    """How an arm's forward/backward computes on a device (recorded in the summary)."""
 
-    On CPU, fp32-parameter arms compute in fp32 unless ``train.cpu_autocast``; 16-bit-parameter
-    arms keep autocast on every device (their fp32 norm weights would otherwise hand fp32
-    activations to bf16 matmuls)."""
-    if opt_cfg.autocast_dtype is None:
-        return None
-    if device.type == "cpu" and not cpu_autocast and opt_cfg.param_dtype == "float32":
-        return None
-    return DTYPES[opt_cfg.autocast_dtype]
+    autocast: torch.dtype | None  # torch.autocast dtype around forward/backward, or None
+    fp32_upcast: bool  # 16-bit weights computed on in fp32 (models.compute_in_fp32)
+    dtype: str  # the dtype the matmuls compute in: "float32" | "bfloat16" | "float16"
+    path: str  # "autocast" | "param_dtype" | "fp32_upcast"
+
+
+def compute(opt_cfg: Any, device: torch.device, train_cfg: Any) -> Compute:
+    """The arm's compute path on ``device``.
+
+    GPU: under ``optimizer.autocast_dtype`` (or in the parameters' dtype when it is null). CPU:
+    fp32-parameter arms compute in fp32 unless ``train.cpu_autocast``; 16-bit-parameter arms compute
+    in fp32 on their 16-bit values when ``train.cpu_fp32_compute`` (bf16 matmuls are emulated on a
+    CPU without native bf16), else under autocast as on a GPU (their fp32 norm weights would
+    otherwise hand fp32 activations to bf16 matmuls)."""
+    sixteen_bit = opt_cfg.param_dtype != "float32"
+    if device.type == "cpu" and sixteen_bit and train_cfg.cpu_fp32_compute:
+        return Compute(None, True, "float32", "fp32_upcast")
+    if opt_cfg.autocast_dtype is None or (
+        device.type == "cpu" and not train_cfg.cpu_autocast and not sixteen_bit
+    ):
+        return Compute(None, False, str(opt_cfg.param_dtype), "param_dtype")
+    return Compute(DTYPES[opt_cfg.autocast_dtype], False, str(opt_cfg.autocast_dtype), "autocast")
 
 
 @dataclass

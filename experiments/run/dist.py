@@ -14,7 +14,8 @@ Semantics (the run's result does not depend on the world size, float rounding as
   1-D mesh. fp32-parameter arms use ``MixedPrecisionPolicy(param_dtype=<autocast dtype>,
   reduce_dtype=float32)`` where the one-process run would autocast (on CPU only with
   ``train.cpu_autocast``); FlashOptim arms are cast to bf16 by ``cast_model`` first, and their fp32
-  norm weights get FSDP units of their own (FSDP2 needs one dtype per unit).
+  norm weights get FSDP units of their own (FSDP2 needs one dtype per unit). On CPU, 16-bit arms
+  compute in fp32 on their gathered bf16 weights (``train.cpu_fp32_compute``, models.compute_in_fp32).
 * Optimizers: ``dist.native_dtensor_optimizers`` (torch AdamW) step DTensors themselves; every
   other arm (FlashOptim, bitsandbytes AdamW8bit, which does not know DTensor) is stepped on the
   local shards through :class:`flashoptim.distributed.ShardedOptimizer`, whose state_dict is DTensors.

@@ -4,6 +4,14 @@ Random initialisation happens on the target device under ``torch.manual_seed(see
 of a seed starts from the same weights on a given device type. FLOPs per token follow the PaLM
 appendix: ``6 N + 12 L d T`` (N non-embedding parameters, L layers, d hidden size, T sequence
 length); activation recomputation is not counted (MFU is model FLOPs, not hardware FLOPs).
+
+CPU compute path of 16-bit-parameter arms (:func:`compute_in_fp32`, ``train.cpu_fp32_compute``):
+the weights stay stored in bf16 (what the optimizer updates and the checkpoint holds), but every
+projection and embedding lookup computes in fp32 on those bf16 values, and the activations between
+layers are fp32. A CPU without native bf16 (AVX2) emulates bf16 matmuls at a fraction of its fp32
+speed; a GPU's bf16 GEMM also reads bf16 values and accumulates in fp32, but rounds its output and
+the activations to bf16, which this path does not. Gradients reach the parameters in their own
+dtype (the backward of the fp32 cast casts back), as the optimizer expects.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from common.imports import looks_absent
 from experiments import pretrained
@@ -61,6 +70,49 @@ def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int
         # (gradient release registers post-accumulate-grad hooks on every parameter).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, init
+
+
+class Fp32ComputeLinear(torch.nn.Linear):
+    """``nn.Linear`` computing in fp32 on its stored weight (module docstring: CPU compute path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias)
+
+
+class Fp32ComputeEmbedding(torch.nn.Embedding):
+    """``nn.Embedding`` looking up in an fp32 view of its stored table, so that its output (the first
+    activation) and its backward (summing the gradients of repeated tokens) are fp32."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(
+            ids, self.weight.float(), self.padding_idx, None, 2.0, self.scale_grad_by_freq, self.sparse
+        )
+
+
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+
+
+def compute_in_fp32(model: torch.nn.Module) -> int:
+    """Make the model's 16-bit ``Linear`` and ``Embedding`` modules compute in fp32 on their stored
+    values; returns how many were changed. The module's class is swapped for the subclass above:
+    parameters, hooks, state-dict keys and ``isinstance`` stay as they were, and activation
+    recomputation runs the same forward. Embeddings with ``max_norm`` (which renormalises the
+    stored table in place) are left as they are; Llama has none."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and module.weight.dtype in SIXTEEN_BIT:
+            module.__class__ = Fp32ComputeLinear
+        elif (
+            type(module) is torch.nn.Embedding
+            and module.weight.dtype in SIXTEEN_BIT
+            and module.max_norm is None
+        ):
+            module.__class__ = Fp32ComputeEmbedding
+        else:
+            continue
+        changed += 1
+    return changed
 
 
 def estimated_n_params(model_cfg: Any, vocab_size: int) -> int:

@@ -374,6 +374,8 @@ def build_summary(session: RunSession, trainer: Any, data: PreparedData) -> dict
         },
         "dataset_id": data.dataset_id,
         "model_init": st.model_init,
+        "compute_dtype": st.compute_dtype,
+        "compute_path": st.compute_path,
         "mem_measurable": measurable,
         "cuda_memory_cap_gib": cfg.harness.cuda_memory_cap_gib if measurable else None,
         "peak_mem_allocated_bytes": peak_alloc if measurable else None,

@@ -77,6 +77,8 @@ class RunState:
     micro_batches: int = 0
     n_params: int | None = None
     model_init: str | None = None
+    compute_dtype: str | None = None  # the dtype forward/backward matmuls compute in (arms.Compute)
+    compute_path: str | None = None  # autocast | param_dtype | fp32_upcast
     device: str | None = None
     device_label: str | None = None
     param_bytes_per_param: float | None = None  # from the parameter tensors (device-independent)
@@ -171,9 +173,11 @@ class Trainer:
         seed = cfg.seed + o.seed_offset  # a replicate arm's own seed stream (init and data order)
         self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, seed)
         optim_arms.apply_param_dtype(self.model, o)
+        self.compute = optim_arms.compute(o, self.device, t)
+        if self.compute.fp32_upcast:
+            models.compute_in_fp32(self.model)
         if self.dist.active:
-            autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
-            self.dist.shard(self.model, o, autocast, cfg.dist.reduce_dtype)
+            self.dist.shard(self.model, o, self.compute.autocast, cfg.dist.reduce_dtype)
         self.model.train()
         self.state.n_params = models.n_params(self.model)
         self.state.device_label = device_label()
@@ -184,7 +188,7 @@ class Trainer:
         self.optimizer = arms.build_optimizer(self.model, o, t, self.device)
         if o.gradient_release:
             self._release_handle = arms.enable_gradient_release(self.model, self.optimizer)
-        self.autocast = optim_arms.autocast_dtype(o, self.device, t.cpu_autocast)
+        self.autocast = self.compute.autocast
         self.stream = PackedStream(
             self.data.train,
             max_seq_len=t.max_seq_len,
@@ -197,13 +201,16 @@ class Trainer:
         self.state.peak_flops = models.peak_flops_per_s(self.device, dict(cfg.harness.peak_tflops))
         if self.state.peak_flops is not None:  # dist: tokens/s is the job's, so is the peak (MFU)
             self.state.peak_flops *= self.dist.world_size
+        self.state.compute_dtype, self.state.compute_path = self.compute.dtype, self.compute.path
         log.info(
-            "model %s (%s init): %.3fM params on %s; arm %s",
+            "model %s (%s init): %.3fM params on %s; arm %s; computes in %s (%s)",
             cfg.model.name,
             self.state.model_init,
             self.state.n_params / 1e6,
             self.device,
             o.name,
+            self.compute.dtype,
+            self.compute.path,
         )
         start = 0
         if cfg.resume:
