@@ -51,6 +51,16 @@ def run_sweep(root: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     return proc
 
 
+def run_sweep_pid(root: Path, *args: str, timeout: float = 120) -> int:
+    """As :func:`run_sweep`, for tests that need the sweep's own pid (the parent of its runs)."""
+    proc = subprocess.Popen(
+        sweep_cmd(root, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return proc.pid
+
+
 def plant(root: Path, **spec: Any) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "fake_spec.json").write_text(json.dumps(spec))
@@ -169,18 +179,11 @@ def test_sigkill_mid_run_then_rerun_resumes_only_the_interrupted_run(tmp_path: P
 def test_basic_launcher_forks_every_run_from_one_preloaded_server(tmp_path: Path) -> None:
     root = tmp_path / "results"
     plant(root, steps=2, step_s=0.01, seeds={"adam8bit:1": {"crash": True}})
-    proc = subprocess.Popen(
-        sweep_cmd(root, "sweep=mvt", "scale=smoke"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    sweep_pid = run_sweep_pid(root, "sweep=mvt", "scale=smoke")
     inv = invocations(root)
     assert len(inv) == 9
     servers = {i["ppid"] for i in inv}
-    assert len(servers) == 1 and proc.pid not in servers, "one server, not the sweep, started the runs"
+    assert len(servers) == 1 and sweep_pid not in servers, "one server, not the sweep, started the runs"
     assert all(i["preloaded"] for i in inv), "each run found the preloaded module already imported"
     assert len({i["pid"] for i in inv}) == 9, "each run is its own process"
     doc = sweep_json(root)
@@ -193,16 +196,11 @@ def test_a_server_that_cannot_fork_safely_falls_back_to_one_interpreter_per_run(
     root = tmp_path / "results"
     plant(root, steps=2, step_s=0.01)
     args = ["sweep=mvt", "scale=smoke", "sweep.grid.seed=[0]"]
-    proc = subprocess.Popen(
-        sweep_cmd(root, *args, "sweep.preload_modules=[tests.experiments.thread_on_import,no_such_module]"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    sweep_pid = run_sweep_pid(
+        root, *args, "sweep.preload_modules=[tests.experiments.thread_on_import,no_such_module]"
     )
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
     inv = invocations(root)
-    assert len(inv) == 3 and {i["ppid"] for i in inv} == {proc.pid}
+    assert len(inv) == 3 and {i["ppid"] for i in inv} == {sweep_pid}
     assert not any(i["preloaded"] for i in inv)
     assert {r["status"] for r in sweep_json(root)["runs"]} == {"completed"}
     logs = "".join(p.read_text() for p in (root / "sweeps").glob("*/launcher/*.out"))
