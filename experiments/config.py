@@ -91,6 +91,10 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     attn_implementation: str = "sdpa"
     activation_checkpointing: bool = True
+    # Reentrant checkpointing in one-process runs (FSDP2 runs always use non-reentrant). Same gradients
+    # either way; at 7B on an H200 gradient release kept pace with the plain step under reentrant
+    # checkpointing and lost ~4% under non-reentrant (flashoptim/BENCHMARKS.md, session 7).
+    checkpoint_reentrant: bool = True
     pretrained_path: str | None = None  # Hugging Face directory or .gguf file (weights + tokenizer)
     weights: WeightsSource | None = None  # pinned download used when pretrained_path is null
     random_weights: bool = False  # the pretrained architecture and tokenizer, freshly initialised (control)

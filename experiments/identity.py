@@ -23,11 +23,11 @@ def _plain(node: Any) -> Any:
 
 
 def _model_settings(model: Any) -> dict[str, Any]:
-    """The model's settings less where weights are cached and the protocol's random-init consent
-    (neither changes a result); the pretrained-weights keys only when set, so that presets without
-    weights keep the ids they had before those keys existed."""
+    """The model's settings less where weights are cached, the protocol's random-init consent and the
+    kind of activation checkpointing (none changes a result); the pretrained-weights keys only when
+    set, so that presets without weights keep the ids they had before those keys existed."""
     plain = _plain(model)
-    for key in ("cache_dir", "allow_random_init"):
+    for key in ("cache_dir", "allow_random_init", "checkpoint_reentrant"):
         plain.pop(key, None)
     for key in ("weights", "random_weights"):
         if not plain.get(key):

@@ -53,8 +53,11 @@ def llama_config(model_cfg: Any, vocab_size: int) -> Any:
     return cfg
 
 
-def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int) -> tuple[Any, str]:
-    """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards."""
+def build_model(
+    model_cfg: Any, vocab_size: int, device: torch.device, seed: int, sharded: bool = False
+) -> tuple[Any, str]:
+    """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards. ``sharded``:
+    the model will be wrapped by FSDP2, whose hooks need non-reentrant activation checkpointing."""
     torch.manual_seed(seed)
     weights = pretrained.resolve(model_cfg)  # HF directory, GGUF file or a preset's pinned download
     if weights is not None:
@@ -66,9 +69,10 @@ def build_model(model_cfg: Any, vocab_size: int, device: torch.device, seed: int
         init = "random"
     model.config.use_cache = False
     if model_cfg.activation_checkpointing:
-        # Non-reentrant checkpointing: works with parameters that need no grad and with hooks
-        # (gradient release registers post-accumulate-grad hooks on every parameter).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Both kinds fire the post-accumulate-grad hooks of gradient release and give the same
+        # gradients; reentrant needs an input that requires grad (the embedding output does).
+        reentrant = bool(model_cfg.checkpoint_reentrant) and not sharded
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     return model, init
 
 

@@ -171,7 +171,9 @@ class Trainer:
         if self.device.type == "cpu" and not cfg.model.pretrained_path:
             self._check_host_memory(models.estimated_n_params(cfg.model, vocab))
         seed = cfg.seed + o.seed_offset  # a replicate arm's own seed stream (init and data order)
-        self.model, self.state.model_init = models.build_model(cfg.model, vocab, self.device, seed)
+        self.model, self.state.model_init = models.build_model(
+            cfg.model, vocab, self.device, seed, sharded=self.dist.active
+        )
         optim_arms.apply_param_dtype(self.model, o)
         self.compute = optim_arms.compute(o, self.device, t)
         if self.compute.fp32_upcast:
