@@ -57,7 +57,7 @@ def build_model(
     model_cfg: Any, vocab_size: int, device: torch.device, seed: int, sharded: bool = False
 ) -> tuple[Any, str]:
     """(model in fp32 on ``device``, "random" | "pretrained"). Arms cast it afterwards. ``sharded``:
-    the model will be wrapped by FSDP2, whose hooks need non-reentrant activation checkpointing."""
+    the model will be wrapped by FSDP2, which keeps non-reentrant checkpointing (reentrant untried there)."""
     torch.manual_seed(seed)
     weights = pretrained.resolve(model_cfg)  # HF directory, GGUF file or a preset's pinned download
     if weights is not None:
