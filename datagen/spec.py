@@ -138,6 +138,7 @@ class SolverConfig:
     poro_step_ratio: float = 1.5  # each step this times the previous one ...
     poro_max_step: float = 0.02  # ... up to this (dimensionless T)
     poro_scheme: str = "bdf2"  # bdf2 | backward_euler
+    poro_linear_solver: str = "superlu"  # superlu | mumps (sparse LU of each Biot step; same solution)
     poro_error_estimate: bool = True  # step doubling per Biot sample (also marches every other step)
     error_tolerance: float = (
         0.02  # reject a sample whose estimated discretisation error / stress scale exceeds it
@@ -318,6 +319,12 @@ def validate(data: Any) -> None:
         "data.solver.poro_scheme",
         sv.poro_scheme,
         "bdf2 or backward_euler",
+    )
+    require(
+        sv.poro_linear_solver in ("superlu", "mumps"),
+        "data.solver.poro_linear_solver",
+        sv.poro_linear_solver,
+        "superlu or mumps",
     )
     require(
         0 < sv.poro_first_step < 1, "data.solver.poro_first_step", sv.poro_first_step, "(0, 1) (T_v units)"
