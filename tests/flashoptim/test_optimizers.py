@@ -122,7 +122,9 @@ VERSUS_ADAMW = [
 @pytest.mark.parametrize(("cls", "kwargs"), VERSUS_ADAMW, ids=[c.__name__ for c, _ in VERSUS_ADAMW])
 def test_compressed_300_steps_within_5_percent_of_fp32_adamw(cls, kwargs) -> None:
     """bf16 params, 24-bit master, 8-bit states: final loss <= 1.05 x fp32 AdamW's after 300 steps."""
-    adamw_loss = _final_loss_300(torch.optim.AdamW, (("lr", ADAMW_LR), ("weight_decay", ADAMW_WD)), False)
+    adamw_loss = _final_loss_300(
+        torch.optim.AdamW, (("lr", ADAMW_LR), ("weight_decay", ADAMW_WD)), compressed=False
+    )
     flash_loss = _final_loss_300(cls, tuple(kwargs.items()), compressed=True)
     assert math.isfinite(flash_loss) and flash_loss <= 1.05 * adamw_loss, (flash_loss, adamw_loss)
 
