@@ -10,6 +10,12 @@ SCALE ?=
 DATA ?= smoke
 SWEEP_DIR ?=
 PYTEST_ARGS ?=
+# TEST_WORKERS: pytest-xdist processes for make test / test-slow / test-all (auto = one per physical
+# core). --dist loadfile keeps each test file on one worker, so a module-scoped fixture (a real run,
+# a dataset, a 2-process FSDP2 run) is built once; every test writes under its worker's own tmp dir.
+# TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 # PRETRAINED: the model's weights for mvt/sweep (Hugging Face directory or .gguf file); MODEL: `make model`.
 PRETRAINED ?=
 MODEL ?= smollm2-135m
@@ -57,15 +63,19 @@ report: $(STAMP) ## analyse a sweep (SWEEP_DIR=results/sweeps/<id>; default: the
 
 test: $(STAMP) ## the tests (no slow, no GPU); what CI runs first
 	@scripts/ensure_chromium.sh
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## the slow tests, not SLURM, not GPU (not yet in CI)
 	@scripts/ensure_chromium.sh
-	$(VENV)/bin/pytest -q -m "slow and not gpu" --ignore=tests/slurm $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(XDIST) -m "slow and not gpu" --ignore=tests/slurm $(PYTEST_ARGS)
 
+# test-all: the CPU tests over TEST_WORKERS processes; the GPU tests (one device, memory figures)
+# and the SLURM tests (one cluster per pytest session, tests/slurm/conftest.py) in one process each.
 test-all: $(STAMP) ## every test including slow ones (GPU tests skip without CUDA)
 	@scripts/ensure_chromium.sh
-	$(VENV)/bin/pytest -q -m "" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(XDIST) -m "not gpu" --ignore=tests/slurm $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m gpu --ignore=tests/slurm $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "" tests/slurm $(PYTEST_ARGS)
 
 test-gpu: $(STAMP) ## the GPU tests (needs CUDA)
 	$(VENV)/bin/pytest -q -m gpu $(PYTEST_ARGS)

@@ -25,4 +25,13 @@ def looks_absent(*names: str) -> Iterator[None]:
                 del sys.modules[name]
 
 
-__all__ = ["looks_absent"]
+# Installed packages that ``transformers`` imports only because they are installed, for features no
+# training run uses: scikit-learn (generation's assisted-decoding threshold tuning; it drags in
+# scipy.stats and pandas) and scipy (the object-detection losses' Hungarian matching, imported by
+# ``transformers.loss`` with every model class: about 0.8 s of CPU per run process on the 2-core
+# machine, README "Start-up times"). transformers asks for them again at each use,
+# so hiding them while it is imported changes nothing else; scikit-learn and scipy stay installed for
+# the baselines (experiments/eval/baselines.py), which import them as usual afterwards.
+UNUSED_BY_TRANSFORMERS_IN_A_RUN = ("sklearn", "scipy")
+
+__all__ = ["UNUSED_BY_TRANSFORMERS_IN_A_RUN", "looks_absent"]

@@ -22,14 +22,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from common.imports import looks_absent
+from common.imports import UNUSED_BY_TRANSFORMERS_IN_A_RUN, looks_absent
 from experiments import pretrained
 
-# transformers' generation module imports scikit-learn (and with it scipy.stats and pandas) when it is
-# installed, for assisted generation's threshold tuning, which no run uses: 2-4 s of CPU per run
-# process on the 2-core machine (README, "Start-up times"). scikit-learn stays installed for
-# experiments/eval/baselines.py. tests/experiments/test_run_imports.py checks the run loads none of it.
-with looks_absent("sklearn"):
+# transformers imports scikit-learn (and with it scipy.stats and pandas) and scipy when they are
+# installed, for features no run uses (common/imports.py): 3-5 s of CPU per run process on the 2-core
+# machine (README, "Start-up times"). tests/experiments/test_run_imports.py checks the run loads none.
+with looks_absent(*UNUSED_BY_TRANSFORMERS_IN_A_RUN):
     from transformers import LlamaConfig, LlamaForCausalLM
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from common.imports import looks_absent
+from common.imports import UNUSED_BY_TRANSFORMERS_IN_A_RUN, looks_absent
 
 PR_SET_PDEATHSIG = 1
 
@@ -66,9 +66,9 @@ class _Child(Exception):
 
 def _preload(modules: Sequence[str]) -> list[str]:
     skipped = []
-    # as experiments/run/models.py imports transformers: its generation module would otherwise pull
-    # in scikit-learn, scipy.stats and pandas (README, "Start-up times")
-    with looks_absent("sklearn"):
+    # as experiments/run/models.py imports transformers: it would otherwise pull in scikit-learn,
+    # scipy.stats, pandas and scipy.optimize (common/imports.py)
+    with looks_absent(*UNUSED_BY_TRANSFORMERS_IN_A_RUN):
         for name in modules:
             try:
                 importlib.import_module(name)

@@ -2,10 +2,11 @@
 
 One real run (the fixture dataset, W&B offline, so W&B's finish is included) in a fresh interpreter;
 afterwards ``sys.modules`` must hold none of the heavy modules that only other stages use: pandas and
-matplotlib (analysis), scikit-learn and scipy.stats (the baselines; transformers' generation module
-imports scikit-learn whenever it is installed), FEniCSx (datagen). torch._dynamo and sympy are not
+matplotlib (analysis), scikit-learn and scipy (the baselines; transformers imports scikit-learn and
+scipy whenever they are installed, common/imports.py), FEniCSx (datagen). torch._dynamo and sympy are not
 on the list: transformers' modeling core imports them (``masking_utils``, and ``torch.distributed.tensor``
-through ``core_model_loading``) whenever a model class is imported.
+through ``core_model_loading``) whenever a model class is imported, and torch's own optimizers import
+torch._dynamo at every ``step()`` (``torch.optim.optimizer._use_grad_for_differentiable``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from run_helpers import FAST, fixture_results_root, read_summary
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("pandas", "matplotlib", "sklearn", "scipy.stats", "dolfinx", "analysis")
+HEAVY = ("pandas", "matplotlib", "sklearn", "scipy", "dolfinx", "analysis")
 
 _PROBE = """
 import json, sys
