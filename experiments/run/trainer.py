@@ -494,15 +494,18 @@ class Trainer:
 
     def _evaluate(self) -> None:
         d = self.data
-        results = evaluate.evaluate_held_out(
-            self.model,
-            d,
-            self.cfg.train.eval,
-            device=self.device,
-            autocast=self.autocast,
-            # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
-            should_stop=lambda: self.dist.any(self.stop.requested),
-        )
+        # CPU fp32 compute path: cast the bf16 weights to fp32 once for the whole evaluation, not at
+        # every decode step (a no-op for a model without fp32-compute modules, e.g. on a GPU)
+        with models.fp32_weights_held(self.model):
+            results = evaluate.evaluate_held_out(
+                self.model,
+                d,
+                self.cfg.train.eval,
+                device=self.device,
+                autocast=self.autocast,
+                # dist: every rank must leave generation at the same batch (it is collective under FSDP2)
+                should_stop=lambda: self.dist.any(self.stop.requested),
+            )
         # gate D is decided on validation alone; a fired D still reports the test set it scored, so
         # the analysis has the number of the endpoint the gate failed (never missing data)
         self._stopped_in_eval(results)

@@ -124,6 +124,39 @@ def test_the_static_decoder_caches_what_the_fp32_path_computes() -> None:
     assert torch.equal(ours, want)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_held_fp32_weights_decode_the_same_tokens_and_are_used_only_for_inference(tied: bool) -> None:
+    """Evaluation casts each bf16 weight once (models.fp32_weights_held): the same tokens as casting at
+    every forward; inside the hold the forward reads the copy (a change to the stored weights is not
+    seen), a forward with gradients casts afresh, and on exit the copies are gone."""
+    model, _ = _pair(tied)
+    models.compute_in_fp32(model)
+    model.eval()
+    ids = torch.randint(2, 97, (3, 9), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    kw: dict[str, Any] = {"max_new_tokens": 12, "eos_id": -1, "pad_id": 0}
+    with torch.no_grad():
+        cast = decode.StaticCacheDecoder(model).generate(ids, mask, **kw)
+        logits = model(input_ids=ids).logits
+    with models.fp32_weights_held(model):
+        held = decode.StaticCacheDecoder(model).generate(ids, mask, **kw)
+        assert torch.equal(held, cast)
+        copies = {id(m.held) for m in model.modules() if isinstance(m, models.Fp32ComputeLinear)}
+        if tied:  # lm_head and the embedding share one weight, so one copy
+            assert model.lm_head.held is model.model.embed_tokens.held
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dtype == torch.bfloat16:  # the projections and the embedding (norms stay fp32)
+                    p.zero_()
+            assert torch.equal(model(input_ids=ids).logits, logits)  # the held copies, not the zeros
+        with torch.enable_grad():
+            assert not torch.equal(model(input_ids=ids).logits, logits)  # training casts afresh
+    assert len(copies) >= 2
+    assert all(getattr(m, "held", None) is None for m in model.modules())
+    with torch.no_grad():  # after the hold: the stored (zeroed) weights
+        assert not torch.equal(model(input_ids=ids).logits, logits)
+
+
 OPT = {name: identity.arm_config(name) for name in ("adamw", "flashoptim", "adam8bit_bf16")}
 
 

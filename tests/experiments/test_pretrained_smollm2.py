@@ -134,10 +134,17 @@ def test_every_arm_fine_tunes_the_real_model_and_its_outputs_parse(results_root:
 
 @pytest.mark.slow
 def test_checkpoint_round_trip_keeps_the_pretrained_weights(results_root: Path) -> None:
-    ov = [*TUNE, "optimizer=flashoptim", "train.eval.val_samples=1", "train.eval.test_samples=1"]
+    # Equality of the loss histories needs no learning: 4 steps, stopped after 2, one output per split.
+    ov = [
+        *TUNE,
+        "optimizer=flashoptim",
+        "train.max_steps=4",
+        "train.eval.val_samples=1",
+        "train.eval.test_samples=1",
+    ]
     _, whole = run_in_process(results_root, [*ov, "sweep_id=smol-whole"])
     stopped = [*ov, "sweep_id=smol-resumed"]
-    _, run_dir = run_in_process(results_root, [*stopped, "harness.stop_after_steps=3"])
+    _, run_dir = run_in_process(results_root, [*stopped, "harness.stop_after_steps=2"])
     assert read_summary(run_dir)["status"] == "aborted" and (run_dir / "checkpoint.pt").is_file()
     code, _ = run_in_process(results_root, [*stopped, "resume=true"])
     assert code == 0 and read_summary(run_dir)["status"] == "completed"

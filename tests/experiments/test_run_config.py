@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from run_helpers import compose_run, fixture_results_root
@@ -56,6 +57,9 @@ def _no_runs(root: Path) -> None:
         (["harness.measure_step=1"], ["harness.measure_step"]),
         (["scale=huge"], ["scale", "huge", "smoke"]),
         (["train.eval.decoder=fast"], ["train.eval.decoder", "fast", "static", "hf"]),
+        # a per-model smoke setting (conf/scale_model/) is checked like any other value
+        (["model=smollm2-135m", "train.lr=0"], ["train.lr", "0", "> 0"]),
+        (["model=smollm2-135m", "train.max_seq_len=8"], ["train.max_seq_len", "8", "16.."]),
     ],
 )
 def test_bad_override_is_one_line_exit_2(
@@ -138,6 +142,32 @@ def test_scales_pick_defaults_and_the_command_line_wins() -> None:
     assert over.model.name == "llama-1b" and over.train.max_steps == 7
     smoke = compose("run", [])
     assert smoke.scale == "smoke" and smoke.model.name == "tiny" and smoke.gates.A.step < proto.gates.A.step
+
+
+def _tokens(c: Any) -> int:
+    t = c.train
+    return int(t.max_steps * t.micro_batch_size * t.grad_accum_steps * t.max_seq_len)
+
+
+def test_pretrained_preset_gets_its_own_smoke_lr_and_budget() -> None:
+    """scale=smoke was sized for the random-init tiny model: its lr 3e-3 undid SmolLM2's pretrained
+    weights (loss 0.42 -> 7.0) and its 30 x 2 x 768 tokens took 19 minutes on the 2-core CPU; the
+    preset gets 3e-4 (the rate that kept them) and a smaller budget, and the command line still wins."""
+    register()
+    tiny = compose("run", ["scale=smoke"])
+    smol = compose("run", ["scale=smoke", "model=smollm2-135m"])
+    assert tiny.train.lr == pytest.approx(3e-3)
+    assert smol.train.lr == pytest.approx(3e-4)
+    assert _tokens(smol) * 4 <= _tokens(tiny)
+    assert smol.train.eval.test_samples >= 1 and smol.train.eval.val_samples >= 1  # still evaluates
+    g = smol.gates
+    assert g.A.step <= smol.train.max_steps and g.B.step <= smol.train.max_steps
+    assert g.E.step == g.B.step and g.E.warmup_steps < g.E.step
+    cli = compose("run", ["scale=smoke", "model=smollm2-135m", "train.lr=1e-4"])
+    assert cli.train.lr == pytest.approx(1e-4)
+    # only the smoke scale has such a file: the pilot keeps its lr for this model
+    pilot = compose("run", ["scale=pilot", "model=smollm2-135m"])
+    assert pilot.train.lr == compose("run", ["scale=pilot"]).train.lr
 
 
 def test_run_id_is_the_content_of_result_changing_settings(results_root: Path) -> None:
