@@ -26,6 +26,7 @@ from experiments import pretrained
 from experiments.config import _available
 from experiments.eval.textdata import TextCodec, parse_stress, prompt_text, target_text
 from experiments.identity import arm_config
+from experiments.run.main import main
 
 SMOL = "model=smollm2-135m"
 # Short fine-tunes of the real model: 6 steps of 2 x 256-token sequences at a pretrained model's lr
@@ -118,9 +119,16 @@ ARMS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
 @pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_fine_tunes_the_real_model_and_its_outputs_parse(results_root: Path, arm: str) -> None:
     needs = arm_config(arm).requires
-    if needs and not _available(needs):
-        pytest.skip(f"arm {arm} needs {needs}, not installed here")
-    code, run_dir = run_in_process(results_root, [*TUNE, f"optimizer={arm}", "sweep_id=smol-arms"])
+    args = [*TUNE, f"optimizer={arm}", "sweep_id=smol-arms"]
+    if needs and not _available(needs):  # an arm whose package is absent refuses before any work
+        runs = results_root / "sweeps" / "smol-arms" / "runs"
+        before = sorted(runs.iterdir()) if runs.is_dir() else []
+        with pytest.raises(SystemExit) as exit_:
+            main([f"results_root={results_root}", *args])
+        assert exit_.value.code == 2, arm
+        assert (sorted(runs.iterdir()) if runs.is_dir() else []) == before
+        return
+    code, run_dir = run_in_process(results_root, args)
     s = read_summary(run_dir)
     assert code == 0 and s["status"] == "completed", s["status_reason"]
     assert s["model_init"] == "pretrained" and s["tokenizer"] == "pretrained"
