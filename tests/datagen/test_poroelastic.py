@@ -134,39 +134,20 @@ def test_generator_confined_compression_within_tolerance() -> None:
     runner = SampleRunner(data, eager=False)
     L = float(data.mesh.specimen_size_mm)
     for mu, nu, k, e0, Tv in CONFINED_CASES:
-        c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)
-        x = SampleInputs(
-            0,
-            "poroelastic",
-            "liver",
-            "linear_biot",
-            "confined_compression",
-            None,
-            {
-                "biot.mu": mu,
-                "biot.nu": nu,
-                "biot.permeability": k,
-                "load.compression_strain": e0,
-                "load.time_s": Tv * L**2 / c_v,
-            },
-        )
-        res = runner.run(x)
+        res = runner.run(_confined_inputs(mu, nu, k, e0, Tv, L))
         ref = confined_step_displacement(mu, nu, e0, L, Tv, runner.specimen.probe_xyz[:, 2])
         err = np.max(np.abs(res.stress - ref)) / np.max(np.abs(ref))
         assert err <= 0.02, (mu, nu, k, e0, Tv, err)
         assert res.converged and 0 <= res.error_estimate <= float(data.solver.error_tolerance)
 
 
-def test_coarse_time_grid_is_rejected_by_its_error_estimate() -> None:
-    """The per-sample step-doubling estimate catches a time grid too coarse for the tolerance: with
-    steps doubling up to T_v 0.3 the sample is rejected and counted under its reason."""
-    data = compose(
-        "datagen", ["data=protocol", "data.solver.poro_step_ratio=2.0", "data.solver.poro_max_step=0.3"]
-    ).data
-    runner = SampleRunner(data, eager=False)
-    mu, nu, k, e0, Tv = CONFINED_CASES[1]
+def _confined_inputs(
+    mu: float, nu: float, k: float, e0: float, Tv: float, length_mm: float = 10.0
+) -> SampleInputs:
+    """A confined-compression sample whose load lasts ``Tv`` consolidation times of a column
+    ``length_mm`` high (the protocol specimen: 10 mm)."""
     c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)
-    x = SampleInputs(
+    return SampleInputs(
         0,
         "poroelastic",
         "liver",
@@ -178,9 +159,19 @@ def test_coarse_time_grid_is_rejected_by_its_error_estimate() -> None:
             "biot.nu": nu,
             "biot.permeability": k,
             "load.compression_strain": e0,
-            "load.time_s": Tv * 100.0 / c_v,
+            "load.time_s": Tv * length_mm**2 / c_v,
         },
     )
+
+
+def test_coarse_time_grid_is_rejected_by_its_error_estimate() -> None:
+    """The per-sample step-doubling estimate catches a time grid too coarse for the tolerance: with
+    steps doubling up to T_v 0.3 the sample is rejected and counted under its reason."""
+    data = compose(
+        "datagen", ["data=protocol", "data.solver.poro_step_ratio=2.0", "data.solver.poro_max_step=0.3"]
+    ).data
+    runner = SampleRunner(data, eager=False)
+    x = _confined_inputs(*CONFINED_CASES[1])
     with pytest.raises(SampleRejected, match="discretisation_error_above_tolerance"):
         runner.run(x)
 
@@ -206,23 +197,7 @@ def test_mumps_and_superlu_give_the_same_biot_sample() -> None:
         for x in (draw_sample(base, s) for s in range(200))
         if (x.behaviour, x.scenario) == ("poroelastic", "indentation")
     )
-    mu, nu, k, e0, Tv = CONFINED_CASES[0]
-    c_v = k * 2 * mu * (1 - nu) / (1 - 2 * nu)
-    confined = SampleInputs(
-        0,
-        "poroelastic",
-        "liver",
-        "linear_biot",
-        "confined_compression",
-        None,
-        {
-            "biot.mu": mu,
-            "biot.nu": nu,
-            "biot.permeability": k,
-            "load.compression_strain": e0,
-            "load.time_s": Tv * 100.0 / c_v,
-        },
-    )
+    confined = _confined_inputs(*CONFINED_CASES[0])
     ra, rb = SampleRunner(base, eager=False), SampleRunner(mumps, eager=False)
     for x in (indentation, confined):
         a, b = ra.run(x), rb.run(x)
