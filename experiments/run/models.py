@@ -117,7 +117,9 @@ def fp32_weights_held(model: torch.nn.Module) -> Iterator[None]:
     try:
         with torch.no_grad():
             for m in mods:
-                m.held = copies.setdefault(id(m.weight), m.weight.detach().float())
+                if id(m.weight) not in copies:  # a tied weight is cast once
+                    copies[id(m.weight)] = m.weight.detach().float()
+                m.held = copies[id(m.weight)]
         yield
     finally:
         for m in mods:
