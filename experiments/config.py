@@ -27,6 +27,7 @@ import experiments.gates
 from common.config import ConfigError, compose, require, require_name, require_results_root
 from datagen.dataset import DatasetError, dataset_dir, load_manifest, regenerate_hint
 from experiments import pretrained
+from experiments.eval.textdata import NUMBER_FORMATS
 
 SCALES = ("smoke", "pilot", "pilot_accuracy", "protocol")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -115,6 +116,9 @@ class TextConfig:
     significant_digits: int = 3  # every number as d.dd e<exp>: fixed, compact, parseable
     zero_below_kpa: float = 1.0e-6  # |stress| below this is written "0" (solver round-off), kPa
     tokenizer_vocab_size: int = 384  # BPE vocabulary trained on the train split (random init only)
+    # how target stresses are written: sci (each value d.dd e<exp>) | shared_exp (one 1e<E> scale per
+    # sample, then integers): experiments/eval/textdata.py; docs/accuracy-endpoint.md has the measurement
+    number_format: str = "sci"
 
 
 @dataclass
@@ -135,6 +139,9 @@ class TrainConfig:
     micro_batch_size: int = MISSING  # packed sequences per forward
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     max_seq_len: int = MISSING  # tokens per packed sequence
+    # true: samples concatenated into max_seq_len rows (attention crosses sample boundaries); false: one
+    # sample per row from position 0, right-padded (attention masked at sample boundaries)
+    packing: bool = True
     lr: float = MISSING
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
@@ -364,6 +371,12 @@ def _validate_train(t: Any, m: Any) -> None:
         "train.text.significant_digits",
         t.text.significant_digits,
         "1..8",
+    )
+    require(
+        t.text.number_format in NUMBER_FORMATS,
+        "train.text.number_format",
+        t.text.number_format,
+        " | ".join(NUMBER_FORMATS),
     )
     require(t.text.zero_below_kpa >= 0, "train.text.zero_below_kpa", t.text.zero_below_kpa, ">= 0 (kPa)")
     require(

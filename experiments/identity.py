@@ -51,6 +51,11 @@ def _train_settings(train: Any, optimizer: Any) -> dict[str, Any]:
     plain = _plain(train)
     if not plain.get("cpu_fp32_compute") or optimizer.param_dtype == "float32":
         plain.pop("cpu_fp32_compute", None)
+    # keys added later enter the id only when they differ from the behaviour before them
+    if plain.get("packing", True):
+        plain.pop("packing", None)
+    if plain.get("text", {}).get("number_format", "sci") == "sci":
+        plain.get("text", {}).pop("number_format", None)
     return plain
 
 

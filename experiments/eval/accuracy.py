@@ -270,12 +270,14 @@ def score_strata(
     return out
 
 
-def parse_texts(texts: Sequence[str], n_probes: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def parse_texts(
+    texts: Sequence[str], n_probes: int, shape: tuple[int, ...], number_format: str = "sci"
+) -> tuple[np.ndarray, np.ndarray]:
     """(pred, parsed) from generated texts: unparsable rows are zeros with ``parsed`` False."""
     pred = np.zeros(shape)
     parsed = np.zeros(len(texts), bool)
     for i, text in enumerate(texts):
-        values = parse_stress(text, n_probes)
+        values = parse_stress(text, n_probes, number_format)
         if values is not None:
             pred[i], parsed[i] = values, True
     return pred, parsed

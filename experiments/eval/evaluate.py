@@ -43,7 +43,7 @@ import torch
 
 from experiments.config import DECODERS
 from experiments.eval import accuracy, decode
-from experiments.eval.textdata import EOS, IGNORE_INDEX, EncodedSample, TextCodec, parse_stress
+from experiments.eval.textdata import EOS, IGNORE_INDEX, EncodedSample, TextCodec, fields_needed, parse_stress
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _is_finite_number(field: str) -> bool:
         return False
 
 
-def parse_decided(text: str, n_probes: int) -> bool:
+def parse_decided(text: str, n_probes: int, number_format: str = "sci") -> bool:
     """True when ``parse_stress(text + more, n_probes)`` is the same for every continuation ``more``.
 
     With ``spaced = text.replace(EOS, " ")`` and its fields (maximal non-whitespace runs), a field
@@ -96,7 +96,7 @@ def parse_decided(text: str, n_probes: int) -> bool:
     codec (ByteLevel decoder) and Llama's; not with clean-up of tokenization spaces, which
     :func:`generate` therefore never combines with early stopping.
     """
-    need = n_probes * 6
+    need = fields_needed(n_probes, number_format)
     spaced = text.replace(EOS, " ")
     fields = spaced.split()
     closed = len(fields) if spaced[-1:].isspace() else max(len(fields) - 1, 0)
@@ -119,10 +119,18 @@ class DecidedRows:
     ``model.generate`` (checks every ``every`` new tokens) or through :meth:`rows` by the
     static-cache decoder (which calls it at its own interval)."""
 
-    def __init__(self, codec: TextCodec, prompt_width: int, n_probes: int, every: int | None = None) -> None:
+    def __init__(
+        self,
+        codec: TextCodec,
+        prompt_width: int,
+        n_probes: int,
+        every: int | None = None,
+        number_format: str = "sci",
+    ) -> None:
         self.codec = codec
         self.width = prompt_width
         self.n_probes = n_probes
+        self.number_format = number_format
         self.every = every or DECIDE_EVERY_TOKENS
         self._done: torch.Tensor | None = None
         self._rows: list[bool] | None = None
@@ -132,7 +140,9 @@ class DecidedRows:
         done = self._rows if self._rows is not None else [False] * new_tokens.shape[0]
         for i, row in enumerate(new_tokens.tolist()):  # the check's device sync
             if not done[i]:  # a row that emitted eos is finished (generate pads it from there)
-                done[i] = self.codec.eos_id in row or parse_decided(self.codec.decode(row), self.n_probes)
+                done[i] = self.codec.eos_id in row or parse_decided(
+                    self.codec.decode(row), self.n_probes, self.number_format
+                )
         self._rows = done
         return torch.tensor(done, dtype=torch.bool, device=new_tokens.device)
 
@@ -159,6 +169,7 @@ def generate(
     should_stop: Callable[[], bool] = lambda: False,
     n_probes: int | None = None,
     decoder: str = "auto",
+    number_format: str = "sci",
 ) -> list[str] | None:
     """Greedy continuation of each prompt (left-padded batches, KV cache); None if stopped early.
 
@@ -193,7 +204,11 @@ def generate(
                 if autocast is not None
                 else contextlib.nullcontext()
             )
-            decided = DecidedRows(codec, width, n_probes) if n_probes is not None else None
+            decided = (
+                DecidedRows(codec, width, n_probes, number_format=number_format)
+                if n_probes is not None
+                else None
+            )
             with ctx:
                 if static is not None:
                     out = static.generate(
@@ -225,13 +240,15 @@ def generate(
     return texts
 
 
-def score_texts(texts: list[str], true_stress: np.ndarray, train_stress: np.ndarray) -> dict[str, Any]:
+def score_texts(
+    texts: list[str], true_stress: np.ndarray, train_stress: np.ndarray, number_format: str = "sci"
+) -> dict[str, Any]:
     """Parse and score generated texts against ``true_stress`` (N, P, 6) with the module's rule."""
     n_probes = true_stress.shape[1]
     pred = np.zeros_like(true_stress)
     failures = 0
     for i, text in enumerate(texts):
-        parsed = parse_stress(text, n_probes)
+        parsed = parse_stress(text, n_probes, number_format)
         if parsed is None:
             failures += 1  # scored as zeros: adds ||true_i|| to the numerator
         else:
@@ -256,11 +273,17 @@ class SplitMeta:
 
 
 def score_accuracy(
-    texts: list[str], true_stress: np.ndarray, ctx: accuracy.MetricContext, meta: SplitMeta
+    texts: list[str],
+    true_stress: np.ndarray,
+    ctx: accuracy.MetricContext,
+    meta: SplitMeta,
+    number_format: str = "sci",
 ) -> dict[str, Any]:
-    """Parse and score generated texts with the accuracy endpoint (module docstring)."""
+    """Parse and score generated texts with the accuracy endpoint (module docstring); the parsed
+    predictions ((N, P, 6) kPa, NaN where a text did not parse) under the key ``_pred``, which the
+    caller pops before anything is written to the summary (the run keeps it in predictions.npz)."""
     true = np.asarray(true_stress, dtype=np.float64)
-    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape)
+    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape, number_format)
     s = accuracy.score(pred, true, meta.labels, ctx, parsed=parsed)
     return {
         "rel_l2_error": s["rel_l2_primary"],
@@ -273,6 +296,8 @@ def score_accuracy(
         "strata": accuracy.score_strata(pred, true, meta.labels, ctx, meta.strata, parsed=parsed),
         "eval_samples": len(texts),
         "example_output": texts[0][:300] if texts else None,
+        "_pred": np.where(parsed[:, None, None], pred, np.nan),
+        "_texts": list(texts),
     }
 
 
@@ -346,6 +371,7 @@ def evaluate_splits(
     decoder: str = "auto",
     ctx: accuracy.MetricContext | None = None,
     meta: Mapping[str, SplitMeta] | None = None,
+    number_format: str = "sci",
 ) -> dict[str, dict[str, Any]] | None:
     """Metrics per split, ``splits[name] = (encoded, true_stress)``, from ONE generation over all
     their prompts (None if stopped).  Each row is still decoded greedily from its own prompt, so
@@ -371,6 +397,7 @@ def evaluate_splits(
         should_stop=should_stop,
         n_probes=n_probes.pop() if stop_when_decided else None,
         decoder=decoder,
+        number_format=number_format,
     )
     if texts is None:
         return None
@@ -380,9 +407,9 @@ def evaluate_splits(
         t1 = time.perf_counter()
         part = texts[start : start + len(enc)]
         if ctx is not None and meta is not None:
-            out[name] = score_accuracy(part, true, ctx, meta[name])
+            out[name] = score_accuracy(part, true, ctx, meta[name], number_format)
         else:
-            out[name] = score_texts(part, true, train_stress)
+            out[name] = score_texts(part, true, train_stress, number_format)
         out[name]["wall_s"] = gen_s + time.perf_counter() - t1
         start += len(enc)
     return out
@@ -434,6 +461,7 @@ def evaluate_held_out(
         should_stop=should_stop,
         ctx=getattr(data, "metric_ctx", None),
         meta=getattr(data, "split_meta", None),
+        number_format=getattr(data, "number_format", "sci"),
     )
     if out is None:
         return None

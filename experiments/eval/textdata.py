@@ -12,11 +12,18 @@ round-off) are written ``0``. Parameters that do not apply to a sample
 (NaN in ``params``) are left out of its prompt. The target is the Cauchy stress at every probe,
 Voigt order xx, yy, zz, yz, xz, xy, probe after probe: ``P * 6`` numbers separated by spaces.
 
-Training sequences are packed: samples (prompt+target+eos) are concatenated in a seeded order into
-sequences of exactly ``max_seq_len`` tokens (the remainder of a sequence that cannot take the next
-whole sample is padding), so every micro-batch has the same shape and memory/throughput are those
-of full-length sequences. Attention is not masked across packed samples (standard packing); the
-loss is on target tokens (stress values and eos) only: prompt and padding positions get label -100.
+Training sequences are packed (``train.packing: true``): samples (prompt+target+eos) are
+concatenated in a seeded order into sequences of exactly ``max_seq_len`` tokens (the remainder of a
+sequence that cannot take the next whole sample is padding), so every micro-batch has the same
+shape and memory/throughput are those of full-length sequences. Attention is not masked across
+packed samples (standard packing). With ``packing: false`` each row holds one sample from position
+0, right-padded to ``max_seq_len``: under causal attention a sample then sees only itself, exactly
+as generation and the NLL co-endpoint see it (attention masked at sample boundaries, positions
+restarted). The loss is on target tokens (stress values and eos) only: prompt and padding positions
+get label -100.
+
+``train.text.number_format`` picks how target stresses are written (:func:`target_text`): ``sci``
+(every value ``d.dd e<exp>``) or ``shared_exp`` (one ``1e<E>`` scale per sample, then integers).
 """
 
 from __future__ import annotations
@@ -55,24 +62,50 @@ def prompt_text(sample: dict[str, Any], param_names: list[str], sig: int) -> str
     return f"BC: {head} | {params}{STRESS_MARK}"
 
 
-def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0) -> str:
-    """Stress (P, 6) in kPa, row-major, each value preceded by one space."""
-    return "".join(
-        " " + format_number(v, sig, zero_below) for v in np.asarray(stress, dtype=np.float64).ravel()
-    )
+NUMBER_FORMATS = ("sci", "shared_exp")
 
 
-def parse_stress(text: str, n_probes: int) -> np.ndarray | None:
-    """Inverse of :func:`target_text`: (P, 6) kPa, or None when the text does not hold exactly the
-    first ``P * 6`` values as finite numbers (extra trailing values after them are ignored)."""
+def fields_needed(n_probes: int, number_format: str = "sci") -> int:
+    """Whitespace-separated fields a target holds: ``P * 6`` values, plus the scale in ``shared_exp``."""
+    return n_probes * 6 + (number_format == "shared_exp")
+
+
+def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0, number_format: str = "sci") -> str:
+    """Stress (P, 6) in kPa, row-major, each field preceded by one space.
+
+    ``sci``: every value in its own compact scientific form (:func:`format_number`).
+    ``shared_exp``: one scale for the sample, then every value as an integer in its units: the
+    scale is ``1e<E>`` with ``E = exponent(max |value|) - (sig - 1)``, so the largest value has
+    ``sig`` digits and a value ``v`` is written ``round(v / 10**E)`` (``0`` when that rounds to
+    zero). Small components then cost one token instead of a full exponent form; the absolute
+    rounding error of every value is at most half a unit of the largest value's last digit.
+    """
+    v = np.asarray(stress, dtype=np.float64).ravel()
+    if number_format == "sci":
+        return "".join(" " + format_number(x, sig, zero_below) for x in v)
+    if number_format != "shared_exp":
+        raise ValueError(f"number_format must be one of {NUMBER_FORMATS}; got {number_format!r}")
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    e = (math.floor(math.log10(top)) if top >= max(zero_below, 1e-300) else 0) - (sig - 1)
+    if top >= max(zero_below, 1e-300) and round(top / 10.0**e) >= 10**sig:  # 9.995 -> 1000: one digit more
+        e += 1
+    ints = np.rint(v / 10.0**e).astype(np.int64)
+    return f" 1e{e}" + "".join(f" {int(i)}" for i in ints)
+
+
+def parse_stress(text: str, n_probes: int, number_format: str = "sci") -> np.ndarray | None:
+    """Inverse of :func:`target_text`: (P, 6) kPa, or None when the text does not hold the first
+    :func:`fields_needed` fields as finite numbers (extra trailing fields after them are ignored)."""
     fields = text.replace(EOS, " ").split()
-    need = n_probes * 6
+    need = fields_needed(n_probes, number_format)
     if len(fields) < need:
         return None
     try:
         values = np.array([float(f) for f in fields[:need]], dtype=np.float64)
     except ValueError:
         return None
+    if number_format == "shared_exp":
+        values = values[1:] * values[0]
     if not np.all(np.isfinite(values)):
         return None
     return values.reshape(n_probes, 6)
@@ -156,12 +189,20 @@ class EncodedSample:
 
 
 def encode_samples(
-    codec: TextCodec, samples: list[dict[str, Any]], param_names: list[str], sig: int, zero_below: float
+    codec: TextCodec,
+    samples: list[dict[str, Any]],
+    param_names: list[str],
+    sig: int,
+    zero_below: float,
+    number_format: str = "sci",
 ) -> list[EncodedSample]:
     return [
         EncodedSample(
             codec.encode(prompt_text(s, param_names, sig), first=True),
-            [*codec.encode(target_text(s["stress"], sig, zero_below), first=False), codec.eos_id],
+            [
+                *codec.encode(target_text(s["stress"], sig, zero_below, number_format), first=False),
+                codec.eos_id,
+            ],
         )
         for s in samples
     ]
@@ -177,7 +218,14 @@ class PackedStream:
     """
 
     def __init__(
-        self, samples: list[EncodedSample], *, max_seq_len: int, micro_batch_size: int, seed: int, pad_id: int
+        self,
+        samples: list[EncodedSample],
+        *,
+        max_seq_len: int,
+        micro_batch_size: int,
+        seed: int,
+        pad_id: int,
+        packed: bool = True,
     ) -> None:
         too_long = max(len(s.prompt_ids) + len(s.target_ids) for s in samples)
         if too_long > max_seq_len:
@@ -187,6 +235,7 @@ class PackedStream:
         self.micro_batch_size = micro_batch_size
         self.seed = seed
         self.pad_id = pad_id
+        self.packed = packed
         self._seqs: list[tuple[np.ndarray, np.ndarray]] = []
         self._first = 0  # global index of self._seqs[0]; consumed sequences are dropped (memory)
         self._epochs = 0
@@ -198,7 +247,7 @@ class PackedStream:
         for i in order:
             s = self.samples[int(i)]
             n = len(s.prompt_ids) + len(s.target_ids)
-            if len(ids) + n > self.max_seq_len:
+            if ids and (not self.packed or len(ids) + n > self.max_seq_len):
                 self._flush(ids, labels)
                 ids, labels = [], []
             ids += s.prompt_ids + s.target_ids

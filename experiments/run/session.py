@@ -65,6 +65,7 @@ class PreparedData:
     metric_ctx: accuracy.MetricContext | None = None
     split_meta: dict[str, SplitMeta] | None = None
     baselines: dict[str, Any] | None = None  # baselines.for_summary(...) plus its "path"
+    number_format: str = "sci"  # train.text.number_format: how targets are written and parsed
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -73,7 +74,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     prep_start = time.perf_counter()
     d = dataset_dir(cfg.data, cfg.results_root)
     t = cfg.train
-    sig, zero = t.text.significant_digits, t.text.zero_below_kpa
+    sig, zero, fmt = t.text.significant_digits, t.text.zero_below_kpa, t.text.number_format
     splits = {s: load_split(d, s) for s in ("train", "val", "test")}
     names = list(splits["train"]["param_names"])
     samples = {s: split_samples(v) for s, v in splits.items()}
@@ -83,11 +84,13 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
     elif cfg.resume and (run_dir / "tokenizer.json").is_file():
         codec = TextCodec.load(run_dir / "tokenizer.json")
     else:
-        texts = [prompt_text(s, names, sig) + target_text(s["stress"], sig, zero) for s in samples["train"]]
+        texts = [
+            prompt_text(s, names, sig) + target_text(s["stress"], sig, zero, fmt) for s in samples["train"]
+        ]
         codec = TextCodec.train_bpe(texts, t.text.tokenizer_vocab_size)
     n_val = min(t.eval.val_samples, len(samples["val"]))
     n_test = min(t.eval.test_samples, len(samples["test"]))
-    train = encode_samples(codec, samples["train"], names, sig, zero)
+    train = encode_samples(codec, samples["train"], names, sig, zero, fmt)
     longest = max(len(e.prompt_ids) + len(e.target_ids) for e in train)
     if longest > t.max_seq_len:
         raise ConfigError(
@@ -111,8 +114,8 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         dataset_id=dataset_id(cfg.data),
         codec=codec,
         train=train,
-        val=encode_samples(codec, samples["val"][:n_val], names, sig, zero),
-        test=encode_samples(codec, samples["test"][:n_test], names, sig, zero),
+        val=encode_samples(codec, samples["val"][:n_val], names, sig, zero, fmt),
+        test=encode_samples(codec, samples["test"][:n_test], names, sig, zero, fmt),
         train_stress=np.asarray(splits["train"]["stress"], dtype=np.float64),
         val_stress=np.asarray(splits["val"]["stress"][:n_val], dtype=np.float64),
         test_stress=np.asarray(splits["test"]["stress"][:n_test], dtype=np.float64),
@@ -124,6 +127,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         metric_ctx=ctx,
         split_meta=meta,
         baselines=endpoint["summary"],
+        number_format=fmt,
     )
 
 

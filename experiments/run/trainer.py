@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import math
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 
-from common.atomic import append_jsonl, read_jsonl, write_text
+from common.atomic import append_jsonl, read_jsonl, write_bytes, write_text
 from common.provenance import device_label
 from experiments import identity
 from experiments.eval import evaluate
@@ -197,6 +199,7 @@ class Trainer:
             micro_batch_size=t.micro_batch_size,
             seed=seed,
             pad_id=self.data.codec.pad_id,
+            packed=t.packing,
         )
         self.state.tokens_per_step = t.micro_batch_size * t.max_seq_len * t.grad_accum_steps
         self.state.flops_per_token = models.flops_per_token(self.model, t.max_seq_len)
@@ -510,12 +513,29 @@ class Trainer:
         # the analysis has the number of the endpoint the gate failed (never missing data)
         self._stopped_in_eval(results)
         assert results is not None
+        self._write_predictions(results)
         self.state.eval["test"] = results["test"]
         if d.val:
             self.state.eval["val"] = results["val"]
             decision = self.state.gates.after_validation(results["val"]["rel_l2_error"])
             if decision is not None and decision.fired:
                 raise Stop("aborted", f"gate {decision.gate}: {decision.reason}; test set scored")
+
+    def _write_predictions(self, results: dict[str, dict[str, Any]]) -> None:
+        """Each evaluated split's generated texts and parsed predictions ((N, P, 6) kPa, NaN where a
+        text did not parse) to ``predictions.npz``, so that every accuracy number of the summary can be
+        recomputed from the run directory (and other metric definitions scored on the same outputs)."""
+        arrays: dict[str, np.ndarray] = {}
+        for name, r in results.items():
+            pred, texts = r.pop("_pred", None), r.pop("_texts", None)
+            if pred is not None:
+                arrays[f"{name}_pred"] = np.asarray(pred, dtype=np.float64)
+            if texts is not None:
+                arrays[f"{name}_texts"] = np.array(texts, dtype=np.str_)
+        if arrays and self.dist.is_main:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            write_bytes(self.run_dir / "predictions.npz", buf.getvalue())
 
     def _stopped_in_eval(self, result: Any) -> None:
         if result is None:
