@@ -44,19 +44,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--seeds",
         type=int,
-        default=2,
-        help="seeds per arm of the accuracy sweep (2: what fits 25 min at the throughput measured on an "
-        "H200, docs/accuracy-endpoint.md; the decision rule's second look wants 10)",
+        default=3,
+        help="seeds per arm of the accuracy sweep (3: the decision rule's first look, what fits one "
+        "10-minute device call on an H200 at the pilot_accuracy scale; its second look wants 10)",
     )
     p.add_argument(
         "--jobs",
         type=int,
-        default=4,
-        help="accuracy runs sharing the GPU at once (H200: 4 at once 1.59x one alone, 16 at once 1.51x)",
+        default=18,
+        help="accuracy runs sharing the GPU at once (H200: 4 at once 1.59x one alone, 16 at once 1.51x; "
+        "all 18 of 6 arms x 3 seeds at once: no run waits for a slot)",
     )
     p.add_argument("--steps", type=int, default=None, help="accuracy training steps (default: the scale's)")
     p.add_argument("--probe-steps", type=int, default=300)
-    p.add_argument("--memory-steps", type=int, default=110)
+    p.add_argument(
+        "--memory-steps",
+        type=int,
+        default=30,
+        help="steps of each exclusive 1B memory/throughput run (peaks are reached at the first optimizer "
+        "step; gates B/E, set at step 100, are decided at the last step and say so)",
+    )
     p.add_argument("--budget-min", type=float, default=25.0, help="whole pilot on the GPU, minutes")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
@@ -115,7 +122,7 @@ def accuracy_cmd(a: argparse.Namespace) -> list[str]:
         "sweep.id=pilot-accuracy",
         f"sweep.grid.optimizer=[{','.join(ARMS)}]",
         f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
-        f"sweep.run_overrides=[{','.join(run_over)}]",
+        f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={a.jobs}",
         *overrides,
@@ -133,7 +140,9 @@ def memory_cmd(a: argparse.Namespace) -> list[str]:
         "sweep.id=pilot-memory",
         f"sweep.grid.optimizer=[{','.join(MEMORY_ARMS)}]",
         # memory and throughput only: no accuracy is read from these runs (one test sample, no val)
-        f"sweep.run_overrides=[train.max_steps={a.memory_steps},train.eval.val_samples=0,train.eval.test_samples=1]",
+        # (and no learned baselines: their fit would cost a minute on the first run's critical path)
+        "sweep.run_overrides=['train.max_steps=%d','train.eval.val_samples=0',"
+        "'train.eval.test_samples=1','baselines.learned=[]']" % a.memory_steps,
         *overrides,
     ]
 
