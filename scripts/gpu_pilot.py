@@ -141,8 +141,8 @@ def memory_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.grid.optimizer=[{','.join(MEMORY_ARMS)}]",
         # memory and throughput only: no accuracy is read from these runs (one test sample, no val)
         # (and no learned baselines: their fit would cost a minute on the first run's critical path)
-        "sweep.run_overrides=['train.max_steps=%d','train.eval.val_samples=0',"
-        "'train.eval.test_samples=1','baselines.learned=[]']" % a.memory_steps,
+        f"sweep.run_overrides=['train.max_steps={a.memory_steps}','train.eval.val_samples=0',"
+        "'train.eval.test_samples=1','baselines.learned=[]']",
         *overrides,
     ]
 
