@@ -9,9 +9,9 @@ mkdir -p "$dest"
 py=${PYTHON:-python3}
 plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
-# Pinned to the versions in uv.lock. Versions of the pure-Python wandb dependencies are chosen to
+# Pinned to the versions in uv.lock (the joblib launcher: scripts/gpu_pilot.py shares one GPU between runs). Versions of the pure-Python wandb dependencies are chosen to
 # match what the image lacks (the image has protobuf, click, pyyaml, requests, typing-extensions).
-pkgs=(bitsandbytes==0.50.2 hydra-core==1.3.2 omegaconf==2.3.0)
+pkgs=(bitsandbytes==0.50.2 hydra-core==1.3.2 omegaconf==2.3.0 hydra-joblib-launcher==1.2.0 joblib==1.6.0)
 # wandb and its needs add ~25 MB; leave them out (WITH_WANDB=0) where a carry limit binds, and run
 # with wandb.mode=disabled there (metrics.jsonl stays the source of truth either way).
 if [ "${WITH_WANDB:-1}" = 1 ]; then
