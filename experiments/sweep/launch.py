@@ -39,7 +39,6 @@ from experiments.sweep import forkserver
 from experiments.sweep.forkserver import die_with_parent
 
 
-@contextlib.contextmanager
 def cuda_present() -> bool:
     """An NVIDIA GPU this process could use, without importing torch or initialising CUDA: the driver's
     device nodes exist and ``CUDA_VISIBLE_DEVICES`` does not hide every device."""
@@ -49,6 +48,7 @@ def cuda_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+@contextlib.contextmanager
 def _gpu_slot(sweep_dir: Path, gpus: Sequence[int] | None, n: int = 1) -> Iterator[str | None]:
     """Hold ``n`` free GPUs (``gpus/<k>.lock``) for one run; yields their ids as CUDA_VISIBLE_DEVICES.
     A sharded run (``dist.nproc=n``) takes n GPUs at once, never a partial set (no deadlock between
