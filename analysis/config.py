@@ -158,6 +158,10 @@ class AnalysisConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     criteria: CriteriaConfig = field(default_factory=CriteriaConfig)
+    # The criteria this sweep answers (ids), when a study is split into sweeps that answer different
+    # criteria (the pilot: accuracy on a small model, memory/throughput at 1B). null: all. The others
+    # are not_evaluable here, naming this key, so that no one sweep alone can give GO.
+    answers: list[str] | None = None
 
 
 def register() -> None:
@@ -186,6 +190,14 @@ def validate(cfg: Any) -> None:
     )
     require(cfg.min_pairs >= 1, "min_pairs", cfg.min_pairs, "an integer >= 1")
     ids = [e.id for e in cfg.criteria.entries]
+    if cfg.answers is not None:
+        bad = [a for a in cfg.answers if a not in ids]
+        require(
+            not bad and len(cfg.answers) > 0,
+            "answers",
+            list(cfg.answers),
+            f"null or criterion ids from {ids}",
+        )
     require(
         cfg.controls.criterion in ids, "controls.criterion", cfg.controls.criterion, f"a criterion id: {ids}"
     )

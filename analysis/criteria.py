@@ -543,6 +543,12 @@ def evaluate(sweep: Sweep, cfg: Any, arm: str) -> list[CriterionResult]:
                 "outcome": "not_applicable",
                 "why": f"applies to the {'/'.join(spec.designs)} design; this sweep is {design}",
             }
+        elif cfg.get("answers") is not None and spec.id not in cfg.answers:
+            r = {
+                "outcome": "not_evaluable",
+                "why": f"answered by another sweep: this one answers {', '.join(cfg.answers)} (analysis "
+                "answers=...), so it cannot give GO alone",
+            }
         elif spec.metric == "diverged_seeds":
             r = _diverged(spec, sweep, cfg, arm)
         elif spec.metric == "state_artifact_runs":

@@ -34,6 +34,10 @@ from experiments.config import register
 
 ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_replicate"]
 MEMORY_ARMS = ["adamw", "adam8bit", "flashoptim"]
+# Which criteria each sweep answers (analysis `answers`): accuracy and final loss from the small model
+# that learns, memory and throughput from the exclusive 1B runs; divergence and state dtypes from both.
+ACCURACY_ANALYSIS = ["controls.required=true", "answers=[S3,S7,F2,F5,F6]"]
+MEMORY_ANALYSIS = ["answers=[S1,S2,S4,S5,S6,F1,F3,F4,F5,F6]"]
 PHASES = ("data", "baselines", "probe", "accuracy", "memory", "analyse", "all")
 
 
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             timing.record("memory", {"rc": rc, "wall_s": wall, "command": " ".join(memory_cmd(a))})
         elif phase == "analyse":
             walls = {}
-            for sweep, extra in (("pilot-accuracy", ["controls.required=true"]), ("pilot-memory", [])):
+            for sweep, extra in (("pilot-accuracy", ACCURACY_ANALYSIS), ("pilot-memory", MEMORY_ANALYSIS)):
                 d = root / "sweeps" / sweep
                 if d.is_dir():
                     walls[sweep] = sh([sys.executable, "-m", "analysis", str(d), *extra])

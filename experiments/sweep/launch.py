@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,17 @@ def cuda_present() -> bool:
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def forking_allowed(devices: Iterable[str]) -> bool:
+    """Whether runs with these ``harness.device`` settings may be forked from the preloading server:
+    only when every one computes on the CPU. A forked child cannot use CUDA once the server's imports
+    (bitsandbytes) initialised it ("Cannot re-initialize CUDA in forked subprocess": on an H200 every
+    run of a sequential sweep failed that way)."""
+    wanted = set(devices)
+    if wanted == {"cpu"}:
+        return True
+    return "cuda" not in wanted and not cuda_present()
 
 
 @contextlib.contextmanager

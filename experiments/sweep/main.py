@@ -400,15 +400,6 @@ class Sweep:
                     self.state.write()
             raise
 
-    def _cpu_runs(self) -> bool:
-        """Whether every run computes on the CPU: only then may runs be forked from the preloading
-        server. A forked child cannot use CUDA once the server's imports (bitsandbytes) initialised
-        it ("Cannot re-initialize CUDA in forked subprocess": every run of a GPU sweep failed)."""
-        devices = {str(r.cfg.harness.device) for r in self.runs}
-        if devices == {"cpu"}:
-            return True
-        return "cuda" not in devices and not L.cuda_present()
-
     def _run(self) -> int:
         if not self.runs:
             self.expand()
@@ -420,7 +411,9 @@ class Sweep:
             str(self.sweep_dir),
             self.cfg.sweep.run_module,
             self.cfg.sweep.gpus,
-            list(self.cfg.sweep.preload_modules) if L.is_sequential(self.cfg) and self._cpu_runs() else [],
+            list(self.cfg.sweep.preload_modules)
+            if L.is_sequential(self.cfg) and L.forking_allowed(str(r.cfg.harness.device) for r in self.runs)
+            else [],
         )
         self.launcher = L.make_launcher(self.cfg, self.task, self.sweep_dir)
         if self.gates_cfg.C.enabled and not any(r.model == self.gates_cfg.C.model for r in self.runs):

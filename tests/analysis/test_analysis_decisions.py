@@ -32,7 +32,7 @@ from analysis.synthetic import DEFAULT_EFFECTS, _run, go_spec, write_sweep
 from common.atomic import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[2]
-PILOT = REPO / "docs" / "example-pilot" / "sweep"
+PILOT = REPO / "docs" / "example-pilot-h100-2026-11" / "sweep"
 RANK = {"NO-GO": 0, "INCONCLUSIVE": 1, "GO": 2}
 LN105 = math.log(1.05)
 
