@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from analysis.accounting import account, assay_sensitivity
 from analysis.context import ArmVerdict, ReportContext
 from analysis.controls import baselines_frame, evaluate_controls, gate_accuracy, nll_frame
-from analysis.criteria import evaluate, label, sweep_design, sweep_look, verdict
+from analysis.criteria import ACCURACY_METRICS, evaluate, label, sweep_design, sweep_look, verdict
 from analysis.figures import all_figures
 from analysis.load import Sweep
 from analysis.pairs import GIB
@@ -84,13 +84,21 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
     }
 
 
+def answers_accuracy(cfg: Any) -> bool:
+    """Whether this sweep answers an accuracy criterion (all do, unless ``answers`` leaves them out:
+    then the assay-sensitivity rule is the other sweep's business and blocks nothing here)."""
+    if cfg.get("answers") is None:
+        return True
+    return any(e.id in cfg.answers for e in cfg.criteria.entries if e.metric in ACCURACY_METRICS)
+
+
 def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str], list[str]]:
     """(accounting, assay sensitivity, the sweep-level reasons GO is not allowed: unaccounted runs,
     the assay-sensitivity rule, misbehaving (or, when required, missing) accuracy controls)."""
     accounting = account(sweep, cfg)
     assay_ok, assay_why = assay_sensitivity(sweep, cfg)
     blockers = list(accounting.blockers)
-    if cfg.assay_sensitivity.required and assay_ok is not True:
+    if cfg.assay_sensitivity.required and assay_ok is not True and answers_accuracy(cfg):
         blockers.append(assay_why)
     mismatch = rule_mismatch(sweep, cfg)
     if mismatch:

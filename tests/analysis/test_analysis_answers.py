@@ -51,3 +51,17 @@ def test_the_pilot_script_splits_every_criterion_between_its_two_sweeps(cfg: Any
     assert ids(ACCURACY_ANALYSIS) | ids(MEMORY_ANALYSIS) == everything
     assert ids(ACCURACY_ANALYSIS) & ids(MEMORY_ANALYSIS) == {"F5", "F6"}  # divergence, state dtypes: both
     assert {"S3", "F2"} <= ids(ACCURACY_ANALYSIS) and {"S1", "S2", "S4", "F3"} <= ids(MEMORY_ANALYSIS)
+
+
+def test_a_sweep_that_answers_no_accuracy_criterion_is_not_blocked_by_the_assay_rule(
+    judge: Any, cfg: Any
+) -> None:
+    """The memory half of a split pilot measures accuracy on one test sample; the assay rule (and its
+    reason) belongs to the accuracy half."""
+    spec = go_spec(best_baseline_rel_l2_error=0.15)  # AdamW (0.10) at 0.67x the baseline: assay missed
+    _v, reasons, _ = judge(spec, name="all")
+    assert any("cannot be trusted to see a degradation" in r for r in reasons)
+    _v, reasons, _ = judge(spec, name="mem", config=_with(cfg, answers=["S1", "S2", "S4"]))
+    assert not any("cannot be trusted to see a degradation" in r for r in reasons)
+    _v, reasons, _ = judge(spec, name="acc", config=_with(cfg, answers=["S3"]))
+    assert any("cannot be trusted to see a degradation" in r for r in reasons)
