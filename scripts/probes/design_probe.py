@@ -2,7 +2,9 @@
 
     python3 scripts/probes/design_probe.py OUT_DIR [--steps 800] [--only a,b] [--deadline-s 480]
 
-Every configuration below is one AdamW run of the harness (``python -m experiments.run
+The first eight configurations were run at commit 3b07de8, when ``scale=pilot_accuracy`` was the
+26M model with ``sci`` targets (their overrides are relative to that); the ``b32*`` ones on today's
+scale (llama-11m, ``shared_exp``). Every configuration below is one AdamW run of the harness (``python -m experiments.run
 scale=pilot_accuracy optimizer=adamw``) with a few overrides; all of them start at once and share the
 GPU (as the pilot's accuracy runs do). No other arm is run: the design is chosen before any treatment
 is looked at. What varies: the number format of the targets (``sci`` vs ``shared_exp``), packing
@@ -47,6 +49,11 @@ CONFIGS: dict[str, tuple[int, list[str], float]] = {
     "shx_packed_small": (0, [SHX, *SMALL], 1.0),
     "shx_packed_lr2e-3": (0, [SHX, "train.lr=2e-3"], 1.0),
     "shx_packed_x3": (0, [SHX], 3.0),
+    # second probe (after scale=pilot_accuracy became llama-11m + shared_exp, 1,000 steps of 8 rows):
+    # more rows a step, where a small model's steps are launch-bound
+    "b32": (0, ["train.micro_batch_size=32"], 1.0),
+    "b32_s1": (1, ["train.micro_batch_size=32"], 1.0),
+    "b32_lr2e-3": (0, ["train.micro_batch_size=32", "train.lr=2e-3"], 1.0),
 }
 
 
