@@ -178,7 +178,8 @@ def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     together = time.perf_counter() - t0
     speedup = a.jobs * alone / together
     runs = len(ARMS) * a.seeds
-    steps = a.steps or 3000
+    register()
+    steps = a.steps or int(compose("run", ["scale=pilot_accuracy"]).train.max_steps)  # the scale's own
     # A run's cost = fixed part (start-up, data, eval: measured as alone - steps x step time is not
     # separable here) -> project conservatively by scaling the whole probe run with steps.
     per_run = alone * steps / a.probe_steps
