@@ -1,6 +1,7 @@
 """What every compiled model (datagen/solid.py, datagen/poro.py) shares: Dirichlet BCs on the
 displacement (sub)space, the per-scenario cache of compiled NonlinearProblems, PETSc options, JIT
-options, expressions stripped of `ufl.variable` labels, and the sample-rejection types.
+options (gcc flags from data.solver.jit_opt_level), expressions stripped of `ufl.variable` labels,
+and the sample-rejection types.
 
 A model subclass sets `sp` (Specimen), `tag` (unique PETSc prefix), `solver_cfg`, `state` (the
 fem.Function solved for), `Vu` (its displacement space: the space itself or `W.sub(0)`),
@@ -20,10 +21,26 @@ from dolfinx.fem.petsc import NonlinearProblem
 from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
 from ufl.corealg.multifunction import MultiFunction
 
+from datagen.spec import JIT_OPT_LEVEL_DEFAULT, JIT_OPT_LEVELS
+
 SNES_REASON_OK = 0
-# Hazard: FFCx waits only 10 s (default) for another process compiling the same form, and the
-# Ogden Jacobian takes longer than that on a loaded machine: wait instead of failing.
-JIT_OPTIONS = {"timeout": 1800}
+
+
+def jit_options(solver_cfg: Any) -> dict[str, Any]:
+    """JIT options of every form and expression of a model: gcc -O<data.solver.jit_opt_level>.
+
+    -O2 -g0 is dolfinx's own default (pilot, protocol); -O0 compiles the 3-5 MB Ogden kernels ~10x
+    faster (smoke, tests) but can change the last bits of a sample, so a level other than the default
+    is part of the dataset_id (datagen/dataset.py). FFCx keys its cache on the flags, so forms
+    compiled at different levels never mix.
+    """
+    # A manifest written before the knob existed (datagen.show rebuilds its config) was made at -O2.
+    level = int(solver_cfg.get("jit_opt_level", JIT_OPT_LEVEL_DEFAULT))
+    if level not in JIT_OPT_LEVELS:
+        raise ValueError(f"data.solver.jit_opt_level={level!r}: allowed {list(JIT_OPT_LEVELS)}")
+    # Hazard: FFCx waits only 10 s (default) for another process compiling the same form, and the
+    # Ogden Jacobian takes longer than that on a loaded machine: wait instead of failing.
+    return {"timeout": 1800, "cffi_extra_compile_args": [f"-O{level}", "-g0"]}
 
 
 class SampleRejected(Exception):
@@ -169,7 +186,7 @@ class CompiledModel:
                 J=self.jacobian,
                 petsc_options_prefix=f"{self.tag}{scenario}_",
                 petsc_options=petsc_options(self.solver_cfg, saddle_point=self.saddle_point),
-                jit_options=JIT_OPTIONS,
+                jit_options=jit_options(self.solver_cfg),
             )
             cache[scenario] = (prob, vals)
         return cache[scenario]
@@ -233,13 +250,14 @@ class CompiledModel:
         return fem.dirichletbc(fem.Function(Vic), dofs, Vi)
 
 
-def expression(expr: Any, points: np.ndarray) -> fem.Expression:
+def expression(expr: Any, points: np.ndarray, solver_cfg: Any) -> fem.Expression:
     """fem.Expression with derivatives expanded and `ufl.variable` labels stripped.
 
     Hazard: FFCx keys its JIT cache for expressions on a signature that includes each Label's
     global creation counter (forms are preprocessed, expressions are not), so an expression that
     still holds `ufl.variable` recompiles (tens of seconds for Ogden) in every process and for
     every new model. Stripping the labels makes the key depend on the maths only.
+    `solver_cfg` (data.solver) sets the compiler flags (`jit_options`).
     """
     from ufl.algorithms import expand_derivatives
     from ufl.corealg.map_dag import map_expr_dag
@@ -247,7 +265,9 @@ def expression(expr: Any, points: np.ndarray) -> fem.Expression:
     # Hazard: ufl's `strip_variables` is not memoised and takes exponential time on the shared
     # sub-expressions of an Ogden derivative; map_expr_dag visits each DAG node once.
     return fem.Expression(
-        map_expr_dag(_StripVariables(), expand_derivatives(expr)), points, jit_options=JIT_OPTIONS
+        map_expr_dag(_StripVariables(), expand_derivatives(expr)),
+        points,
+        jit_options=jit_options(solver_cfg),
     )
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from common.atomic import read_json, write_bytes
 from common.config import ConfigError
 from common.ids import content_id, file_sha256
+from datagen.spec import JIT_OPT_LEVEL_DEFAULT
 
 # Bump when a change to the generator changes the numbers it writes (it is part of dataset_id).
 # 2: QLV history no longer decayed twice. 3: mixed u-p solid (no volumetric locking); QLV relaxes the
@@ -71,6 +72,11 @@ def _plain(data_cfg: Any) -> dict[str, Any]:
 def dataset_id(data_cfg: Any) -> str:
     """Content id of the result-changing data settings (not the name, worker counts or paths)."""
     settings = {k: v for k, v in _plain(data_cfg).items() if k not in NON_RESULT_KEYS}
+    solver = settings.get("solver")
+    if isinstance(solver, dict) and solver.get("jit_opt_level") == JIT_OPT_LEVEL_DEFAULT:
+        # gcc -O2 (the default) leaves the ids as they were before the knob; another level can change
+        # the last bits of a sample (datagen/spec.py::SolverConfig), so it makes another dataset.
+        settings["solver"] = {k: v for k, v in solver.items() if k != "jit_opt_level"}
     return content_id(
         {"data": settings, "generator_version": GENERATOR_VERSION, "schema_version": SCHEMA_VERSION}
     )

@@ -40,11 +40,11 @@ from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
 from petsc4py import PETSc
 
 from datagen.compiled import (
-    JIT_OPTIONS,
     CompiledModel,
     SampleRejected,
     SolveStats,
     expression,
+    jit_options,
 )
 from datagen.materials import green_lagrange
 from datagen.specimen import FACE_TAGS, Specimen, voigt
@@ -169,20 +169,21 @@ class Biot(CompiledModel):
         # values change per sample.
         du, dp = ufl.TrialFunctions(self.W)
         e_u, e_v = ufl.sym(ufl.grad(du)), ufl.sym(ufl.grad(v))
+        jit = jit_options(solver_cfg)
         self._unit_forms = {
-            "K_mu": fem.form(2.0 * ufl.inner(e_u, e_v) * dx, jit_options=JIT_OPTIONS),
-            "K_lam": fem.form(ufl.div(du) * ufl.div(v) * dx, jit_options=JIT_OPTIONS),
-            "G": fem.form(-dp * ufl.div(v) * dx, jit_options=JIT_OPTIONS),
-            "B": fem.form(ufl.div(du) * q * dx, jit_options=JIT_OPTIONS),
-            "C": fem.form(ufl.dot(ufl.grad(dp), ufl.grad(q)) * dx, jit_options=JIT_OPTIONS),
+            "K_mu": fem.form(2.0 * ufl.inner(e_u, e_v) * dx, jit_options=jit),
+            "K_lam": fem.form(ufl.div(du) * ufl.div(v) * dx, jit_options=jit),
+            "G": fem.form(-dp * ufl.div(v) * dx, jit_options=jit),
+            "B": fem.form(ufl.div(du) * q * dx, jit_options=jit),
+            "C": fem.form(ufl.dot(ufl.grad(dp), ufl.grad(q)) * dx, jit_options=jit),
         }
-        self._load_form = fem.form(ufl.dot(t0, v) * ds(FACE_TAGS["z1"]), jit_options=JIT_OPTIONS)
+        self._load_form = fem.form(ufl.dot(t0, v) * ds(FACE_TAGS["z1"]), jit_options=jit)
         self._unit: dict[str, Any] = {}
         F = ufl.Identity(3) + ufl.grad(u)
         self.cauchy = sigma  # UFL total Cauchy stress (kPa), for datagen.show
-        self._probe_sigma = expression(voigt(sigma), specimen.probe_ref)
-        self._probe_E = expression(voigt(green_lagrange(F)), specimen.probe_ref)
-        self._probe_p = expression(p, specimen.probe_ref)
+        self._probe_sigma = expression(voigt(sigma), specimen.probe_ref, solver_cfg)
+        self._probe_E = expression(voigt(green_lagrange(F)), specimen.probe_ref, solver_cfg)
+        self._probe_p = expression(p, specimen.probe_ref, solver_cfg)
 
     def bcs_for(self, scenario: str) -> tuple[list[Any], dict[str, Any]]:
         """The displacement BCs of CompiledModel.bcs_for plus drainage p = 0 on the top face z = L."""

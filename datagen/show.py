@@ -84,7 +84,7 @@ def resolve_fields(data: Any, sample_id: int, stored_params: np.ndarray, names: 
     )
     Q = fem.functionspace(dom, ("DG", 2))
     vm2 = fem.Function(Q)
-    vm2.interpolate(expression(vm_ufl, Q.element.interpolation_points))
+    vm2.interpolate(expression(vm_ufl, Q.element.interpolation_points, data.solver))
 
     def at(fn: Any, pts: np.ndarray) -> np.ndarray:
         cells, _ = locate_probes(dom, pts)

@@ -57,7 +57,6 @@ from dolfinx.fem.petsc import NonlinearProblem
 from mpi4py import MPI  # noqa: F401  (first: MPI before PETSc)
 
 from datagen.compiled import (
-    JIT_OPTIONS,
     SNES_REASON_OK,
     CompiledModel,
     SampleRejected,
@@ -69,7 +68,7 @@ from datagen.materials import INCOMPRESSIBLE_LAWS, cauchy_from_pk1, green_lagran
 from datagen.spec import LAW_PARAMS
 from datagen.specimen import FACE_TAGS, Specimen, voigt
 
-__all__ = ["JIT_OPTIONS", "SampleRejected", "Solid", "SolveStats"]
+__all__ = ["SampleRejected", "Solid", "SolveStats"]
 
 
 class Solid(CompiledModel):
@@ -162,8 +161,8 @@ class Solid(CompiledModel):
             S = g_inf * S_e + H_new[0] + H_new[1] + ufl.inv(F) * P_vol
             P = F * S
             pts = self.Q.element.interpolation_points
-            self._H_new_expr = [_expression(h, pts) for h in H_new]
-            self._Se_expr = _expression(S_e, pts)
+            self._H_new_expr = [_expression(h, pts, solver_cfg) for h in H_new]
+            self._Se_expr = _expression(S_e, pts, solver_cfg)
         else:
             P = P_e
         dx = ufl.Measure("dx", domain=dom, metadata={"quadrature_degree": quadrature_degree})
@@ -180,10 +179,10 @@ class Solid(CompiledModel):
         self.jacobian = ufl.derivative(self.residual, self.u)
         sigma = cauchy_from_pk1(P, F)
         self.cauchy = sigma  # UFL Cauchy stress (kPa), for datagen.show
-        self._probe_sigma = _expression(voigt(sigma), specimen.probe_ref)
-        self._probe_E = _expression(voigt(green_lagrange(F)), specimen.probe_ref)
+        self._probe_sigma = _expression(voigt(sigma), specimen.probe_ref, solver_cfg)
+        self._probe_E = _expression(voigt(green_lagrange(F)), specimen.probe_ref, solver_cfg)
         qpts, _ = basix.make_quadrature(basix.CellType.hexahedron, quadrature_degree)
-        self._detF_q = _expression(ufl.det(F), qpts)
+        self._detF_q = _expression(ufl.det(F), qpts, solver_cfg)
         self.ogden_alpha = ogden_alpha
 
     # ---- scenarios -------------------------------------------------------------------------------

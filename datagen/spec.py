@@ -35,6 +35,8 @@ LAW_PARAMS: dict[str, tuple[str, ...]] = {
     "mooney_rivlin_incompressible": ("c10", "c01"),
     "ogden_incompressible": ("mu", "alpha"),
 }
+JIT_OPT_LEVELS = (0, 1, 2, 3)  # data.solver.jit_opt_level: gcc -O<n> of the JIT-compiled forms
+JIT_OPT_LEVEL_DEFAULT = 2  # dolfinx's own -O2; not in the dataset_id (ids made before the knob stand)
 INCOMPRESSIBLE_LAWS = ("mooney_rivlin_incompressible", "ogden_incompressible")
 OGDEN_LAWS = ("ogden", "ogden_incompressible")  # alpha compiled into the form
 FIBRE_LAWS = ("holzapfel_ogden", "guccione")  # need a fibre angle (load.fibre_angle_deg)
@@ -144,6 +146,11 @@ class SolverConfig:
         0.02  # reject a sample whose estimated discretisation error / stress scale exceeds it
     )
     poro_time_factor: ParamRange = MISSING  # T_v = c_v t / H^2 at the output time
+    # gcc -O<n> of the JIT-compiled forms (datagen/compiled.py::jit_options). 2 = dolfinx's own default
+    # (pilot, protocol); smoke and the tests use 0 (the Ogden kernels compile ~10x faster). Another
+    # level can change the last bits of a sample (one Holzapfel-Ogden stress by 4e-16 relative in the
+    # smoke draw, datagen/BENCHMARKS.md), so a level other than the default is part of the dataset_id.
+    jit_opt_level: int = JIT_OPT_LEVEL_DEFAULT
 
 
 @dataclass
@@ -290,6 +297,12 @@ def validate(data: Any) -> None:
     sv = data.solver
     require(sv.visco_ramp_time_s > 0, "data.solver.visco_ramp_time_s", sv.visco_ramp_time_s, "> 0 (s)")
     require(sv.snes_max_it >= 1, "data.solver.snes_max_it", sv.snes_max_it, ">= 1")
+    require(
+        sv.jit_opt_level in JIT_OPT_LEVELS,
+        "data.solver.jit_opt_level",
+        sv.jit_opt_level,
+        f"one of {list(JIT_OPT_LEVELS)} (gcc -O<n> of the compiled forms; 2 in production)",
+    )
     require(sv.initial_load_steps >= 1, "data.solver.initial_load_steps", sv.initial_load_steps, ">= 1")
     require(
         0 <= sv.max_cutbacks <= 20, "data.solver.max_cutbacks", sv.max_cutbacks, "0..20 (bounded retries)"

@@ -91,16 +91,16 @@ def tip_uy(solver_cfg: Any, n: int, degree: int, pressure_degree: int | None, nu
     return float(np.ravel(u.eval(TIP, sp.probe_cells))[1])
 
 
-def test_cook_membrane_tip_within_3_percent_of_literature(solver_cfg: Any) -> None:
+def test_cook_membrane_tip_within_3_percent_of_literature(solver_cfg_o2: Any) -> None:
     """Production formulation (Q2/Q1 mixed) on a coarse 4 x 4 mesh, and its convergence at 8 x 8."""
-    coarse = tip_uy(solver_cfg, 4, 2, 1)
-    fine = tip_uy(solver_cfg, 8, 2, 1)
+    coarse = tip_uy(solver_cfg_o2, 4, 2, 1)
+    fine = tip_uy(solver_cfg_o2, 8, 2, 1)
     assert abs(coarse - REFERENCE_TIP_UY_MM) <= 0.03 * REFERENCE_TIP_UY_MM, coarse  # seen 6.826
     assert abs(fine - REFERENCE_TIP_UY_MM) <= 0.005 * REFERENCE_TIP_UY_MM, fine  # seen 6.890
     assert abs(fine - REFERENCE_TIP_UY_MM) < abs(coarse - REFERENCE_TIP_UY_MM)
 
 
-def test_pure_displacement_locks_where_mixed_does_not(solver_cfg: Any) -> None:
+def test_pure_displacement_locks_where_mixed_does_not(solver_cfg_o2: Any) -> None:
     """Same mesh, same law: the constraint J ~ 1 imposed at every quadrature point (pure displacement)
     stiffens the membrane; imposing it only against Q1 pressures (mixed) does not.
 
@@ -110,16 +110,16 @@ def test_pure_displacement_locks_where_mixed_does_not(solver_cfg: Any) -> None:
       nu = 0.499, and 19% at the data's nu = 0.49 on 2 x 2 (the protocol's cells per axis), where
       the mixed formulation is within 3.1% of its own refined (8 x 8) value.
     """
-    q1 = tip_uy(solver_cfg, 4, 1, None)
+    q1 = tip_uy(solver_cfg_o2, 4, 1, None)
     assert abs(q1 - OGS_Q1_4X4_TIP_UY_MM) <= 1e-6 * OGS_Q1_4X4_TIP_UY_MM, q1
     assert q1 < 0.5 * REFERENCE_TIP_UY_MM
-    q2_disp = tip_uy(solver_cfg, 4, 2, None)
-    q2_mixed = tip_uy(solver_cfg, 4, 2, 1)
+    q2_disp = tip_uy(solver_cfg_o2, 4, 2, None)
+    q2_mixed = tip_uy(solver_cfg_o2, 4, 2, 1)
     assert q2_disp < 0.92 * REFERENCE_TIP_UY_MM, q2_disp  # seen 6.13 (-11%)
     assert q2_mixed > 0.97 * REFERENCE_TIP_UY_MM, q2_mixed  # seen 6.83 (-0.9%)
     nu_data = 0.49  # the upper end of the data's Poisson ratios (conf/data/protocol.yaml)
-    converged = tip_uy(solver_cfg, 8, 2, 1, nu=nu_data)  # seen 6.946 (16 x 16: 6.971)
-    disp_coarse = tip_uy(solver_cfg, 2, 2, None, nu=nu_data)  # seen 5.61
-    mixed_coarse = tip_uy(solver_cfg, 2, 2, 1, nu=nu_data)  # seen 6.73
+    converged = tip_uy(solver_cfg_o2, 8, 2, 1, nu=nu_data)  # seen 6.946 (16 x 16: 6.971)
+    disp_coarse = tip_uy(solver_cfg_o2, 2, 2, None, nu=nu_data)  # seen 5.61
+    mixed_coarse = tip_uy(solver_cfg_o2, 2, 2, 1, nu=nu_data)  # seen 6.73
     assert disp_coarse < 0.85 * converged, (disp_coarse, converged)
     assert mixed_coarse > 0.95 * converged, (mixed_coarse, converged)

@@ -42,7 +42,7 @@ def series_degree_of_consolidation(Tv: float, terms: int = 200) -> float:
     return float(1 - np.sum(8 / a**2 * np.exp(-(a**2) * Tv / 4)))
 
 
-def test_terzaghi_consolidation(solver_cfg: Any) -> None:
+def test_terzaghi_consolidation(solver_cfg_o2: Any) -> None:
     mu, nu, k = 1.0, 0.3, 2e-3
     M = 2 * mu * (1 - nu) / (1 - 2 * nu)
     c_v = k * M
@@ -55,7 +55,7 @@ def test_terzaghi_consolidation(solver_cfg: Any) -> None:
         pressure_degree=1,
         quadrature_degree=4,
         surface_quadrature_degree=4,
-        solver_cfg=solver_cfg,
+        solver_cfg=solver_cfg_o2,
     )
     biot.c["mu"].value, biot.c["nu"].value, biot.c["permeability"].value = mu, nu, k
     _, _vals = biot.problem("terzaghi")
