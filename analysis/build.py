@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from analysis.accounting import account, assay_sensitivity
 from analysis.context import ArmVerdict, ReportContext
 from analysis.controls import baselines_frame, evaluate_controls, gate_accuracy, nll_frame
-from analysis.criteria import ACCURACY_METRICS, evaluate, label, sweep_design, sweep_look, verdict
+from analysis.criteria import ACCURACY_METRICS, answered, evaluate, label, sweep_design, sweep_look, verdict
 from analysis.figures import all_figures
 from analysis.load import Sweep
 from analysis.pairs import GIB
@@ -87,9 +87,7 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
 def answers_accuracy(cfg: Any) -> bool:
     """Whether this sweep answers an accuracy criterion (all do, unless ``answers`` leaves them out:
     then the assay-sensitivity rule is the other sweep's business and blocks nothing here)."""
-    if cfg.get("answers") is None:
-        return True
-    return any(e.id in cfg.answers for e in cfg.criteria.entries if e.metric in ACCURACY_METRICS)
+    return any(answered(cfg, e.id) for e in cfg.criteria.entries if e.metric in ACCURACY_METRICS)
 
 
 def sweep_blockers(sweep: Sweep, cfg: Any) -> tuple[Any, tuple[bool | None, str], list[str]]:

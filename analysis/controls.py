@@ -133,10 +133,8 @@ def evaluate_controls(sweep: Sweep, cfg: Any) -> Controls:
             res = decide_metric(sweep, cfg, arm, spec)
             good, bad = (DETECTED, MISSED) if role == "positive" else (NON_INFERIOR, FLAGGED)
             state = {"pass": good, "fail": bad}.get(res.outcome, NOT_SHOWN)
-            why = res.why  # already ends with the pairs-needed text where there is one
-            if res.pairs_needed_text and res.pairs_needed_text not in why:
-                why = f"{why}; {res.pairs_needed_text}"
-            out.rows.append(Control(arm, role, expect, state, why, res))
+            # res.why already carries the pairs-needed text (criteria._result appends it)
+            out.rows.append(Control(arm, role, expect, state, res.why, res))
     for row in out.rows:
         name = f"{row.role} control {row.arm}"
         if row.state == MISSED:

@@ -529,6 +529,11 @@ def _artifacts(spec: Any, sweep: Sweep, cfg: Any, arm: str) -> dict[str, Any]:
     }
 
 
+def answered(cfg: Any, criterion_id: str) -> bool:
+    """Whether this sweep answers the criterion (analysis ``answers``: null = every criterion)."""
+    return cfg.get("answers") is None or criterion_id in cfg.answers
+
+
 def evaluate(sweep: Sweep, cfg: Any, arm: str) -> list[CriterionResult]:
     """Every criterion of ``cfg.criteria`` for treatment ``arm``."""
     design = sweep_design(sweep, cfg)
@@ -543,7 +548,7 @@ def evaluate(sweep: Sweep, cfg: Any, arm: str) -> list[CriterionResult]:
                 "outcome": "not_applicable",
                 "why": f"applies to the {'/'.join(spec.designs)} design; this sweep is {design}",
             }
-        elif cfg.get("answers") is not None and spec.id not in cfg.answers:
+        elif not answered(cfg, spec.id):
             r = {
                 "outcome": "not_evaluable",
                 "why": f"answered by another sweep: this one answers {', '.join(cfg.answers)} (analysis "

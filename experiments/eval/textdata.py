@@ -86,8 +86,9 @@ def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0, number_fo
     if number_format != "shared_exp":
         raise ValueError(f"number_format must be one of {NUMBER_FORMATS}; got {number_format!r}")
     top = float(np.max(np.abs(v))) if v.size else 0.0
-    e = (math.floor(math.log10(top)) if top >= max(zero_below, 1e-300) else 0) - (sig - 1)
-    if top >= max(zero_below, 1e-300) and round(top / 10.0**e) >= 10**sig:  # 9.995 -> 1000: one digit more
+    nonzero = top >= max(zero_below, 1e-300)
+    e = (math.floor(math.log10(top)) if nonzero else 0) - (sig - 1)
+    if nonzero and round(top / 10.0**e) >= 10**sig:  # 9.995 -> 1000: one digit more
         e += 1
     ints = np.rint(v / 10.0**e).astype(np.int64)
     return f" 1e{e}" + "".join(f" {int(i)}" for i in ints)
