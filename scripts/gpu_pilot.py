@@ -3,9 +3,10 @@
     python -m scripts.gpu_pilot probe      # ~5 min: one AdamW run alone, then JOBS at once: the speed-up
     python -m scripts.gpu_pilot all        # data, baselines, accuracy sweep, memory sweep, analyses
 
-Design (docs/accuracy-endpoint.md, "The pilot"): accuracy is measured on a ~26M model that learns
-(``scale=pilot_accuracy``: every arm, the three controls, ``--seeds`` seeds, ``--jobs`` runs sharing
-the GPU at once); memory and throughput at 1B in short exclusive runs (``scale=pilot``, 3 arms x 3
+Design (docs/accuracy-endpoint.md, "The pilot"): accuracy is measured on a ~11M model that learns
+(``scale=pilot_accuracy``: every arm, the three controls, ``--seeds`` seeds and the seeds gate F's
+rule adds, ``--jobs`` runs sharing the GPU at once, every arm together, through CUDA MPS where it
+works); memory and throughput at 1B in short exclusive runs (``scale=pilot``, 3 arms x 3
 seeds, ``--memory-steps`` steps: gates B/E at step 100, the peaks are reached at the first optimizer
 step). Each sweep is analysed on its own; the report of the accuracy sweep answers S3/F2, the
 assay-sensitivity rule and the controls, the memory sweep's S1/S2/S4/S5/F1/F3/F4.
@@ -22,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,9 +58,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--jobs",
         type=int,
-        default=18,
-        help="accuracy runs sharing the GPU at once (H200: 4 at once 1.59x one alone, 16 at once 1.51x; "
-        "all 18 of 6 arms x 3 seeds at once: no run waits for a slot)",
+        default=21,
+        help="accuracy runs sharing the GPU at once (all 18 of the first look at once; the second look's "
+        "42 in two rounds; each llama-11m run peaks at ~5 GB with its evaluation batch, so 21 at once "
+        "stay within an H200's 139 GiB)",
     )
     p.add_argument("--steps", type=int, default=None, help="accuracy training steps (default: the scale's)")
     p.add_argument("--probe-steps", type=int, default=300)
@@ -67,6 +71,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=30,
         help="steps of each exclusive 1B memory/throughput run (peaks are reached at the first optimizer "
         "step; gates B/E, set at step 100, are decided at the last step and say so)",
+    )
+    p.add_argument(
+        "--mps",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: the accuracy runs share the GPU through CUDA MPS (kernels of different processes run "
+        "at once instead of time-slicing) when nvidia-cuda-mps-control is there and a client connects; "
+        "off: plain time-sliced sharing. The memory runs never use it (exclusive, one at a time)",
     )
     p.add_argument("--budget-min", type=float, default=25.0, help="whole pilot on the GPU, minutes")
     p.add_argument("--force", action="store_true")
@@ -127,6 +139,7 @@ def accuracy_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.grid.optimizer=[{','.join(ARMS)}]",
         f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
         f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
+        "sweep.waves=together",  # every arm at once (the scale's in-run gates are off)
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={a.jobs}",
         *overrides,
@@ -149,6 +162,57 @@ def memory_cmd(a: argparse.Namespace) -> list[str]:
         "'train.eval.test_samples=1','baselines.learned=[]']",
         *overrides,
     ]
+
+
+class Mps:
+    """A CUDA MPS control daemon of this user's, for the accuracy phase only (its own pipe and log
+    directories, so nothing system-wide is touched), stopped afterwards. ``start`` says whether the
+    runs will use it and, when not, why; a client that cannot connect within a minute means no MPS."""
+
+    ENV = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("nvidia-cuda-mps-control")
+        self.env: dict[str, str] = {}
+
+    def start(self) -> dict[str, Any]:
+        if self.exe is None:
+            return {"used": False, "why": "nvidia-cuda-mps-control is not on PATH"}
+        base = Path(tempfile.mkdtemp(prefix="pilot-mps-"))
+        self.env = {
+            "CUDA_MPS_PIPE_DIRECTORY": str(base / "pipe"),
+            "CUDA_MPS_LOG_DIRECTORY": str(base / "log"),
+        }
+        for d in self.env.values():
+            Path(d).mkdir()
+        env = {**os.environ, **self.env}
+        rc = subprocess.call([self.exe, "-d"], env=env)
+        if rc != 0:
+            return {"used": False, "why": f"nvidia-cuda-mps-control -d exited {rc}"}
+        check = "import torch; x = torch.ones(4, device='cuda'); print(int((x + 1).sum()))"
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+            )
+            ok, why = out.returncode == 0 and out.stdout.strip() == "8", out.stderr.strip()[-300:]
+        except subprocess.TimeoutExpired:
+            ok, why = False, "a CUDA client did not finish within 60 s"
+        if not ok:
+            self.stop()
+            return {"used": False, "why": f"MPS client check failed: {why}"}
+        os.environ.update(self.env)
+        return {"used": True, **self.env}
+
+    def stop(self) -> None:
+        if self.exe is None or not self.env:
+            return
+        try:
+            subprocess.run([self.exe], input="quit\n", text=True, env={**os.environ, **self.env}, timeout=60)
+        except subprocess.TimeoutExpired:
+            print("MPS: the control daemon did not quit within 60 s", flush=True)
+        for k in self.ENV:
+            os.environ.pop(k, None)
+        self.env = {}
 
 
 def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
@@ -232,8 +296,16 @@ def main(argv: list[str] | None = None) -> int:
                     "fewer --seeds/--steps, more --jobs, or --force"
                 )
                 return 2
-            rc, wall = sh(accuracy_cmd(a))
-            timing.record("accuracy", {"rc": rc, "wall_s": wall, "command": " ".join(accuracy_cmd(a))})
+            mps = Mps()
+            mps_state = mps.start() if a.mps == "auto" else {"used": False, "why": "--mps off"}
+            print(f"MPS: {json.dumps(mps_state)}", flush=True)
+            try:
+                rc, wall = sh(accuracy_cmd(a))
+            finally:
+                mps.stop()
+            timing.record(
+                "accuracy", {"rc": rc, "wall_s": wall, "command": " ".join(accuracy_cmd(a)), "mps": mps_state}
+            )
         elif phase == "memory":
             rc, wall = sh(memory_cmd(a))
             timing.record("memory", {"rc": rc, "wall_s": wall, "command": " ".join(memory_cmd(a))})

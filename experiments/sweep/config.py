@@ -56,6 +56,9 @@ class EstimateConf:
     mfu: float = 0.35
 
 
+WAVES = ("phased", "together")
+
+
 @dataclass
 class SweepSection:
     design: str = MISSING  # mvt | full
@@ -99,6 +102,11 @@ class SweepSection:
     device_memory_gib: float | None = None  # null: the visible GPU's, else 80
     gpus: list[int] | None = None  # local GPUs to share out, one run per GPU (joblib)
     jobs_per_launch: int | None = None  # null: 1 for the basic launcher, a whole wave otherwise
+    # phased: a model's baseline runs, then its treatment runs (the in-run gates A/B/D/E compare a
+    # treatment with its finished reference). together: one wave per model, every arm at once (for runs
+    # that share one device, e.g. the accuracy pilot); needs the in-run gates off, since a reference
+    # still running cannot serve as one.
+    waves: str = "phased"
     # The basic (sequential, local) launcher forks each run that needs no GPU from one server process
     # that imported these modules once (experiments/sweep/forkserver.py): start-up is most of a smoke
     # run. An empty list: every run starts its own interpreter (as the other launchers always do).
@@ -190,6 +198,7 @@ def validate(cfg: Any) -> None:
         "null or >= 1",
     )
     require(s.progress_interval_s > 0, "sweep.progress_interval_s", s.progress_interval_s, "> 0")
+    require(s.waves in WAVES, "sweep.waves", s.waves, f"one of {', '.join(WAVES)}")
     require(
         s.id is None or (s.id and "/" not in s.id and not s.id.startswith(".")),
         "sweep.id",

@@ -336,8 +336,9 @@ class Sweep:
                 self._skip(r, self.blocked_above[1])
             self.state.write()
             return
-        for wave in P.waves(model_runs):
-            self._stage(f"{model}: {wave[0].phase} runs ({len(wave)})")
+        for wave in P.waves(model_runs, self.cfg.sweep.waves):
+            phases = sorted({r.phase for r in wave})
+            self._stage(f"{model}: {' + '.join(phases)} runs ({len(wave)})")
             self.run_wave(wave)
         self.gate_f(model_runs)
         if model == self.gates_cfg.C.model and self.gates_cfg.C.enabled:
@@ -383,7 +384,7 @@ class Sweep:
             with self.state.lock:
                 record["seeds_added"].append({"model": model, "look": step["look"], "seeds": extra})
             self._stage(f"gate F ({seq.name}, look {step['look']}) added seeds {extra} for {model}")
-            for wave in P.waves(P.order(new, self.gates_cfg.reference_arm)):
+            for wave in P.waves(P.order(new, self.gates_cfg.reference_arm), self.cfg.sweep.waves):
                 self.run_wave(wave)
             self.state.write()
 
@@ -484,6 +485,18 @@ class Sweep:
         return proc.returncode
 
 
+def require_gates_for_waves(waves: str, gates: Any) -> None:
+    """``sweep.waves=together`` starts a treatment beside its reference: the in-run gates must be off."""
+    on = [g for g in ("A", "B", "D", "E") if gates[g].enabled]
+    if waves == "together" and on:
+        raise ConfigError(
+            "sweep.waves",
+            f"together (in-run gates {', '.join(on)} enabled)",
+            "phased, or together with gates.<A|B|D|E>.enabled=false in the runs (a treatment "
+            "started beside its reference has no finished reference to compare with)",
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
@@ -517,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:  # named by what the user typed: sweep.run_overrides
             raise P.sweep_source(exc, cfg.sweep, {}) from exc
         G.validate(probe.gates)
+        require_gates_for_waves(cfg.sweep.waves, probe.gates)
         if not cfg.sweep.dry_run and "model" in probe:  # e.g. protocol without weights: before any data
             validate_model(probe.model, probe.scale)
         # lazy for the same reason as next_seeds above: runs import this module, not the analysis stage

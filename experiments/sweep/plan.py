@@ -3,7 +3,8 @@
 Order (what the gates need): models by parameter count (1B before 7B before 13B, so gate C can stop
 the larger ones); within a model, every baseline run (non-treatment arms, reference arm first) before
 any treatment run, so that in-run gates A, B, D, E find their reference finished. A model's runs form
-two *waves* (baselines, treatments); a parallel launcher runs one wave at a time.
+two *waves* (baselines, treatments); a parallel launcher runs one wave at a time. With
+``sweep.waves=together`` (runs sharing one device, in-run gates off) a model's runs are one wave.
 
 Parameter counts come from the Llama shapes in the run config (no model is built):
 
@@ -372,10 +373,15 @@ def order(runs: list[PlannedRun], reference_arm: str) -> list[PlannedRun]:
     return ordered
 
 
-def waves(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
-    """Consecutive groups that may run in parallel: (model, phase)."""
+def waves(runs: list[PlannedRun], mode: str = "phased") -> list[list[PlannedRun]]:
+    """Consecutive groups that may run in parallel: (model, phase), or (model) when ``mode`` is
+    ``together`` (sweep.waves)."""
     out: list[list[PlannedRun]] = []
-    for _, group in itertools.groupby(runs, key=lambda r: (r.n_params, r.model, r.phase)):
+    if mode == "together":
+        key: Any = lambda r: (r.n_params, r.model)  # noqa: E731
+    else:
+        key = lambda r: (r.n_params, r.model, r.phase)  # noqa: E731
+    for _, group in itertools.groupby(runs, key=key):
         out.append(list(group))
     return out
 

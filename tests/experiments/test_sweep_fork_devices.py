@@ -42,3 +42,35 @@ def test_the_pilot_scripts_run_overrides_parse() -> None:
             assert isinstance(value, list) and all(isinstance(v, str) for v in value)
     steps = parser.parse_overrides([memory_cmd(parse(["memory", "--memory-steps", "12"]))[-1]])[0]
     assert "train.max_steps=12" in steps.value() and "baselines.learned=[]" in steps.value()
+
+
+def test_the_pilot_accuracy_sweep_runs_every_arm_at_once_with_its_gates_off() -> None:
+    """The accuracy pilot starts all arms together (sweep.waves=together): its scale must have the
+    in-run gates off, or the sweep refuses (a treatment would have no finished reference)."""
+    from common.config import compose
+    from experiments.config import register
+    from experiments.sweep.main import require_gates_for_waves
+    from scripts.gpu_pilot import accuracy_cmd, parse
+
+    cmd = accuracy_cmd(parse(["accuracy"]))
+    assert "sweep.waves=together" in cmd
+    register()
+    gates = compose("run", ["scale=pilot_accuracy"]).gates
+    require_gates_for_waves("together", gates)  # raises ConfigError if any of A/B/D/E is on
+    assert not any(gates[g].enabled for g in "ABDE")
+
+
+def test_mps_is_skipped_with_a_reason_where_its_control_daemon_is_absent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from scripts import gpu_pilot
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    mps = gpu_pilot.Mps()
+    state = mps.start()
+    assert state == {"used": False, "why": "nvidia-cuda-mps-control is not on PATH"}
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+    mps.stop()  # nothing started: nothing to stop, no error
+    assert gpu_pilot.parse(["accuracy", "--mps", "off"]).mps == "off"

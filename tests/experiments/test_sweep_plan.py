@@ -171,6 +171,40 @@ def test_waves_put_baselines_before_treatments_per_model() -> None:
     assert {r.shape["behaviour"] for r in runs} == {"poroelastic"}
 
 
+def test_waves_together_put_every_arm_of_a_model_in_one_wave() -> None:
+    cfg = sweep_cfg(
+        "sweep=full",
+        "sweep.grid.seed=[0,1]",
+        "sweep.grid.seq_len=[512]",
+        "sweep.grid.global_batch=[8]",
+        "sweep.grid.behaviour=[poroelastic]",
+        "sweep.grid.model=[llama2-13b,llama-1b]",
+        "sweep.ensure_data=false",
+        "sweep.waves=together",
+    )
+    runs = plan(cfg)
+    waves = P.waves(runs, cfg.sweep.waves)
+    assert [(w[0].model, len(w), sorted({r.arm for r in w})) for w in waves] == [
+        ("llama-1b", 6, ["adam8bit", "adamw", "flashoptim"]),
+        ("llama2-13b", 6, ["adam8bit", "adamw", "flashoptim"]),
+    ]
+    with pytest.raises(ConfigError, match=r"sweep\.waves"):
+        sweep_cfg("sweep.waves=all")
+
+
+def test_waves_together_is_refused_while_in_run_gates_are_on(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "experiments.sweep", "sweep=mvt", "scale=smoke", "sweep.waves=together"]
+    cmd += [f"results_root={tmp_path}", "allow_outside_results_root=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert "sweep.waves" in lines[0] and "gates" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing written
+    # the smoke scale's gates are on; with them off the check passes
+    gates = S.OmegaConf.create({g: {"enabled": False} for g in "ABDE"})
+    S.require_gates_for_waves("together", gates)
+
+
 def test_global_batch_must_be_a_multiple_of_the_micro_batch() -> None:
     cfg = sweep_cfg(
         "sweep=full",
