@@ -140,6 +140,8 @@ def accuracy_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
         f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
         "sweep.waves=together",  # every arm at once (the scale's in-run gates are off)
+        # gate F's seed rule and the sweep's own analysis decide on what this sweep answers
+        f"sweep.analysis_overrides=[{','.join(repr(o) for o in ACCURACY_ANALYSIS)}]",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={a.jobs}",
         *overrides,
@@ -160,6 +162,7 @@ def memory_cmd(a: argparse.Namespace) -> list[str]:
         # (and no learned baselines: their fit would cost a minute on the first run's critical path)
         f"sweep.run_overrides=['train.max_steps={a.memory_steps}','train.eval.val_samples=0',"
         "'train.eval.test_samples=1','baselines.learned=[]']",
+        f"sweep.analysis_overrides=[{','.join(repr(o) for o in MEMORY_ANALYSIS)}]",
         *overrides,
     ]
 

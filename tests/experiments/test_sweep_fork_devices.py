@@ -40,7 +40,10 @@ def test_the_pilot_scripts_run_overrides_parse() -> None:
             parsed = {o.key_or_group: o for o in parser.parse_overrides(overrides)}
             value = parsed["sweep.run_overrides"].value()
             assert isinstance(value, list) and all(isinstance(v, str) for v in value)
-    steps = parser.parse_overrides([memory_cmd(parse(["memory", "--memory-steps", "12"]))[-1]])[0]
+            answers = parsed["sweep.analysis_overrides"].value()
+            assert isinstance(answers, list) and any(v.startswith("answers=[") for v in answers)
+    mem = memory_cmd(parse(["memory", "--memory-steps", "12"]))
+    steps = parser.parse_overrides([next(c for c in mem if c.startswith("sweep.run_overrides="))])[0]
     assert "train.max_steps=12" in steps.value() and "baselines.learned=[]" in steps.value()
 
 
