@@ -64,6 +64,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "stay within an H200's 139 GiB)",
     )
     p.add_argument("--steps", type=int, default=None, help="accuracy training steps (default: the scale's)")
+    p.add_argument(
+        "--first-look-only",
+        action="store_true",
+        help="accuracy: run the first look's seeds and stop (gate F off for this invocation; gates are "
+        "not part of a run's id). The same command without the flag later keeps the finished runs, lets "
+        "gate F decide on them and runs the seeds it adds: a pilot split over device calls of 10 minutes",
+    )
     p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument(
         "--memory-steps",
@@ -129,6 +136,8 @@ def dataset_dir(root: str) -> Path:
 def accuracy_cmd(a: argparse.Namespace) -> list[str]:
     overrides = [f"results_root={a.results_root}"] if a.results_root != "results" else []
     run_over = [f"train.max_steps={a.steps}"] if a.steps else []
+    if a.first_look_only:
+        run_over.append("gates.F.enabled=false")
     return [
         sys.executable,
         "-m",

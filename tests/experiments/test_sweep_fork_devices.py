@@ -33,7 +33,11 @@ def test_the_pilot_scripts_run_overrides_parse() -> None:
     from scripts.gpu_pilot import accuracy_cmd, memory_cmd, parse
 
     parser = OverridesParser.create()
-    for argv in (["accuracy"], ["accuracy", "--steps", "900"], ["memory", "--memory-steps", "12"]):
+    for argv in (
+        ["accuracy"],
+        ["accuracy", "--steps", "900", "--first-look-only"],
+        ["memory", "--memory-steps", "12"],
+    ):
         a = parse(argv)
         for cmd in (accuracy_cmd(a), memory_cmd(a)):
             overrides = [c for c in cmd[3:] if "=" in c]
@@ -42,6 +46,9 @@ def test_the_pilot_scripts_run_overrides_parse() -> None:
             assert isinstance(value, list) and all(isinstance(v, str) for v in value)
             answers = parsed["sweep.analysis_overrides"].value()
             assert isinstance(answers, list) and any(v.startswith("answers=[") for v in answers)
+    first = accuracy_cmd(parse(["accuracy", "--first-look-only"]))
+    over = parser.parse_overrides([next(c for c in first if c.startswith("sweep.run_overrides="))])[0]
+    assert over.value() == ["gates.F.enabled=false"]
     mem = memory_cmd(parse(["memory", "--memory-steps", "12"]))
     steps = parser.parse_overrides([next(c for c in mem if c.startswith("sweep.run_overrides="))])[0]
     assert "train.max_steps=12" in steps.value() and "baselines.learned=[]" in steps.value()
