@@ -71,6 +71,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "not part of a run's id). The same command without the flag later keeps the finished runs, lets "
         "gate F decide on them and runs the seeds it adds: a pilot split over device calls of 10 minutes",
     )
+    p.add_argument(
+        "--no-analyse",
+        action="store_true",
+        help="the sweeps skip their own analysis stage (run the `analyse` phase later, e.g. on a CPU)",
+    )
     p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument(
         "--memory-steps",
@@ -149,6 +154,7 @@ def accuracy_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
         f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
         "sweep.waves=together",  # every arm at once (the scale's in-run gates are off)
+        *(["sweep.analyse=false"] if a.no_analyse else []),
         # gate F's seed rule and the sweep's own analysis decide on what this sweep answers
         f"sweep.analysis_overrides=[{','.join(repr(o) for o in ACCURACY_ANALYSIS)}]",
         "hydra/launcher=joblib",
@@ -172,6 +178,7 @@ def memory_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.run_overrides=['train.max_steps={a.memory_steps}','train.eval.val_samples=0',"
         "'train.eval.test_samples=1','baselines.learned=[]']",
         f"sweep.analysis_overrides=[{','.join(repr(o) for o in MEMORY_ANALYSIS)}]",
+        *(["sweep.analyse=false"] if a.no_analyse else []),
         *overrides,
     ]
 
