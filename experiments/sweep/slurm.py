@@ -27,6 +27,7 @@ or earlier with ``additional_parameters.signal=TERM@<s>``). A job is never reque
 from __future__ import annotations
 
 import os
+import contextlib
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -129,12 +131,14 @@ class SlurmLauncher(_SubmititSlurmLauncher):
             }
         return ret
 
-    def executor(self, nproc: int = 1) -> Any:
+    def executor(self, nproc: int = 1, submits: bool = True) -> Any:
         """The submitit executor for this launcher's parameters (the same mapping as Hydra's plugin),
         for a run of ``nproc`` processes: ``gpus_per_node`` and ``cpus_per_task`` are per process,
         so a sharded run (``dist=fsdp2 dist.nproc=n``, one torchrun on one node) asks for n times
-        each, in one task."""
+        each, in one task. ``submits=False``: only for writing batch scripts, which needs no SLURM
+        on this machine (submitit's executor refuses to exist where ``srun`` is not on PATH)."""
         import submitit  # heavy; only when a sweep actually submits
+        from submitit.slurm.slurm import SlurmExecutor  # same
 
         params = dict(self.params)
         folder = params.pop("submitit_folder")
@@ -144,9 +148,12 @@ class SlurmLauncher(_SubmititSlurmLauncher):
                 if params.get(key):
                     params[key] = int(params[key]) * nproc
             params["tasks_per_node"] = 1  # torchrun starts the ranks, not srun
-        executor = submitit.AutoExecutor(
-            cluster="slurm", folder=folder, slurm_max_num_timeout=max_num_timeout
-        )
+        with contextlib.ExitStack() as stack:
+            if not submits:  # writes a script, submits nothing: do not ask for srun
+                stack.enter_context(mock.patch.object(SlurmExecutor, "affinity", return_value=1))
+            executor = submitit.AutoExecutor(
+                cluster="slurm", folder=folder, slurm_max_num_timeout=max_num_timeout
+            )
         generic = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
         return executor
@@ -163,7 +170,7 @@ class SlurmLauncher(_SubmititSlurmLauncher):
 
     def sbatch_script(self, overrides: Sequence[str]) -> str:
         """The batch script this launcher would submit for one job (for ``sbatch --test-only``)."""
-        slurm_executor = self.executor(self.nproc(overrides))._executor  # AutoExecutor -> SlurmExecutor
+        slurm_executor = self.executor(self.nproc(overrides), submits=False)._executor  # Auto -> Slurm
         return str(slurm_executor._make_submission_file_text(slurm_executor._submitit_command_str, "test"))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

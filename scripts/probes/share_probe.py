@@ -29,8 +29,8 @@ ARMS = ["adamw", "adam8bit", "flashoptim", "adamw", "adam8bit", "adamw"]  # the 
 
 
 def worker(arm: str, start_at: float, seconds: float, seed: int) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # the worker process only: the parent runs no CUDA (MPS clients start after the daemon)
+    from transformers import LlamaConfig, LlamaForCausalLM  # same: worker-side only
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
@@ -48,12 +48,12 @@ def worker(arm: str, start_at: float, seconds: float, seed: int) -> None:
     if arm == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     elif arm == "adam8bit":
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # optional: the adam8bit workers only
 
         opt = bnb.optim.AdamW8bit(model.parameters(), lr=1e-3)
     else:
         sys.path.insert(0, os.getcwd())
-        from flashoptim import FlashAdamW, cast_model
+        from flashoptim import FlashAdamW, cast_model  # flashoptim workers only
 
         cast_model(model)
         opt = FlashAdamW(model.parameters(), lr=1e-3)
