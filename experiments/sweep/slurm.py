@@ -26,8 +26,8 @@ or earlier with ``additional_parameters.signal=TERM@<s>``). A job is never reque
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 import signal
 import subprocess
 import sys
