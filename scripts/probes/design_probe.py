@@ -54,6 +54,12 @@ CONFIGS: dict[str, tuple[int, list[str], float]] = {
     "b32": (0, ["train.micro_batch_size=32"], 1.0),
     "b32_s1": (1, ["train.micro_batch_size=32"], 1.0),
     "b32_lr2e-3": (0, ["train.micro_batch_size=32", "train.lr=2e-3"], 1.0),
+    # third probe (pilot v2: 12,000 training samples, 1,400 steps, cosine to 0; its first look had
+    # AdamW at 0.58-0.61x): what per-run compute, spent how, reaches 0.5x. Run with --steps 1400.
+    "v2_11m_x3": (0, [], 3.0),  # 3x the steps
+    "v2_11m_b24": (0, ["train.micro_batch_size=24"], 1.0),  # 3x the samples a step
+    "v2_26m_x1.25": (0, ["model=llama-26m"], 1.25),  # ~3x the compute (2.4x a step)
+    "v2_26m_x2": (0, ["model=llama-26m"], 2.0),  # ~5x the compute
 }
 
 
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     p.add_argument("--deadline-s", type=float, default=480.0)
+    p.add_argument("--mps", action="store_true", help="share the GPU through CUDA MPS (scripts/gpu_pilot.py)")
     a = p.parse_args(argv)
     names = [n for n in a.only.split(",") if n] or list(CONFIGS)
     unknown = sorted(set(names) - set(CONFIGS))
@@ -70,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--only: unknown configuration {unknown}; allowed: {', '.join(CONFIGS)}")
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
+    from scripts.gpu_pilot import Mps  # the repository is on PYTHONPATH (scripts/gpu_env.sh)
+
+    mps = Mps()
+    mps_state = mps.start() if a.mps else {"used": False, "why": "--mps not given"}
+    print(f"MPS: {json.dumps(mps_state)}", flush=True)
     record: dict[str, dict] = {}
     procs = {}
     t0 = time.perf_counter()
@@ -109,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 procs[name][1].close()
             pending.clear()
         time.sleep(1.0)
+    mps.stop()
     for name in names:
         runs = sorted(Path(f"results/sweeps/probe-{name}/runs").glob("*"))
         dest = a.out / name
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     (a.out / "probe.json").write_text(
-        json.dumps({"configs": record, "wall_s": time.perf_counter() - t0}, indent=2)
+        json.dumps({"configs": record, "wall_s": time.perf_counter() - t0, "mps": mps_state}, indent=2)
     )
     print(json.dumps(record, indent=1))
     return 0
