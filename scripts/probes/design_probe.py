@@ -4,7 +4,7 @@
 
 The first eight configurations were run at commit 3b07de8, when ``scale=pilot_accuracy`` was the
 26M model with ``sci`` targets (their overrides are relative to that); the ``b32*`` ones on today's
-scale (llama-11m, ``shared_exp``). Every configuration below is one AdamW run of the harness (``python -m experiments.run
+scale (llama-11m, ``shared_exp``). Every configuration below is one run of the harness (AdamW unless its overrides name an arm) (``python -m experiments.run
 scale=pilot_accuracy optimizer=adamw``) with a few overrides; all of them start at once and share the
 GPU (as the pilot's accuracy runs do). No other arm is run: the design is chosen before any treatment
 is looked at. What varies: the number format of the targets (``sci`` vs ``shared_exp``), packing
@@ -60,6 +60,13 @@ CONFIGS: dict[str, tuple[int, list[str], float]] = {
     "v2_11m_b24": (0, ["train.micro_batch_size=24"], 1.0),  # 3x the samples a step
     "v2_26m_x1.25": (0, ["model=llama-26m"], 1.25),  # ~3x the compute (2.4x a step)
     "v2_26m_x2": (0, ["model=llama-26m"], 2.0),  # ~5x the compute
+    # fourth probe: the seed spread and a positive control at the cheapest design that learned
+    # (24 rows a step, 1,400 steps: 0.37x): is the paired spread small, is adamw_bf16 worse there?
+    "b24_adamw_s0": (0, ["train.micro_batch_size=24"], 1.0),
+    "b24_adamw_s1": (1, ["train.micro_batch_size=24"], 1.0),
+    "b24_bf16_s0": (0, ["train.micro_batch_size=24", "optimizer=adamw_bf16"], 1.0),
+    "b24_bf16_s1": (1, ["train.micro_batch_size=24", "optimizer=adamw_bf16"], 1.0),
+    "b24_flash_s0": (0, ["train.micro_batch_size=24", "optimizer=flashoptim"], 1.0),
 }
 
 
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "-m",
             "experiments.run",
             "scale=pilot_accuracy",
-            "optimizer=adamw",
+            *([] if any(o.startswith("optimizer=") for o in over) else ["optimizer=adamw"]),
             f"seed={seed}",
             f"sweep_id=probe-{name}",
             "wandb=disabled",
