@@ -62,6 +62,7 @@ CONFIGS: dict[str, tuple[int, list[str], float]] = {
     "v2_26m_x2": (0, ["model=llama-26m"], 2.0),  # ~5x the compute
     # fourth probe: the seed spread and a positive control at the cheapest design that learned
     # (24 rows a step, 1,400 steps: 0.37x): is the paired spread small, is adamw_bf16 worse there?
+    # Not yet run (2026-12-02: no device machine could be started for it).
     "b24_adamw_s0": (0, ["train.micro_batch_size=24"], 1.0),
     "b24_adamw_s1": (1, ["train.micro_batch_size=24"], 1.0),
     "b24_bf16_s0": (0, ["train.micro_batch_size=24", "optimizer=adamw_bf16"], 1.0),
