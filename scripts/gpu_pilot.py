@@ -21,6 +21,7 @@ the script projects its wall time from ``probe``'s measurement when there is one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +236,19 @@ class Mps:
         self.env = {}
 
 
+@contextlib.contextmanager
+def mps_session(enabled: bool, why_off: str) -> Iterator[dict[str, Any]]:
+    """CUDA MPS for what runs inside (children inherit the environment), when ``enabled`` and a
+    client connects; yields the state (``used``, and ``why`` when not); always stopped afterwards."""
+    mps = Mps()
+    state = mps.start() if enabled else {"used": False, "why": why_off}
+    print(f"MPS: {json.dumps(state)}", flush=True)
+    try:
+        yield state
+    finally:
+        mps.stop()
+
+
 def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     """One AdamW run alone, then ``jobs`` at once (other seeds), ``probe_steps`` each: the speed-up of
     sharing the GPU (runs/s together over runs/s alone) and the projected accuracy-sweep wall time."""
@@ -252,9 +267,9 @@ def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     log = root / "sweeps" / "pilot-probe" / "probe.log"
     rc, alone = sh([*base, "seed=0"], log)
     t0 = time.perf_counter()
-    with open(log, "ab") as out:
+    with open(log, "ab") as sink:
         procs = [
-            subprocess.Popen([*base, f"seed={s}"], stdout=out, stderr=subprocess.STDOUT)
+            subprocess.Popen([*base, f"seed={s}"], stdout=sink, stderr=subprocess.STDOUT)
             for s in range(1, a.jobs + 1)
         ]
         rcs = [p.wait() for p in procs]
@@ -315,13 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                     "fewer --seeds/--steps, more --jobs, or --force"
                 )
                 return 2
-            mps = Mps()
-            mps_state = mps.start() if a.mps == "auto" else {"used": False, "why": "--mps off"}
-            print(f"MPS: {json.dumps(mps_state)}", flush=True)
-            try:
+            with mps_session(a.mps == "auto", "--mps off") as mps_state:
                 rc, wall = sh(accuracy_cmd(a))
-            finally:
-                mps.stop()
             timing.record(
                 "accuracy", {"rc": rc, "wall_s": wall, "command": " ".join(accuracy_cmd(a)), "mps": mps_state}
             )

@@ -487,8 +487,8 @@ class Sweep:
 
 def require_gates_for_waves(waves: str, gates: Any) -> None:
     """``sweep.waves=together`` starts a treatment beside its reference: the in-run gates must be off."""
-    on = [g for g in ("A", "B", "D", "E") if gates[g].enabled]
-    if waves == "together" and on:
+    on = [g for g in ("A", "B", "D", "E") if gates[g].enabled] if waves == "together" else []
+    if on:
         raise ConfigError(
             "sweep.waves",
             f"together (in-run gates {', '.join(on)} enabled)",

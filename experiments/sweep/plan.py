@@ -376,14 +376,9 @@ def order(runs: list[PlannedRun], reference_arm: str) -> list[PlannedRun]:
 def waves(runs: list[PlannedRun], mode: str = "phased") -> list[list[PlannedRun]]:
     """Consecutive groups that may run in parallel: (model, phase), or (model) when ``mode`` is
     ``together`` (sweep.waves)."""
-    out: list[list[PlannedRun]] = []
-    if mode == "together":
-        key: Any = lambda r: (r.n_params, r.model)  # noqa: E731
-    else:
-        key = lambda r: (r.n_params, r.model, r.phase)  # noqa: E731
-    for _, group in itertools.groupby(runs, key=key):
-        out.append(list(group))
-    return out
+    together = mode == "together"
+    key = lambda r: (r.n_params, r.model, None if together else r.phase)  # noqa: E731
+    return [list(group) for _, group in itertools.groupby(runs, key=key)]
 
 
 # ------------------------------------------------------------------------------------ dry run

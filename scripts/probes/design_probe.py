@@ -4,10 +4,12 @@
 
 The first eight configurations were run at commit 3b07de8, when ``scale=pilot_accuracy`` was the
 26M model with ``sci`` targets (their overrides are relative to that); the ``b32*`` ones on today's
-scale (llama-11m, ``shared_exp``). Every configuration below is one run of the harness (AdamW unless its overrides name an arm) (``python -m experiments.run
-scale=pilot_accuracy optimizer=adamw``) with a few overrides; all of them start at once and share the
-GPU (as the pilot's accuracy runs do). No other arm is run: the design is chosen before any treatment
-is looked at. What varies: the number format of the targets (``sci`` vs ``shared_exp``), packing
+scale (llama-11m, ``shared_exp``). Every configuration below is one run of the harness
+(``python -m experiments.run scale=pilot_accuracy optimizer=adamw``) with a few overrides; all of
+them start at once and share the GPU (as the pilot's accuracy runs do). Up to the third probe no
+other arm is run: the design is chosen before any treatment is looked at; the fourth (``b24_*``)
+names its arm, to measure the seed spread and a positive control at a design already chosen. What
+varies: the number format of the targets (``sci`` vs ``shared_exp``), packing
 (packed rows vs one sample per row, i.e. attention masked at sample boundaries), model size, learning
 rate, steps, and a second seed of two designs (the seed-to-seed spread of every metric definition).
 
@@ -85,11 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--only: unknown configuration {unknown}; allowed: {', '.join(CONFIGS)}")
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
-    from scripts.gpu_pilot import Mps  # the repository is on PYTHONPATH (scripts/gpu_env.sh)
+    from scripts.gpu_pilot import mps_session  # the repository is on PYTHONPATH (scripts/gpu_env.sh)
 
-    mps = Mps()
-    mps_state = mps.start() if a.mps else {"used": False, "why": "--mps not given"}
-    print(f"MPS: {json.dumps(mps_state)}", flush=True)
+    with mps_session(a.mps, "--mps not given") as mps_state:
+        record, t0 = launch(a, names)
+    collect(a, names, record)
+    (a.out / "probe.json").write_text(
+        json.dumps({"configs": record, "wall_s": time.perf_counter() - t0, "mps": mps_state}, indent=2)
+    )
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+def launch(a: argparse.Namespace, names: list[str]) -> tuple[dict[str, dict], float]:
+    """Start every configuration at once; wait for them (SIGTERM at the deadline). (record, t0)"""
     record: dict[str, dict] = {}
     procs = {}
     t0 = time.perf_counter()
@@ -129,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                 procs[name][1].close()
             pending.clear()
         time.sleep(1.0)
-    mps.stop()
+    return record, t0
+
+
+def collect(a: argparse.Namespace, names: list[str], record: dict[str, dict]) -> None:
+    """Copy each run's files to ``OUT_DIR/<name>/`` and add its headline figures to ``record``."""
     for name in names:
         runs = sorted(Path(f"results/sweeps/probe-{name}/runs").glob("*"))
         dest = a.out / name
@@ -162,11 +177,6 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 }
             )
-    (a.out / "probe.json").write_text(
-        json.dumps({"configs": record, "wall_s": time.perf_counter() - t0, "mps": mps_state}, indent=2)
-    )
-    print(json.dumps(record, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

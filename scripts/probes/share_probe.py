@@ -11,8 +11,8 @@ weights), warms up, waits for a common start time, and counts the steps it compl
 in the next ``--seconds`` seconds. The numbers are the model's and the optimizers' real work; the
 harness around a pilot run (data packing, logging every 50 steps) is not in them.
 ``OUT_DIR/share.json``: per configuration, per process: arm, steps, seconds; aggregate steps/s.
-A config ``K:on`` starts an MPS control daemon of its own (own pipe/log directories) and quits it
-afterwards; if a client cannot connect, the config is recorded as failed and the next one runs.
+A config ``K:on`` runs under ``scripts.gpu_pilot.mps_session`` (a daemon of its own, quit afterwards);
+if a client cannot connect, the config is recorded as failed and the next one runs.
 """
 
 from __future__ import annotations
@@ -87,54 +87,40 @@ def worker(arm: str, start_at: float, seconds: float, seed: int) -> None:
     print(json.dumps({"arm": arm, "steps": n, "seconds": time.time() - t0, "late": late}), flush=True)
 
 
-def run_config(k: int, mps: bool, seconds: float, out: Path) -> dict:
-    env = dict(os.environ)
-    rec: dict = {"processes": k, "mps": mps}
-    exe = "nvidia-cuda-mps-control"
-    if mps:
-        base = out / f"mps-{k}"
-        env["CUDA_MPS_PIPE_DIRECTORY"] = str(base / "pipe")
-        env["CUDA_MPS_LOG_DIRECTORY"] = str(base / "log")
-        for d in ("pipe", "log"):
-            (base / d).mkdir(parents=True, exist_ok=True)
-        try:
-            rec["mps_start_rc"] = subprocess.call([exe, "-d"], env=env)
-        except FileNotFoundError:
-            rec["error"] = f"{exe} not found"
+def run_config(k: int, mps: bool, seconds: float) -> dict:
+    from scripts.gpu_pilot import mps_session  # the repository is on PYTHONPATH (scripts/gpu_env.sh)
+
+    rec: dict = {"processes": k}
+    with mps_session(mps, "not asked") as rec["mps"]:
+        if mps and not rec["mps"]["used"]:
+            rec["error"] = rec["mps"]["why"]
             return rec
-        chk = subprocess.run(
-            [sys.executable, "-c", "import torch; print(int((torch.ones(4, device='cuda') + 1).sum()))"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        rec["mps_client_check"] = (chk.stdout.strip(), chk.stderr.strip()[-400:])
-        if chk.stdout.strip() != "8":
-            subprocess.run([exe], input="quit\n", text=True, env=env, timeout=60)
-            rec["error"] = "MPS client check failed"
-            return rec
-    start_at = time.time() + 50.0  # imports + model build + warm-up of K processes on 16 cores
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--worker", ARMS[i % len(ARMS)], str(start_at), str(seconds), str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(k)
-    ]
+        start_at = time.time() + 50.0  # imports + model build + warm-up of K processes on 16 cores
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    ARMS[i % len(ARMS)],
+                    str(start_at),
+                    str(seconds),
+                    str(i),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(k)
+        ]
+        outputs = [p.communicate(timeout=300) for p in procs]
     rows, errs = [], []
-    for p in procs:
-        o, e = p.communicate(timeout=300)
+    for o, e in outputs:
         line = [ln for ln in o.splitlines() if ln.startswith("{")]
         if line:
             rows.append(json.loads(line[-1]))
         else:
             errs.append(e[-600:])
-    if mps:
-        subprocess.run([exe], input="quit\n", text=True, env=env, timeout=60)
     rec["rows"] = rows
     rec["errors"] = errs
     rec["aggregate_steps_per_s"] = sum(r["steps"] / r["seconds"] for r in rows)
@@ -160,7 +146,7 @@ def main() -> int:
     for c in a.configs.split(","):
         k, m = c.split(":")
         t = time.time()
-        rec = run_config(int(k), m == "on", a.seconds, a.out)
+        rec = run_config(int(k), m == "on", a.seconds)
         rec["wall_s"] = time.time() - t
         results.append(rec)
         print(
