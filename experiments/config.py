@@ -154,6 +154,9 @@ class TrainConfig:
     # emulated on CPUs without native bf16); no effect on GPU (experiments/run/models.py)
     cpu_fp32_compute: bool = True
     timing_warmup_steps: int = 3  # steps left out of the throughput medians
+    # true: the training forward/backward runs through torch.compile (fused kernels; the first step
+    # compiles). Evaluation decodes with the uncompiled model. One-process runs only (not FSDP2).
+    compile: bool = False
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     text: TextConfig = field(default_factory=TextConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -466,6 +469,12 @@ def _validate_dist(d: Any, t: Any) -> None:
             t.micro_batch_size,
             f"a multiple of dist.nproc={d.nproc}: each micro-batch is split across the ranks "
             "(it is the global micro-batch; per GPU it is micro_batch_size / nproc)",
+        )
+        require(
+            not t.compile,
+            "train.compile",
+            t.compile,
+            "false with dist.strategy=fsdp2 (torch.compile is used on one-process runs only)",
         )
 
 

@@ -54,6 +54,8 @@ def _train_settings(train: Any, optimizer: Any) -> dict[str, Any]:
     # keys added later enter the id only when they differ from the behaviour before them
     if plain.get("packing", True):
         plain.pop("packing", None)
+    if not plain.get("compile", False):
+        plain.pop("compile", None)
     if plain.get("text", {}).get("number_format", "sci") == "sci":
         plain.get("text", {}).pop("number_format", None)
     return plain

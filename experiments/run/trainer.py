@@ -139,6 +139,7 @@ class Trainer:
         self.meter = memory.MemoryMeter(self.device)
         self.state.mem_measurable = self.meter.measurable
         self.model: Any = None
+        self.train_model: Any = None  # self.model, or its torch.compile wrapper (train.compile)
         self.optimizer: Any = None
         self._release_handle: Any = None
         self._pending: list[tuple[int, torch.Tensor, float]] = []
@@ -183,6 +184,9 @@ class Trainer:
         if self.dist.active:
             self.dist.shard(self.model, o, self.compute.autocast, cfg.dist.reduce_dtype)
         self.model.train()
+        # The training forward/backward only: decoding in evaluation changes shapes every token.
+        # dynamic=False: every micro-batch has the same shape, so one graph, compiled at step 1.
+        self.train_model = torch.compile(self.model, dynamic=False) if t.compile else self.model
         self.state.n_params = models.n_params(self.model)
         self.state.device_label = device_label()
         local_numel = sum(getattr(p, "_local_tensor", p).numel() for p in self.model.parameters())
@@ -363,7 +367,7 @@ class Trainer:
             ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
             labels_t = torch.from_numpy(labels).to(self.device, non_blocking=True)
             with ctx:
-                loss = self.model(input_ids=ids_t, labels=labels_t, **kw).loss / t.grad_accum_steps
+                loss = self.train_model(input_ids=ids_t, labels=labels_t, **kw).loss / t.grad_accum_steps
             (loss * scale if scale != 1 else loss).backward()
             loss_sum += loss.detach().float()
         return loss_sum
@@ -560,7 +564,7 @@ class Trainer:
             self.state.peaks = self.state.training_peaks or run_peaks
         if self._release_handle is not None:
             self._release_handle.remove()
-        self.model = self.optimizer = self._release_handle = None
+        self.model = self.train_model = self.optimizer = self._release_handle = None
         self._pending = []
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
