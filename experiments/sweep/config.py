@@ -102,6 +102,11 @@ class SweepSection:
     device_memory_gib: float | None = None  # null: the visible GPU's, else 80
     gpus: list[int] | None = None  # local GPUs to share out, one run per GPU (joblib)
     jobs_per_launch: int | None = None  # null: 1 for the basic launcher, a whole wave otherwise
+    # Wall seconds from the sweep's start by which its launches should have ended (null: none). A
+    # launch is not started when the previous launch's duration would take it past; the runs not
+    # started stay pending, the sweep ends `incomplete`, and the same command later continues it (a
+    # sweep split over time-limited slots, e.g. device calls of 10 minutes).
+    launch_deadline_s: float | None = None
     # phased: a model's baseline runs, then its treatment runs (the in-run gates A/B/D/E compare a
     # treatment with its finished reference). together: one wave per model, every arm at once (for runs
     # that share one device, e.g. the accuracy pilot); needs the in-run gates off, since a reference
@@ -198,6 +203,12 @@ def validate(cfg: Any) -> None:
         "null or >= 1",
     )
     require(s.progress_interval_s > 0, "sweep.progress_interval_s", s.progress_interval_s, "> 0")
+    require(
+        s.launch_deadline_s is None or s.launch_deadline_s > 0,
+        "sweep.launch_deadline_s",
+        s.launch_deadline_s,
+        "null or seconds > 0",
+    )
     require(s.waves in WAVES, "sweep.waves", s.waves, f"one of {', '.join(WAVES)}")
     require(
         s.id is None or (s.id and "/" not in s.id and not s.id.startswith(".")),

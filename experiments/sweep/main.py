@@ -196,6 +196,9 @@ class Sweep:
         self.launcher: Any = None
         self.task: L.RunTask | None = None
         self.job_idx = 0
+        self.started = time.monotonic()
+        self.last_launch_s: float | None = None  # wall seconds of this invocation's latest launch
+        self.deadline_reason: str | None = None  # set once sweep.launch_deadline_s stops launching
 
     def expand(
         self, seeds: Sequence[int] | None = None, point: dict[str, Any] | None = None
@@ -269,14 +272,32 @@ class Sweep:
                 for r in batch:
                     self._skip(r, self.aborted_reason)
                 continue
+            if self.past_deadline(len(todo) - i):  # left pending: the same command continues them
+                continue
             with self.state.lock:
                 for r in batch:
                     self.state.by_id[r.run_id].update(status="running", started_t=time.time())
                 self.state.write()
             overrides = L.job_overrides(_task_overrides(self.argv), self.sweep_dir, [r.run_id for r in batch])
+            t0 = time.monotonic()
             results = L.launch(self.launcher, overrides, self.job_idx)
+            self.last_launch_s = time.monotonic() - t0
             self.job_idx += len(batch)
             self._settle(batch, results)
+
+    def past_deadline(self, left: int) -> bool:
+        """True when ``sweep.launch_deadline_s`` forbids starting the next launch: the previous one's
+        duration would end it past the deadline (the first launch of an invocation always starts)."""
+        limit = self.cfg.sweep.launch_deadline_s
+        if self.deadline_reason is None and limit is not None and self.last_launch_s is not None:
+            elapsed = time.monotonic() - self.started
+            if elapsed + self.last_launch_s > limit:
+                self.deadline_reason = (
+                    f"sweep.launch_deadline_s={limit:g}: {elapsed:.0f} s elapsed and the last launch "
+                    f"took {self.last_launch_s:.0f} s, so no launch started after that"
+                )
+                self._stage(f"deadline: {self.deadline_reason}")
+        return self.deadline_reason is not None
 
     def _settle(self, batch: list[P.PlannedRun], results: list[dict[str, Any]]) -> None:
         with self.state.lock:
@@ -340,6 +361,8 @@ class Sweep:
             phases = sorted({r.phase for r in wave})
             self._stage(f"{model}: {' + '.join(phases)} runs ({len(wave)})")
             self.run_wave(wave)
+        if self.deadline_reason:  # the gates decide on finished runs, in the invocation that has them
+            return
         self.gate_f(model_runs)
         if model == self.gates_cfg.C.model and self.gates_cfg.C.enabled:
             mine = [r for r in self.runs if r.model == model]
@@ -387,6 +410,8 @@ class Sweep:
             for wave in P.waves(P.order(new, self.gates_cfg.reference_arm), self.cfg.sweep.waves):
                 self.run_wave(wave)
             self.state.write()
+            if self.deadline_reason:
+                return
 
     def run(self) -> int:
         try:
@@ -452,16 +477,24 @@ class Sweep:
                 self.task.close()
             self.progress = None
         with self.state.lock:
-            self.state.doc.update(
-                status="aborted" if self.aborted_reason else "completed",
-                status_reason=self.aborted_reason,
-                finished_at=now_iso(),
+            pending = sum(1 for e in self.state.entries if e["status"] in ("pending", "interrupted"))
+            status = (
+                "aborted" if self.aborted_reason else "incomplete" if self.deadline_reason else "completed"
             )
+            reason = self.aborted_reason or (
+                f"{self.deadline_reason}; {pending} run(s) pending: run the same command again to continue"
+                if self.deadline_reason
+                else None
+            )
+            self.state.doc.update(status=status, status_reason=reason, finished_at=now_iso())
             self.state.write()
         print(
             f"sweep {self.sweep_id}: {self.state.doc['status']}; sweep.json at {self.sweep_dir / 'sweep.json'}",
             flush=True,
         )
+        if reason and status == "incomplete":
+            print(f"sweep {self.sweep_id}: {reason}", flush=True)
+            return 0  # nothing to analyse yet
         if self.cfg.sweep.analyse:
             return self.analyse()
         return 0

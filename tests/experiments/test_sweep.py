@@ -385,3 +385,36 @@ def test_dataset_is_made_first_once_and_a_failed_datagen_starts_no_run(tmp_path:
     assert [i["arm"] for i in invocations(root)] == ["adamw", "flashoptim"]
     run_sweep(root, *args)  # the dataset exists now: datagen is not started again
     assert len(read_jsonl(root / "datagen_invocations.jsonl")) == 2
+
+
+def test_a_launch_deadline_leaves_runs_pending_and_the_same_command_continues(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    plant(root, steps=2, step_s=0.0, arms={"adamw": {"rel_l2": 0.1}, "flashoptim": {"rel_l2": 0.1}})
+    args = ["sweep=mvt", "scale=smoke", "sweep.grid.optimizer=[adamw,flashoptim]", RULE_3_5]
+    # the first launch of an invocation always starts; after it any deadline is past: one run (the
+    # basic launcher launches one run at a time), the rest pending, no gate decided on a partial look
+    proc = run_sweep(root, *args, "sweep.launch_deadline_s=0.001")
+    doc = sweep_json(root)
+    assert (doc["status"], len(invocations(root))) == ("incomplete", 1)
+    assert sorted(r["status"] for r in doc["runs"]) == ["completed"] + ["pending"] * 5
+    assert "5 run(s) pending" in doc["status_reason"] and "run the same command again" in proc.stdout
+    assert doc["sequential"]["looks"] == [] and not [g for g in doc["gates"] if g["gate"] == "F"]
+    # the same command without the deadline: the finished run is kept, the five others run, gate F looks
+    run_sweep(root, *args)
+    doc = sweep_json(root)
+    assert doc["status"] == "completed" and len(invocations(root)) == 6
+    assert {r["status"] for r in doc["runs"]} == {"completed"}
+    assert [(k["look"], k["add"]) for k in doc["sequential"]["looks"]] == [(1, 0)]
+
+
+def test_a_bad_launch_deadline_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        sweep_cmd(tmp_path / "results", "sweep=mvt", "scale=smoke", "sweep.launch_deadline_s=-5"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert "sweep.launch_deadline_s=-5" in err[0] and "seconds > 0" in err[0]
