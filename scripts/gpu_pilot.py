@@ -74,6 +74,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "gate F decide on them and runs the seeds it adds: a pilot split over device calls of 10 minutes",
     )
     p.add_argument(
+        "--launch-deadline-s",
+        type=float,
+        default=None,
+        help="accuracy: start no launch of --jobs runs that would end past this many seconds from the "
+        "sweep's start (sweep.launch_deadline_s); the runs not started stay pending and the same "
+        "command continues them (the second look's 42 runs over two device calls)",
+    )
+    p.add_argument(
         "--no-analyse",
         action="store_true",
         help="the sweeps skip their own analysis stage (run the `analyse` phase later, e.g. on a CPU)",
@@ -101,6 +109,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if getattr(a, name) < 1:
             print(f"--{name.replace('_', '-')}={getattr(a, name)} is not allowed; allowed: an integer >= 1")
             raise SystemExit(2)
+    if a.launch_deadline_s is not None and a.launch_deadline_s <= 0:
+        print(f"--launch-deadline-s={a.launch_deadline_s:g} is not allowed; allowed: seconds > 0")
+        raise SystemExit(2)
     if a.steps is not None and a.steps < 1:
         print(f"--steps={a.steps} is not allowed; allowed: an integer >= 1")
         raise SystemExit(2)
@@ -108,7 +119,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Timing:
-    """Wall time of each phase and command, rewritten after each (so a killed pilot keeps what it had)."""
+    """Wall time of each phase and command, rewritten after each (so a killed pilot keeps what it had).
+    A phase run again (a pilot split over device calls) keeps every invocation: its ``wall_s`` is
+    their sum, its ``rc`` the latest."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / "pilot_timing.json"
@@ -117,6 +130,22 @@ class Timing:
 
     def record(self, phase: str, entry: dict[str, Any]) -> None:
         self.data["phases"][phase] = entry
+        self._write()
+
+    def add(self, phase: str, entry: dict[str, Any]) -> None:
+        old = self.data["phases"].get(phase) or {}
+        calls = old.get("invocations") or ([{k: v for k, v in old.items()}] if old else [])
+        calls.append(entry)
+        self.record(
+            phase,
+            {
+                "invocations": calls,
+                "wall_s": sum(float(c.get("wall_s") or 0) for c in calls),
+                "rc": entry.get("rc"),
+            },
+        )
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
@@ -156,6 +185,10 @@ def accuracy_cmd(a: argparse.Namespace) -> list[str]:
         f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
         f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
         "sweep.waves=together",  # every arm at once (the scale's in-run gates are off)
+        # launches of at most --jobs runs (each ends before the next starts), so a deadline can
+        # stop between them
+        f"sweep.jobs_per_launch={a.jobs}",
+        *([f"sweep.launch_deadline_s={a.launch_deadline_s:g}"] if a.launch_deadline_s else []),
         *(["sweep.analyse=false"] if a.no_analyse else []),
         # gate F's seed rule and the sweep's own analysis decide on what this sweep answers
         f"sweep.analysis_overrides=[{','.join(repr(o) for o in ACCURACY_ANALYSIS)}]",
@@ -249,6 +282,45 @@ def mps_session(enabled: bool, why_off: str) -> Iterator[dict[str, Any]]:
         mps.stop()
 
 
+def warm_compile(a: argparse.Namespace) -> dict[str, Any] | None:
+    """When the accuracy scale compiles its training step (train.compile), compile it once per graph
+    before the sweep: one short run for the fp32-weight arms under autocast (AdamW: also 8-bit Adam and
+    the replicate) and one for the bf16-weight arms (FlashOptim: also the two bf16 controls), side by
+    side with every CPU core, filling torch's compile cache. The sweep's runs then load the compiled
+    kernels instead of each compiling them on one core of a CPU shared by 21 processes. A warm-up
+    that fails stops the phase before the sweep spends the GPU. None when the scale does not compile."""
+    register()
+    run_over = [f"train.max_steps={a.steps}"] if a.steps else []
+    if not compose("run", ["scale=pilot_accuracy", *run_over]).train.compile:
+        return None
+    base = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "scale=pilot_accuracy",
+        "sweep_id=pilot-compile-warmup",
+        "wandb=disabled",
+        "seed=0",
+        "train.max_steps=3",
+        "train.warmup_steps=1",
+        "train.eval.val_samples=0",
+        "train.eval.test_samples=1",
+        f"results_root={a.results_root}",
+    ]
+    log = Path(a.results_root) / "sweeps" / "pilot-compile-warmup" / "warmup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "ab") as sink:
+        procs = [
+            subprocess.Popen([*base, f"optimizer={arm}"], stdout=sink, stderr=subprocess.STDOUT)
+            for arm in ("adamw", "flashoptim")
+        ]
+        rcs = [p.wait() for p in procs]
+    out = {"wall_s": time.perf_counter() - t0, "return_codes": rcs, "log": str(log)}
+    print(f"compile warm-up: {json.dumps(out)}", flush=True)
+    return out
+
+
 def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     """One AdamW run alone, then ``jobs`` at once (other seeds), ``probe_steps`` each: the speed-up of
     sharing the GPU (runs/s together over runs/s alone) and the projected accuracy-sweep wall time."""
@@ -330,11 +402,18 @@ def main(argv: list[str] | None = None) -> int:
                     "fewer --seeds/--steps, more --jobs, or --force"
                 )
                 return 2
+            t0 = time.perf_counter()
+            warm = warm_compile(a)
+            if warm is not None and any(warm["return_codes"]):
+                print(f"compile warm-up failed (see {warm['log']}): the accuracy sweep was not started")
+                timing.add("accuracy", {"rc": 1, "wall_s": time.perf_counter() - t0, "compile_warmup": warm})
+                return 1
+            # a run that still compiles (a graph the warm-up did not fill) uses one core, not a pool each
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
             with mps_session(a.mps == "auto", "--mps off") as mps_state:
-                rc, wall = sh(accuracy_cmd(a))
-            timing.record(
-                "accuracy", {"rc": rc, "wall_s": wall, "command": " ".join(accuracy_cmd(a)), "mps": mps_state}
-            )
+                rc, _ = sh(accuracy_cmd(a))
+            entry = {"rc": rc, "wall_s": time.perf_counter() - t0, "command": " ".join(accuracy_cmd(a))}
+            timing.add("accuracy", {**entry, "mps": mps_state, "compile_warmup": warm})
         elif phase == "memory":
             rc, wall = sh(memory_cmd(a))
             timing.record("memory", {"rc": rc, "wall_s": wall, "command": " ".join(memory_cmd(a))})
@@ -347,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             timing.record("analyse", {k: {"rc": v[0], "wall_s": v[1]} for k, v in walls.items()})
         if timing.data["phases"][phase].get("rc", 0) not in (0, None):
             print(f"phase {phase} ended with exit status {timing.data['phases'][phase]['rc']}")
-    timing.data["total_wall_s"] = time.perf_counter() - start
-    timing.record("_total", {"phases": phases, "wall_s": timing.data["total_wall_s"]})
+    # every invocation of the script is kept: a pilot split over device calls adds them up here
+    timing.add("_total", {"phases": phases, "wall_s": time.perf_counter() - start})
+    timing.data["total_wall_s"] = timing.data["phases"]["_total"]["wall_s"]
+    timing.record("_total", timing.data["phases"]["_total"])
     return 0
 
 

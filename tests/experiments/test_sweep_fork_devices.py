@@ -4,6 +4,9 @@ pilot's 1B memory sweep failed on an H200 with "Cannot re-initialize CUDA in for
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import run_helpers  # noqa: F401  (puts the repo's packages ahead of tests/ namespace shadows)
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -84,3 +87,33 @@ def test_mps_is_skipped_with_a_reason_where_its_control_daemon_is_absent(
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
     mps.stop()  # nothing started: nothing to stop, no error
     assert gpu_pilot.parse(["accuracy", "--mps", "off"]).mps == "off"
+
+
+def test_the_pilot_split_over_calls_keeps_every_invocations_wall_time(tmp_path: Path) -> None:
+    """A pilot run over several device calls: each call's accuracy sweep and the script's total are
+    kept, and the phase's wall time is their sum (not the latest call's)."""
+    from scripts.gpu_pilot import Timing
+
+    t = Timing(tmp_path)
+    t.add("accuracy", {"rc": 0, "wall_s": 400.0})
+    t = Timing(tmp_path)  # the next call reads the file the last one wrote
+    t.add("accuracy", {"rc": 1, "wall_s": 250.5})
+    acc = json.loads((tmp_path / "pilot_timing.json").read_text())["phases"]["accuracy"]
+    assert [c["wall_s"] for c in acc["invocations"]] == [400.0, 250.5]
+    assert acc["wall_s"] == 650.5 and acc["rc"] == 1
+    # a phase recorded by an older script (one entry, no invocations) becomes the first invocation
+    t.record("memory", {"rc": 0, "wall_s": 289.0, "command": "x"})
+    t.add("memory", {"rc": 0, "wall_s": 11.0})
+    mem = t.data["phases"]["memory"]
+    assert [c["wall_s"] for c in mem["invocations"]] == [289.0, 11.0] and mem["wall_s"] == 300.0
+
+
+def test_the_pilot_launch_deadline_reaches_the_sweep_in_launches_of_jobs() -> None:
+    from scripts.gpu_pilot import accuracy_cmd, parse
+
+    cmd = accuracy_cmd(parse(["accuracy", "--jobs", "21", "--launch-deadline-s", "500"]))
+    assert "sweep.launch_deadline_s=500" in cmd and "sweep.jobs_per_launch=21" in cmd
+    assert not any(c.startswith("sweep.launch_deadline_s") for c in accuracy_cmd(parse(["accuracy"])))
+    with pytest.raises(SystemExit) as exc:
+        parse(["accuracy", "--launch-deadline-s", "0"])
+    assert exc.value.code == 2
