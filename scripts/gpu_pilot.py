@@ -408,8 +408,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"compile warm-up failed (see {warm['log']}): the accuracy sweep was not started")
                 timing.add("accuracy", {"rc": 1, "wall_s": time.perf_counter() - t0, "compile_warmup": warm})
                 return 1
-            # a run that still compiles (a graph the warm-up did not fill) uses one core, not a pool each
+            # 18-21 runs start at once on a 16-core host: a run that still compiles (a graph the warm-up
+            # did not fill) uses one core, not a pool each; the tokenizer each run trains uses one thread
+            # (with its thread pool each, 18 runs spent 80 s preparing data on an H200 host, 2026-12-02;
+            # one run alone, ~5 s)
             os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             with mps_session(a.mps == "auto", "--mps off") as mps_state:
                 rc, _ = sh(accuracy_cmd(a))
             entry = {"rc": rc, "wall_s": time.perf_counter() - t0, "command": " ".join(accuracy_cmd(a))}
