@@ -152,8 +152,8 @@ def _read_run(run_dir: Path) -> Run:
         v = summary.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
             raise SweepInputError(f"{summary_path}: {key}={v!r} is not allowed; allowed: a number or null")
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = read_jsonl(metrics_path) if metrics_path.exists() else []
+    metrics_path = metrics_file(run_dir)
+    metrics = read_jsonl(metrics_path) if metrics_path is not None else []
     config_path = run_dir / "config.yaml"
     manifest_path = run_dir / "manifest.json"
     manifest = None
@@ -169,6 +169,15 @@ def _read_run(run_dir: Path) -> Run:
         config_text=config_path.read_text() if config_path.exists() else None,
         manifest=manifest,
     )
+
+
+def metrics_file(run_dir: Path) -> Path | None:
+    """The run's ``metrics.jsonl``, or ``metrics.jsonl.gz`` where an archived run keeps it compressed
+    (committed evidence: scripts/archive_runs.py); None when it has neither."""
+    for name in ("metrics.jsonl", "metrics.jsonl.gz"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
 
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:

@@ -8,6 +8,7 @@ old file, the new file, or nothing: never half of one.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -97,9 +98,10 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file, ignoring a torn final line left by a killed writer."""
+    """Read a JSONL file (gzip-compressed when its name ends in .gz), ignoring a torn final line left
+    by a killed writer."""
     rows: list[dict[str, Any]] = []
-    with open(path) as f:
+    with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
         if not line.strip():

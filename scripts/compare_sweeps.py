@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.load import metrics_file
+from common.atomic import read_jsonl
 from experiments.rundir import read_summary
 
 DETERMINISTIC = (
@@ -44,10 +46,10 @@ DETERMINISTIC = (
 
 
 def _losses(run: Path) -> list[float]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
+    path = metrics_file(run)
+    if path is None:
         return []
-    return [json.loads(line)["loss"] for line in path.read_text().splitlines() if line.strip()]
+    return [row["loss"] for row in read_jsonl(path)]
 
 
 def _gates(summary: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
