@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -315,7 +316,12 @@ def warm_compile(a: argparse.Namespace) -> dict[str, Any] | None:
             subprocess.Popen([*base, f"optimizer={arm}"], stdout=sink, stderr=subprocess.STDOUT)
             for arm in ("adamw", "flashoptim")
         ]
-        rcs = [p.wait() for p in procs]
+        try:
+            rcs = [p.wait() for p in procs]
+        except BaseException:  # SIGTERM or Ctrl-C: no compile left running behind the script
+            for proc in procs:
+                proc.kill()
+            raise
     out = {"wall_s": time.perf_counter() - t0, "return_codes": rcs, "log": str(log)}
     print(f"compile warm-up: {json.dumps(out)}", flush=True)
     return out
@@ -369,8 +375,38 @@ def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     return out
 
 
+def accuracy_phase(a: argparse.Namespace, timing: Timing) -> int:
+    """The compile warm-up and the accuracy sweep, recorded as one invocation of the phase; also when
+    a time limit's SIGTERM ends it (its wall time counts towards the pilot's). 1 when the warm-up failed."""
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {"rc": "terminated", "command": " ".join(accuracy_cmd(a))}
+    try:
+        entry["compile_warmup"] = warm = warm_compile(a)
+        if warm is not None and any(warm["return_codes"]):
+            print(f"compile warm-up failed (see {warm['log']}): the accuracy sweep was not started")
+            entry["rc"] = 1
+            return 1
+        # 18-21 runs start at once on a 16-core host: a run that still compiles (a graph the warm-up
+        # did not fill) uses one core, not a pool each; the tokenizer each run trains uses one thread
+        # (with its thread pool each, 18 runs spent 80 s preparing data on an H200 host, 2026-12-02;
+        # one run alone, ~5 s)
+        os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        with mps_session(a.mps == "auto", "--mps off") as entry["mps"]:
+            entry["rc"], _ = sh(accuracy_cmd(a))
+        return 0
+    finally:
+        entry["wall_s"] = time.perf_counter() - t0
+        timing.add("accuracy", entry)
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the phases' finally blocks (their timing is written)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminated)
     root = Path(a.results_root)
     timing = Timing(root)
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -402,22 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                     "fewer --seeds/--steps, more --jobs, or --force"
                 )
                 return 2
-            t0 = time.perf_counter()
-            warm = warm_compile(a)
-            if warm is not None and any(warm["return_codes"]):
-                print(f"compile warm-up failed (see {warm['log']}): the accuracy sweep was not started")
-                timing.add("accuracy", {"rc": 1, "wall_s": time.perf_counter() - t0, "compile_warmup": warm})
-                return 1
-            # 18-21 runs start at once on a 16-core host: a run that still compiles (a graph the warm-up
-            # did not fill) uses one core, not a pool each; the tokenizer each run trains uses one thread
-            # (with its thread pool each, 18 runs spent 80 s preparing data on an H200 host, 2026-12-02;
-            # one run alone, ~5 s)
-            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            with mps_session(a.mps == "auto", "--mps off") as mps_state:
-                rc, _ = sh(accuracy_cmd(a))
-            entry = {"rc": rc, "wall_s": time.perf_counter() - t0, "command": " ".join(accuracy_cmd(a))}
-            timing.add("accuracy", {**entry, "mps": mps_state, "compile_warmup": warm})
+            rc = accuracy_phase(a, timing)
+            if rc:
+                return rc
         elif phase == "memory":
             rc, wall = sh(memory_cmd(a))
             timing.record("memory", {"rc": rc, "wall_s": wall, "command": " ".join(memory_cmd(a))})

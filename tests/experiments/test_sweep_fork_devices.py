@@ -117,3 +117,44 @@ def test_the_pilot_launch_deadline_reaches_the_sweep_in_launches_of_jobs() -> No
     with pytest.raises(SystemExit) as exc:
         parse(["accuracy", "--launch-deadline-s", "0"])
     assert exc.value.code == 2
+
+
+def test_a_failed_compile_warm_up_starts_no_sweep_and_is_recorded(tmp_path: Path) -> None:
+    """The warm-up's runs fail (no pilot dataset under this results root): the phase stops before the
+    sweep spends a GPU, exits 1, and its invocation is in pilot_timing.json with the warm-up's codes."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.gpu_pilot", "accuracy", "--results-root", str(root), "--mps", "off"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "the accuracy sweep was not started" in proc.stdout
+    assert not (root / "sweeps" / "pilot-accuracy").exists()
+    (call,) = json.loads((root / "pilot_timing.json").read_text())["phases"]["accuracy"]["invocations"]
+    assert call["rc"] == 1 and call["compile_warmup"]["return_codes"] == [2, 2] and call["wall_s"] > 0
+
+
+def test_a_terminated_accuracy_phase_still_records_its_wall_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device call's time limit ends the script with SIGTERM (SystemExit from its handler): the
+    phase's invocation is written, marked terminated, so the pilot's total still counts it."""
+    from scripts import gpu_pilot
+
+    def slow_then_terminated(_a: object) -> None:
+        raise SystemExit(143)
+
+    monkeypatch.setattr(gpu_pilot, "warm_compile", slow_then_terminated)
+    timing = gpu_pilot.Timing(tmp_path)
+    with pytest.raises(SystemExit):
+        gpu_pilot.accuracy_phase(gpu_pilot.parse(["accuracy"]), timing)
+    (call,) = json.loads((tmp_path / "pilot_timing.json").read_text())["phases"]["accuracy"]["invocations"]
+    assert call["rc"] == "terminated" and call["wall_s"] >= 0 and "command" in call
