@@ -44,7 +44,9 @@ def geo(r: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.probes.eval_noise", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.probes.eval_noise", description=__doc__.split("\n")[0]
+    )
     p.add_argument("sweep_dir", type=Path)
     p.add_argument("--dataset", type=Path, default=None)
     p.add_argument("--reference", default="adamw")
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             runs[(summary["optimizer"], int(summary["seed"]))] = (s.parent, summary)
     first = next(iter(runs.values()))[1]
     dataset = a.dataset or Path("results/datasets") / first["dataset_id"]
-    ctx = accuracy.MetricContext.from_json(json.loads((dataset / "baselines.json").read_text())["metric_context"])
+    ctx = accuracy.MetricContext.from_json(
+        json.loads((dataset / "baselines.json").read_text())["metric_context"]
+    )
     fmt = "sci"
     cfg_text = (next(iter(runs.values()))[0] / "config.yaml").read_text()
     if "number_format: shared_exp" in cfg_text:
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{run}: {k} median {np.median(r)} != summary {summary[SUMMARY_KEY[k]]}")
             rel[key][k] = r
     rng = np.random.default_rng(0)
-    print("| arm | split | definition | log ratio per seed pair | mean | SD over pairs | bootstrap SE (samples), mean over pairs |")
+    print(
+        "| arm | split | definition | log ratio per seed pair | mean | SD over pairs | bootstrap SE (samples), mean over pairs |"
+    )
     print("|---|---|---|---|---|---|---|")
     arms = sorted({arm for arm, _ in rel if arm != a.reference})
     for arm in arms:
