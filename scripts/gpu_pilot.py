@@ -304,11 +304,16 @@ def warm_compile(a: argparse.Namespace) -> dict[str, Any] | None:
         "seed=0",
         "train.max_steps=3",
         "train.warmup_steps=1",
-        "train.eval.val_samples=0",
-        "train.eval.test_samples=1",
+        # the sweep's own evaluation settings: the dataset's baselines.json is keyed by the samples
+        # scored, and a warm-up scoring other counts rewrote it, so that the sweep's first run
+        # recomputed it (~70 s) while the 17 others waited on its lock (H200, 2026-12-02)
         f"results_root={a.results_root}",
     ]
-    log = Path(a.results_root) / "sweeps" / "pilot-compile-warmup" / "warmup.log"
+    scratch = Path(a.results_root) / "sweeps" / "pilot-compile-warmup"
+    # the warm-up's own runs from an earlier call would be found finished and skipped, compiling
+    # nothing: this folder only ever holds them, so it starts empty
+    shutil.rmtree(scratch, ignore_errors=True)
+    log = scratch / "warmup.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "ab") as sink:
@@ -412,6 +417,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     phases = ["data", "baselines", "accuracy", "memory", "analyse"] if a.phase == "all" else [a.phase]
     start = time.perf_counter()
+    try:
+        return run_phases(a, phases, timing)
+    finally:  # also after a failed phase or a time limit's SIGTERM
+        # every invocation of the script is kept: a pilot split over device calls adds them up here
+        timing.add("_total", {"phases": phases, "wall_s": time.perf_counter() - start})
+        timing.data["total_wall_s"] = timing.data["phases"]["_total"]["wall_s"]
+        timing.record("_total", timing.data["phases"]["_total"])
+
+
+def run_phases(a: argparse.Namespace, phases: list[str], timing: Timing) -> int:
+    root = Path(a.results_root)
     for phase in phases:
         if phase == "data":
             rc, wall = sh([sys.executable, "-m", "datagen", "data=pilot", f"results_root={a.results_root}"])
@@ -453,10 +469,6 @@ def main(argv: list[str] | None = None) -> int:
             timing.record("analyse", {k: {"rc": v[0], "wall_s": v[1]} for k, v in walls.items()})
         if timing.data["phases"][phase].get("rc", 0) not in (0, None):
             print(f"phase {phase} ended with exit status {timing.data['phases'][phase]['rc']}")
-    # every invocation of the script is kept: a pilot split over device calls adds them up here
-    timing.add("_total", {"phases": phases, "wall_s": time.perf_counter() - start})
-    timing.data["total_wall_s"] = timing.data["phases"]["_total"]["wall_s"]
-    timing.record("_total", timing.data["phases"]["_total"])
     return 0
 
 

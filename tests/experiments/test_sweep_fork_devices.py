@@ -123,23 +123,44 @@ def test_a_failed_compile_warm_up_starts_no_sweep_and_is_recorded(tmp_path: Path
     """The warm-up's runs fail (no pilot dataset under this results root): the phase stops before the
     sweep spends a GPU, exits 1, and its invocation is in pilot_timing.json with the warm-up's codes."""
     import os
+    import shutil
     import subprocess
     import sys
 
-    root = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "scripts.gpu_pilot", "accuracy", "--results-root", str(root), "--mps", "off"],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "the accuracy sweep was not started" in proc.stdout
-    assert not (root / "sweeps" / "pilot-accuracy").exists()
-    (call,) = json.loads((root / "pilot_timing.json").read_text())["phases"]["accuracy"]["invocations"]
-    assert call["rc"] == 1 and call["compile_warmup"]["return_codes"] == [2, 2] and call["wall_s"] > 0
+    repo = Path(__file__).resolve().parents[2]
+    # runs write inside the working tree only: an ignored scratch folder there, removed afterwards
+    root = repo / "results" / "test-artifacts" / f"gpu-pilot-{tmp_path.name}"
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts.gpu_pilot",
+                "accuracy",
+                "--results-root",
+                str(root),
+                "--mps",
+                "off",
+            ],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "the accuracy sweep was not started" in proc.stdout
+        assert not (root / "sweeps" / "pilot-accuracy").exists()
+        # both warm-up runs got as far as looking for the pilot dataset (their overrides are valid)
+        log = (root / "sweeps" / "pilot-compile-warmup" / "warmup.log").read_text()
+        assert log.count("a generated dataset: none at") == 2, log
+        timing = json.loads((root / "pilot_timing.json").read_text())
+        (call,) = timing["phases"]["accuracy"]["invocations"]
+        assert call["rc"] == 1 and call["compile_warmup"]["return_codes"] == [2, 2] and call["wall_s"] > 0
+        # the script's total is written after a failed phase too, and covers the phase
+        assert timing["total_wall_s"] >= call["wall_s"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_terminated_accuracy_phase_still_records_its_wall_time(
