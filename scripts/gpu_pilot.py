@@ -79,7 +79,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=None,
         help="accuracy: start no launch of --jobs runs that would end past this many seconds from the "
-        "sweep's start (sweep.launch_deadline_s); the runs not started stay pending and the same "
+        "sweep's own start (after the compile warm-up and the MPS start; sweep.launch_deadline_s); "
+        "the runs not started stay pending and the same "
         "command continues them (the second look's 42 runs over two device calls)",
     )
     p.add_argument(
@@ -392,9 +393,7 @@ def accuracy_phase(a: argparse.Namespace, timing: Timing) -> int:
             entry["rc"] = 1
             return 1
         # 18-21 runs start at once on a 16-core host: a run that still compiles (a graph the warm-up
-        # did not fill) uses one core, not a pool each; the tokenizer each run trains uses one thread
-        # (with its thread pool each, 18 runs spent 80 s preparing data on an H200 host, 2026-12-02;
-        # one run alone, ~5 s)
+        # did not fill) uses one core, not a pool each, and the tokenizer each run trains one thread
         os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with mps_session(a.mps == "auto", "--mps off") as entry["mps"]:
