@@ -37,6 +37,7 @@ from typing import Any
 from common.config import compose
 from datagen.dataset import dataset_dir as ddir
 from experiments.config import register
+from experiments.sweep.launch import wait_through_sigterm
 
 ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_replicate"]
 MEMORY_ARMS = ["adamw", "adam8bit", "flashoptim"]
@@ -157,12 +158,14 @@ class Timing:
 def sh(cmd: list[str], log: Path | None = None) -> tuple[int, float]:
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
+    # a SIGTERM (a device call's time limit) reaches the command, and the script ends on it once the
+    # command has stopped: its runs keep the time to checkpoint (subprocess.call would SIGKILL it)
     if log is None:
-        rc = subprocess.call(cmd)
+        rc = wait_through_sigterm(subprocess.Popen(cmd))
     else:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as f:
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+            rc = wait_through_sigterm(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT))
     return rc, time.perf_counter() - t0
 
 

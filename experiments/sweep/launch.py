@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -161,15 +162,40 @@ class RunTask:
                 if returncode is None:
                     log.write(f"$ {' '.join(cmd)}  (gpu={gpu}, resume={resume})\n".encode())
                     log.flush()
-                    returncode = subprocess.run(
-                        cmd,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        preexec_fn=die_with_parent,
-                        check=False,
-                    ).returncode
+                    child = subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+                    )
+                    returncode = wait_through_sigterm(child)
         return {"run_id": run_id, "returncode": returncode, "resume": resume, "gpu": gpu}
+
+
+def wait_through_sigterm(child: subprocess.Popen[bytes]) -> int:
+    """Wait for a run; a SIGTERM meanwhile goes to the run, and this process waits for it to stop.
+
+    A time limit (``timeout``, a batch system) signals the whole process group at once. The run dies
+    with its parent (PR_SET_PDEATHSIG), so a launcher process that died at once on the signal took its
+    run with it before the run could checkpoint (12 nearly finished runs of an H200 pilot were lost
+    so). Here the signal is passed on (a second SIGTERM is harmless to a run) and this process ends
+    on it, as it would have, once the run has. Outside the main thread, where no handler can be set,
+    it only waits."""
+    got: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        got.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread
+        return child.wait()
+    try:
+        returncode = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if got:
+        signal.raise_signal(signal.SIGTERM)  # the previous handler's due, now the run has stopped
+    return returncode
 
 
 def is_sequential(cfg: Any) -> bool:

@@ -12,12 +12,15 @@ metrics.jsonl rows step by step, then summary.json last and atomically, with num
 Every start is appended to ``<results_root>/invocations.jsonl`` (run_id, arm, seed, resume, pid, parent
 pid, GPU, whether this module was imported before the run started: a fork server's preload).
 The run directory comes from HARNESS_RUN_DIR, which the sweep sets to the directory it expects.
+SIGTERM, as in the real run, stops it after the current step: it takes ``stop_s`` (the checkpoint's
+time, default 0.5 s) and writes a resumable summary with status ``aborted``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,7 +60,24 @@ def main() -> int:
         start = rows[-1]["step"] if rows else 0
     steps, step_s = int(spec.get("steps", 6)), float(spec.get("step_s", 0.05))
     peak = mine.get("peak")
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
     for step in range(start + 1, steps + 1):
+        if stop:  # like experiments.run: checkpoint after the step in hand, then a resumable summary
+            time.sleep(float(spec.get("stop_s", 0.5)))
+            write_json(
+                run_dir / "summary.json",
+                {
+                    "run_id": run_dir.name,
+                    "optimizer": arm,
+                    "seed": seed,
+                    "status": "aborted",
+                    "status_reason": "SIGTERM: stopped after the step, checkpoint written",
+                    "resumable": True,
+                    "steps_completed": step - 1,
+                },
+            )
+            return 0
         time.sleep(step_s)
         append_jsonl(
             metrics,

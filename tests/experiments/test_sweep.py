@@ -9,6 +9,7 @@ planted numbers), so a sweep of nine runs takes seconds. The same flow with the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -418,3 +419,44 @@ def test_a_bad_launch_deadline_is_one_line(tmp_path: Path) -> None:
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert "sweep.launch_deadline_s=-5" in err[0] and "seconds > 0" in err[0]
+
+
+def test_a_process_group_sigterm_lets_joblib_runs_stop_cleanly(tmp_path: Path) -> None:
+    """A time limit (`timeout`, a batch system) signals the whole process group: the sweep, its joblib
+    workers and their runs get SIGTERM at once. The runs must be able to finish their stop path
+    (checkpoint, resumable summary): a worker that died at once took its run with it (the run dies
+    with its parent), and 12 nearly finished runs of an H200 pilot were lost so."""
+    root = tmp_path / "results"
+    plant(root, steps=200, step_s=0.05, stop_s=1.0)
+    args = ["sweep=mvt", "scale=smoke", "sweep.grid.seed=[0]", "sweep.grid.optimizer=[adamw,adam8bit]"]
+    proc = subprocess.Popen(
+        sweep_cmd(
+            root,
+            *args,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "sweep.waves=together",  # both at once (the pilot's way): the in-run gates off
+            "sweep.run_overrides=['gates.A.enabled=false','gates.B.enabled=false',"
+            "'gates.D.enabled=false','gates.E.enabled=false']",
+        ),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as under `timeout`
+    )
+    try:
+        deadline = time.time() + 60
+        while len(invocations(root)) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(invocations(root)) == 2, "both runs started"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for inv in invocations(root):
+        run_dirs = list((root / "sweeps").glob(f"*/runs/{inv['run_id']}"))
+        summary = json.loads((run_dirs[0] / "summary.json").read_text())
+        assert (summary["status"], summary["resumable"]) == ("aborted", True), summary
+        assert not alive(inv["pid"])
