@@ -39,11 +39,18 @@ from datagen.dataset import dataset_dir as ddir
 from experiments.config import register
 from experiments.sweep.launch import wait_through_sigterm
 
-ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_replicate"]
+# The negative control is AdamW's same-seed twin (adamw_foreach: the same update, rounded
+# differently), not the independent replicate: the criteria compare same-seed pairs (pilot v3,
+# docs/accuracy-endpoint.md).
+ARMS = ["adamw", "adam8bit", "flashoptim", "adamw_bf16", "adam8bit_bf16", "adamw_foreach"]
 MEMORY_ARMS = ["adamw", "adam8bit", "flashoptim"]
 # Which criteria each sweep answers (analysis `answers`): accuracy and final loss from the small model
 # that learns, memory and throughput from the exclusive 1B runs; divergence and state dtypes from both.
-ACCURACY_ANALYSIS = ["controls.required=true", "answers=[S3,S7,F2,F5,F6]"]
+ACCURACY_ANALYSIS = [
+    "controls.required=true",
+    "controls.negative=[adamw_foreach]",
+    "answers=[S3,S7,F2,F5,F6]",
+]
 MEMORY_ANALYSIS = ["answers=[S1,S2,S4,S5,S6,F1,F3,F4,F5,F6]"]
 PHASES = ("data", "baselines", "probe", "accuracy", "memory", "analyse", "all")
 
@@ -172,6 +179,14 @@ def sh(cmd: list[str], log: Path | None = None) -> tuple[int, float]:
 def dataset_dir(root: str) -> Path:
     register()
     return Path(ddir(compose("run", ["scale=pilot_accuracy", f"results_root={root}"]).data, root))
+
+
+def baselines_counts() -> str:
+    """The samples the accuracy runs score (the scale's eval counts): the dataset's baselines.json is
+    keyed by them, so the baselines phase computes exactly what the runs will look up."""
+    register()
+    e = compose("run", ["scale=pilot_accuracy"]).train.eval
+    return f"baselines.max_samples={{val:{int(e.val_samples)},test:{int(e.test_samples)}}}"
 
 
 def accuracy_cmd(a: argparse.Namespace) -> list[str]:
@@ -441,7 +456,7 @@ def run_phases(a: argparse.Namespace, phases: list[str], timing: Timing) -> int:
                 "experiments.eval.baselines",
                 str(dataset_dir(a.results_root)),
                 "baselines.splits=[val,test]",
-                "baselines.max_samples={val:500,test:500}",
+                baselines_counts(),
             ]
             rc, wall = sh(cmd)
             timing.record("baselines", {"rc": rc, "wall_s": wall, "command": " ".join(cmd)})

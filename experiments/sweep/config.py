@@ -44,6 +44,7 @@ class EstimateConf:
             "adamw_bf16": 8.0,
             "adam8bit_bf16": 6.0,
             "adamw_replicate": 16.0,
+            "adamw_foreach": 16.0,
         }
     )
     activation_bytes_per_token_hidden_layer: float = 34.0

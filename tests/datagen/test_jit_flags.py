@@ -69,9 +69,14 @@ def test_smoke_compiles_at_o0_production_at_o2_and_only_o2_keeps_the_old_ids() -
     data = {n: compose("datagen", [f"data={n}"]).data for n in IDS_BEFORE}
     assert data["smoke"].solver.jit_opt_level == 0
     assert data["pilot"].solver.jit_opt_level == data["protocol"].solver.jit_opt_level == 2
-    # the pilot at 4,000 training samples, as it was then (conf/data/pilot.yaml now has 12,000)
-    pilot_4k = compose("datagen", ["data=pilot", "data.splits.train=4000"]).data
+    # the pilot at 4,000 training and 500 test samples, as it was then (conf/data/pilot.yaml now has
+    # 12,000 and 2,500)
+    pilot_4k = compose("datagen", ["data=pilot", "data.splits.train=4000", "data.splits.test=500"]).data
     assert dataset_id(pilot_4k) == IDS_BEFORE["pilot"]
+    # 12,000 training and 500 test samples: the v2/v3 pilots' data, whose samples the 2,500-test
+    # dataset repeats (contiguous sample ids: train, val, then test)
+    pilot_500 = compose("datagen", ["data=pilot", "data.splits.test=500"]).data
+    assert dataset_id(pilot_500) == "e44fd99ef17b"
     assert dataset_id(data["protocol"]) == IDS_BEFORE["protocol"]
     smoke_o2 = compose("datagen", ["data=smoke", "data.solver.jit_opt_level=2"]).data
     assert dataset_id(smoke_o2) == IDS_BEFORE["smoke"]

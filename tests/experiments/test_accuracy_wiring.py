@@ -133,6 +133,35 @@ def test_replicate_arm_has_its_own_seed_stream(
     assert rep["optimizer"]["seed_offset"] == 1000
 
 
+def test_the_same_seed_negative_control_is_adamw_rounded_differently(
+    results_root: Path, adamw: tuple[dict[str, Any], Path]
+) -> None:
+    """adamw_foreach: AdamW's own seed (init, data order) and update, with the foreach implementation
+    on CUDA where AdamW uses the fused kernel; a run of its own (another id). On a CPU both take the
+    foreach path: the same numbers, which is what a twin that only rounds differently must give there."""
+    from experiments.run.arms import optimizer_kwargs
+
+    s, _ = adamw
+    code, run_dir = run_in_process(results_root, ["optimizer=adamw_foreach", *FAST])
+    r = read_summary(run_dir)
+    assert code == 0 and r["status"] == "completed" and r["optimizer"] == "adamw_foreach"
+    assert r["seed"] == s["seed"] and r["initial_loss"] == s["initial_loss"]  # the same init and batch
+    assert r["final_loss"] == pytest.approx(s["final_loss"], rel=1e-6)
+    assert r["run_id"] != s["run_id"]
+    cfg = {
+        a: compose("run", [f"results_root={results_root}", f"optimizer={a}", *FAST])
+        for a in ("adamw", "adamw_foreach")
+    }
+    cuda = torch.device("cuda")
+    assert optimizer_kwargs(cfg["adamw"].optimizer, cfg["adamw"].train, cuda).get("fused") is True
+    assert "fused" not in optimizer_kwargs(cfg["adamw_foreach"].optimizer, cfg["adamw_foreach"].train, cuda)
+    assert not cfg["adamw_foreach"].optimizer.seed_offset
+    # the pilot declares it as its negative control and runs it
+    from scripts.gpu_pilot import ACCURACY_ANALYSIS, ARMS
+
+    assert "controls.negative=[adamw_foreach]" in ACCURACY_ANALYSIS and "adamw_foreach" in ARMS
+
+
 @pytest.mark.parametrize(("arm", "dtype"), [("adamw_bf16", "bfloat16"), ("adam8bit_bf16", "uint8")])
 def test_positive_control_arms_step_bf16_weights(results_root: Path, arm: str, dtype: str) -> None:
     code, run_dir = run_in_process(results_root, [f"optimizer={arm}", *FAST])
