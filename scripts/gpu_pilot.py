@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -131,7 +132,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 class Timing:
     """Wall time of each phase and command, rewritten after each (so a killed pilot keeps what it had).
     A phase run again (a pilot split over device calls) keeps every invocation: its ``wall_s`` is
-    their sum, its ``rc`` the latest."""
+    their sum, its ``rc`` the latest; ``total_wall_s`` is the script's own (phase ``_total``)."""
 
     def __init__(self, root: Path) -> None:
         self.path = root / "pilot_timing.json"
@@ -144,7 +145,7 @@ class Timing:
 
     def add(self, phase: str, entry: dict[str, Any]) -> None:
         old = self.data["phases"].get(phase) or {}
-        calls = old.get("invocations") or ([{k: v for k, v in old.items()}] if old else [])
+        calls = old.get("invocations") or ([dict(old)] if old else [])
         calls.append(entry)
         self.record(
             phase,
@@ -156,6 +157,8 @@ class Timing:
         )
 
     def _write(self) -> None:
+        if "_total" in self.data["phases"]:
+            self.data["total_wall_s"] = self.data["phases"]["_total"]["wall_s"]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
@@ -167,12 +170,10 @@ def sh(cmd: list[str], log: Path | None = None) -> tuple[int, float]:
     t0 = time.perf_counter()
     # a SIGTERM (a device call's time limit) reaches the command, and the script ends on it once the
     # command has stopped: its runs keep the time to checkpoint (subprocess.call would SIGKILL it)
-    if log is None:
-        rc = wait_through_sigterm(subprocess.Popen(cmd))
-    else:
+    if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as f:
-            rc = wait_through_sigterm(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT))
+    with open(log, "ab") if log is not None else contextlib.nullcontext() as f:
+        rc = wait_through_sigterm(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT if f else None))
     return rc, time.perf_counter() - t0
 
 
@@ -181,11 +182,17 @@ def dataset_dir(root: str) -> Path:
     return Path(ddir(compose("run", ["scale=pilot_accuracy", f"results_root={root}"]).data, root))
 
 
+@functools.cache
+def accuracy_scale() -> Any:
+    """The run config of the accuracy scale as composed with no overrides (composed once)."""
+    register()
+    return compose("run", ["scale=pilot_accuracy"])
+
+
 def baselines_counts() -> str:
     """The samples the accuracy runs score (the scale's eval counts): the dataset's baselines.json is
     keyed by them, so the baselines phase computes exactly what the runs will look up."""
-    register()
-    e = compose("run", ["scale=pilot_accuracy"]).train.eval
+    e = accuracy_scale().train.eval
     return f"baselines.max_samples={{val:{int(e.val_samples)},test:{int(e.test_samples)}}}"
 
 
@@ -309,9 +316,7 @@ def warm_compile(a: argparse.Namespace) -> dict[str, Any] | None:
     side with every CPU core, filling torch's compile cache. The sweep's runs then load the compiled
     kernels instead of each compiling them on one core of a CPU shared by 21 processes. A warm-up
     that fails stops the phase before the sweep spends the GPU. None when the scale does not compile."""
-    register()
-    run_over = [f"train.max_steps={a.steps}"] if a.steps else []
-    if not compose("run", ["scale=pilot_accuracy", *run_over]).train.compile:
+    if not accuracy_scale().train.compile:
         return None
     base = [
         sys.executable,
@@ -378,8 +383,7 @@ def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     together = time.perf_counter() - t0
     speedup = a.jobs * alone / together
     runs = len(ARMS) * a.seeds
-    register()
-    steps = a.steps or int(compose("run", ["scale=pilot_accuracy"]).train.max_steps)  # the scale's own
+    steps = a.steps or int(accuracy_scale().train.max_steps)  # the scale's own
     # A run's cost = fixed part (start-up, data, eval: measured as alone - steps x step time is not
     # separable here) -> project conservatively by scaling the whole probe run with steps.
     per_run = alone * steps / a.probe_steps
@@ -439,8 +443,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # also after a failed phase or a time limit's SIGTERM
         # every invocation of the script is kept: a pilot split over device calls adds them up here
         timing.add("_total", {"phases": phases, "wall_s": time.perf_counter() - start})
-        timing.data["total_wall_s"] = timing.data["phases"]["_total"]["wall_s"]
-        timing.record("_total", timing.data["phases"]["_total"])
 
 
 def run_phases(a: argparse.Namespace, phases: list[str], timing: Timing) -> int:

@@ -156,7 +156,8 @@ def sample_errors(
     return err
 
 
-def _relative(e: np.ndarray, n: np.ndarray) -> np.ndarray:
+def relative_errors(e: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """(N,) per-sample relative errors ``e / n``; a zero norm gives 0 for a zero error, else inf."""
     with np.errstate(divide="ignore", invalid="ignore"):
         r = e / n
     return np.where(n > 0, r, np.where(e > 0, np.inf, 0.0))
@@ -182,9 +183,9 @@ def aggregate(metric: str, e: np.ndarray, norms: np.ndarray, scales: np.ndarray,
     if metric == "pooled":
         return float(e.sum() / norms.sum()) if norms.sum() > 0 else float("nan")
     if metric == "per_sample_median":
-        return float(np.median(_relative(e, norms)))
+        return float(np.median(relative_errors(e, norms)))
     if metric == "per_sample_mean":
-        return float(np.mean(_relative(e, norms)))
+        return float(np.mean(relative_errors(e, norms)))
     if metric in METRICS:
         return float(np.mean(e / denominators(metric, norms, scales, ctx)))
     raise ValueError(f"unknown metric {metric!r}; one of {METRICS}")
@@ -233,7 +234,7 @@ def failure_size(
     if not failed.any() or ctx.primary == "per_sample_median":
         return {"parse_failure_term": None, "parse_failure_share": None}
     terms = (
-        _relative(e, norms)
+        relative_errors(e, norms)
         if ctx.primary == "per_sample_mean"
         else e / denominators(ctx.primary, norms, scales, ctx)
     )
@@ -335,7 +336,7 @@ def contribution_shares(
     if metric == "per_sample_median":
         return None
     if metric == "per_sample_mean":
-        return top_shares(_relative(e, norms), tops)
+        return top_shares(relative_errors(e, norms), tops)
     return top_shares(e / denominators(metric, norms, scales, ctx), tops)
 
 

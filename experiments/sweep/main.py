@@ -272,7 +272,7 @@ class Sweep:
                 for r in batch:
                     self._skip(r, self.aborted_reason)
                 continue
-            if self.past_deadline(len(todo) - i):  # left pending: the same command continues them
+            if self.past_deadline():  # left pending: the same command continues them
                 continue
             with self.state.lock:
                 for r in batch:
@@ -285,7 +285,7 @@ class Sweep:
             self.job_idx += len(batch)
             self._settle(batch, results)
 
-    def past_deadline(self, left: int) -> bool:
+    def past_deadline(self) -> bool:
         """True when ``sweep.launch_deadline_s`` forbids starting the next launch: the previous one's
         duration would end it past the deadline (the first launch of an invocation always starts)."""
         limit = self.cfg.sweep.launch_deadline_s
@@ -492,7 +492,7 @@ class Sweep:
             f"sweep {self.sweep_id}: {self.state.doc['status']}; sweep.json at {self.sweep_dir / 'sweep.json'}",
             flush=True,
         )
-        if reason and status == "incomplete":
+        if status == "incomplete":
             print(f"sweep {self.sweep_id}: {reason}", flush=True)
             return 0  # nothing to analyse yet
         if self.cfg.sweep.analyse:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from datagen.dataset import load_split
 from experiments.eval import accuracy
@@ -33,10 +34,9 @@ SUMMARY_KEY = {"test": "rel_l2_error", "val": "val_rel_l2_error"}
 def per_sample(run: Path, split: str, true: np.ndarray, ctx: Any, fmt: str) -> np.ndarray:
     texts = np.load(run / "predictions.npz")[f"{split}_texts"]
     pred, parsed = accuracy.parse_texts(list(texts), true.shape[1], true.shape, fmt)
-    e = accuracy.sample_errors(pred, true, ctx, parsed)
-    norms = accuracy.sample_norms(true)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norms > 0, e / norms, np.where(e > 0, np.inf, 0.0))
+    return accuracy.relative_errors(
+        accuracy.sample_errors(pred, true, ctx, parsed), accuracy.sample_norms(true)
+    )
 
 
 def geo(r: np.ndarray) -> float:
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = accuracy.MetricContext.from_json(
         json.loads((dataset / "baselines.json").read_text())["metric_context"]
     )
-    fmt = "sci"
-    cfg_text = (next(iter(runs.values()))[0] / "config.yaml").read_text()
-    if "number_format: shared_exp" in cfg_text:
-        fmt = "shared_exp"
+    run_cfg = OmegaConf.load(next(iter(runs.values()))[0] / "config.yaml")
+    fmt = str(OmegaConf.select(run_cfg, "train.text.number_format", default="sci"))
     truth = {k: np.asarray(load_split(dataset, k)["stress"], dtype=np.float64) for k in SPLITS}
     rel: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for key, (run, summary) in runs.items():
