@@ -2,6 +2,7 @@
 
     python -m scripts.gpu_pilot probe      # ~5 min: one AdamW run alone, then JOBS at once: the speed-up
     python -m scripts.gpu_pilot all        # data, baselines, accuracy sweep, memory sweep, analyses
+    python -m scripts.gpu_pilot twins --seeds 8   # noise probe: AdamW and its twin, seeds 3-10
 
 Design (docs/accuracy-endpoint.md, "The pilot"): accuracy is measured on a ~11M model that learns
 (``scale=pilot_accuracy``: every arm, the three controls, ``--seeds`` seeds and the seeds gate F's
@@ -13,7 +14,8 @@ assay-sensitivity rule and the controls, the memory sweep's S1/S2/S4/S5/F1/F3/F4
 
 Phases: ``data`` (``python -m datagen data=pilot``; found by id when it exists), ``baselines`` (the
 dataset's baselines.json, once, before any run waits on its lock), ``probe``, ``accuracy``,
-``memory``, ``analyse``; ``all`` = data, baselines, accuracy, memory, analyse. Before ``accuracy``
+``twins`` (the treatment-blind noise probe: AdamW and its same-seed twin at seeds ``--first-seed``
+onwards, sweep ``pilot-twins``, not part of the pilot), ``memory``, ``analyse``; ``all`` = data, baselines, accuracy, memory, analyse. Before ``accuracy``
 the script projects its wall time from ``probe``'s measurement when there is one and refuses (exit
 2) when that exceeds ``--budget-min``; ``--force`` runs it anyway.
 """
@@ -53,7 +55,11 @@ ACCURACY_ANALYSIS = [
     "answers=[S3,S7,F2,F5,F6]",
 ]
 MEMORY_ANALYSIS = ["answers=[S1,S2,S4,S5,S6,F1,F3,F4,F5,F6]"]
-PHASES = ("data", "baselines", "probe", "accuracy", "memory", "analyse", "all")
+# The treatment-blind noise probe (phase ``twins``): AdamW and its same-seed twin only, at seeds the
+# pilot does not use, in a sweep of its own. Their spread is the null of a same-seed comparison; read
+# without any treatment arm, it can choose between metric definitions without choosing the answer.
+TWIN_ARMS = ["adamw", "adamw_foreach"]
+PHASES = ("data", "baselines", "probe", "accuracy", "twins", "memory", "analyse", "all")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -74,6 +80,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="accuracy runs sharing the GPU at once (all 18 of the first look at once; the second look's "
         "42 in two rounds; each llama-11m run peaks at ~5 GB with its evaluation batch, so 21 at once "
         "stay within an H200's 139 GiB)",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=3,
+        help="twins: the first of the --seeds seeds (default 3: the pilot's first look uses 0-2)",
     )
     p.add_argument("--steps", type=int, default=None, help="accuracy training steps (default: the scale's)")
     p.add_argument(
@@ -120,6 +132,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if getattr(a, name) < 1:
             print(f"--{name.replace('_', '-')}={getattr(a, name)} is not allowed; allowed: an integer >= 1")
             raise SystemExit(2)
+    if a.first_seed < 0:
+        print(f"--first-seed={a.first_seed} is not allowed; allowed: an integer >= 0")
+        raise SystemExit(2)
     if a.launch_deadline_s is not None and a.launch_deadline_s <= 0:
         print(f"--launch-deadline-s={a.launch_deadline_s:g} is not allowed; allowed: seconds > 0")
         raise SystemExit(2)
@@ -196,27 +211,31 @@ def baselines_counts() -> str:
     return f"baselines.max_samples={{val:{int(e.val_samples)},test:{int(e.test_samples)}}}"
 
 
-def accuracy_cmd(a: argparse.Namespace) -> list[str]:
+def accuracy_cmd(a: argparse.Namespace, twins: bool = False) -> list[str]:
+    """The accuracy sweep (every arm, seeds 0..--seeds-1), or with ``twins`` the noise probe's (AdamW
+    and its twin, seeds --first-seed onwards, sweep ``pilot-twins``, no gate F: no seed rule applies)."""
     overrides = [f"results_root={a.results_root}"] if a.results_root != "results" else []
     run_over = [f"train.max_steps={a.steps}"] if a.steps else []
-    if a.first_look_only:
+    if a.first_look_only or twins:
         run_over.append("gates.F.enabled=false")
+    arms = TWIN_ARMS if twins else ARMS
+    seeds = range(a.first_seed, a.first_seed + a.seeds) if twins else range(a.seeds)
     return [
         sys.executable,
         "-m",
         "experiments.sweep",
         "sweep=mvt",
         "scale=pilot_accuracy",
-        "sweep.id=pilot-accuracy",
-        f"sweep.grid.optimizer=[{','.join(ARMS)}]",
-        f"sweep.grid.seed=[{','.join(str(s) for s in range(a.seeds))}]",
+        f"sweep.id={'pilot-twins' if twins else 'pilot-accuracy'}",
+        f"sweep.grid.optimizer=[{','.join(arms)}]",
+        f"sweep.grid.seed=[{','.join(str(s) for s in seeds)}]",
         f"sweep.run_overrides=[{','.join(repr(o) for o in run_over)}]",
         "sweep.waves=together",  # every arm at once (the scale's in-run gates are off)
         # launches of at most --jobs runs (each ends before the next starts), so a deadline can
         # stop between them
         f"sweep.jobs_per_launch={a.jobs}",
         *([f"sweep.launch_deadline_s={a.launch_deadline_s:g}"] if a.launch_deadline_s else []),
-        *(["sweep.analyse=false"] if a.no_analyse else []),
+        *(["sweep.analyse=false"] if a.no_analyse or twins else []),
         # gate F's seed rule and the sweep's own analysis decide on what this sweep answers
         f"sweep.analysis_overrides=[{','.join(repr(o) for o in ACCURACY_ANALYSIS)}]",
         "hydra/launcher=joblib",
@@ -403,11 +422,13 @@ def probe(a: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     return out
 
 
-def accuracy_phase(a: argparse.Namespace, timing: Timing) -> int:
-    """The compile warm-up and the accuracy sweep, recorded as one invocation of the phase; also when
-    a time limit's SIGTERM ends it (its wall time counts towards the pilot's). 1 when the warm-up failed."""
+def accuracy_phase(a: argparse.Namespace, timing: Timing, twins: bool = False) -> int:
+    """The compile warm-up and the accuracy sweep (or with ``twins`` the noise probe's), recorded as
+    one invocation of the phase; also when a time limit's SIGTERM ends it (its wall time counts
+    towards the pilot's). 1 when the warm-up failed."""
     t0 = time.perf_counter()
-    entry: dict[str, Any] = {"rc": "terminated", "command": " ".join(accuracy_cmd(a))}
+    cmd = accuracy_cmd(a, twins)
+    entry: dict[str, Any] = {"rc": "terminated", "command": " ".join(cmd)}
     try:
         entry["compile_warmup"] = warm = warm_compile(a)
         if warm is not None and any(warm["return_codes"]):
@@ -419,11 +440,11 @@ def accuracy_phase(a: argparse.Namespace, timing: Timing) -> int:
         os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with mps_session(a.mps == "auto", "--mps off") as entry["mps"]:
-            entry["rc"], _ = sh(accuracy_cmd(a))
+            entry["rc"], _ = sh(cmd)
         return 0
     finally:
         entry["wall_s"] = time.perf_counter() - t0
-        timing.add("accuracy", entry)
+        timing.add("twins" if twins else "accuracy", entry)
 
 
 def _terminated(signum: int, _frame: Any) -> None:
@@ -474,6 +495,10 @@ def run_phases(a: argparse.Namespace, phases: list[str], timing: Timing) -> int:
                 )
                 return 2
             rc = accuracy_phase(a, timing)
+            if rc:
+                return rc
+        elif phase == "twins":
+            rc = accuracy_phase(a, timing, twins=True)
             if rc:
                 return rc
         elif phase == "memory":

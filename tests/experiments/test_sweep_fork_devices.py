@@ -57,6 +57,26 @@ def test_the_pilot_scripts_run_overrides_parse() -> None:
     assert "train.max_steps=12" in steps.value() and "baselines.learned=[]" in steps.value()
 
 
+def test_the_twins_probe_runs_adamw_and_its_twin_on_seeds_the_pilot_does_not_use() -> None:
+    """The noise probe must not touch the pilot: its own sweep id, only AdamW and its same-seed twin
+    (no treatment arm is looked at), seeds after the first look's, no seed rule, no analysis."""
+    from scripts.gpu_pilot import accuracy_cmd, parse
+
+    parser = OverridesParser.create()
+    pilot = accuracy_cmd(parse(["accuracy", "--seeds", "3"]))
+    twins = accuracy_cmd(parse(["twins", "--seeds", "4", "--first-seed", "3"]), twins=True)
+
+    def value(cmd: list[str], key: str) -> object:
+        return parser.parse_overrides([next(c for c in cmd if c.startswith(key + "="))])[0].value()
+
+    assert value(twins, "sweep.id") == "pilot-twins" != value(pilot, "sweep.id")
+    assert value(twins, "sweep.grid.optimizer") == ["adamw", "adamw_foreach"]
+    assert value(twins, "sweep.grid.seed") == [3, 4, 5, 6]
+    assert not set(value(twins, "sweep.grid.seed")) & set(value(pilot, "sweep.grid.seed"))
+    assert value(twins, "sweep.run_overrides") == ["gates.F.enabled=false"]
+    assert "sweep.analyse=false" in twins and "sweep.analyse=false" not in pilot
+
+
 def test_the_pilot_accuracy_sweep_runs_every_arm_at_once_with_its_gates_off() -> None:
     """The accuracy pilot starts all arms together (sweep.waves=together): its scale must have the
     in-run gates off, or the sweep refuses (a treatment would have no finished reference)."""
