@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from analysis.build import OutputDirError, build_context, check_output_dir, mark_stale, write_report
     from analysis.wandb_log import log_summary_run
+    from common.provenance import git_state
 
     out_dir = Path(cfg.output_dir) if cfg.output_dir else sweep.sweep_dir / "report"
     try:
@@ -69,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except OutputDirError as e:
         print(str(e), file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    # The code version the report names, read before marking the old report stale: that edits its
+    # verdict.json, and a committed report would make a clean checkout read as dirty.
+    here = git_state()
     # Until the new report is swapped in whole, the old one says it is not current (a crash, a kill
     # or a bad input below leaves it so).
     mark_stale(out_dir, f"a re-analysis started at {time.strftime('%Y-%m-%dT%H:%M:%S')} has not finished")
-    ctx = build_context(sweep, cfg)
+    ctx = build_context(sweep, cfg, here)
     write_report(ctx, out_dir)
     log_summary_run(ctx, out_dir)
     log.info("analysed %d runs in %.1f s", len(sweep.runs), time.perf_counter() - t0)

@@ -49,7 +49,10 @@ def code_version(state: dict[str, Any]) -> str:
     return sha
 
 
-def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
+def header(sweep: Sweep, design: str, cfg: Any, here: dict[str, Any] | None = None) -> dict[str, str]:
+    """The report's header. ``here``: the analysing checkout's :func:`git_state`, taken before this
+    analysis touched anything (marking the old report stale modifies a committed report's
+    verdict.json, which would make the checkout look dirty); taken now when not given."""
     manifests = [r.manifest for r in sweep.runs if r.manifest]
     gpus = []
     for m in manifests:
@@ -61,7 +64,7 @@ def header(sweep: Sweep, design: str, cfg: Any) -> dict[str, str]:
     starts = sorted(str(m["start_time"]) for m in manifests if m.get("start_time"))
     ends = sorted(str(m["end_time"]) for m in manifests if m.get("end_time"))
     status = Counter(r.status for r in sweep.runs)
-    here = git_state()
+    here = git_state() if here is None else here
     return {
         "sweep": sweep.sweep_id,
         "scale": sweep.scale
@@ -145,7 +148,7 @@ def judge(sweep: Sweep, cfg: Any, arm: str | None = None) -> ArmVerdict:
     return ArmVerdict(arm, v, reasons, results)
 
 
-def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
+def build_context(sweep: Sweep, cfg: Any, here: dict[str, Any] | None = None) -> ReportContext:
     design = sweep_design(sweep, cfg)
     arms_present = sweep.arms()
     accounting, assay, _ = sweep_blockers(sweep, cfg)
@@ -185,7 +188,7 @@ def build_context(sweep: Sweep, cfg: Any) -> ReportContext:
         cells=cells,
         gates=gates_frame(sweep),
         figures=all_figures(sweep, runs, cells, cfg, arms, design),
-        header=header(sweep, design, cfg),
+        header=header(sweep, design, cfg, here),
         provenance=prov,
         accounting=accounting,
         assay=assay,

@@ -156,3 +156,29 @@ def test_bad_status_is_one_line_naming_the_file(tmp_path: Path) -> None:
     proc = run_cli(str(sweep_dir))
     assert proc.returncode == 2 and str(victim) in proc.stderr and "'finished'" in proc.stderr
     assert "completed, oom, diverged, aborted, failed" in proc.stderr
+
+
+def test_a_reanalysis_names_the_code_version_of_the_checkout_before_it_touched_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marking the old report stale edits its verdict.json; for a committed report (the examples
+    under docs/) that edit made a clean checkout read as dirty in the new report's code version."""
+    import analysis.build
+    import common.provenance
+    from analysis.__main__ import main
+
+    sweep_dir = write_sweep(tmp_path / "s", go_spec(scale="smoke"))
+    verdict = sweep_dir / "report" / "verdict.json"
+
+    def git_state() -> dict[str, object]:
+        # "dirty" exactly when the report on disk has been edited since it was written
+        edited = verdict.exists() and json.loads(verdict.read_text()).get("current") is False
+        return {"git_sha": "0" * 40, "git_dirty": edited, "git_source": "checkout"}
+
+    monkeypatch.setattr(common.provenance, "git_state", git_state)
+    monkeypatch.setattr(analysis.build, "git_state", git_state)
+    assert main([str(sweep_dir)]) == 0
+    assert main([str(sweep_dir)]) == 0  # the second one marks the first report stale first
+    new = json.loads(verdict.read_text())
+    assert new["current"] is True
+    assert new["code_version"] == "0" * 40
