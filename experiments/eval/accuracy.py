@@ -272,13 +272,19 @@ def score_strata(
 
 
 def parse_texts(
-    texts: Sequence[str], n_probes: int, shape: tuple[int, ...], number_format: str = "sci"
+    texts: Sequence[str],
+    n_probes: int,
+    shape: tuple[int, ...],
+    number_format: str = "sci",
+    significant_digits: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(pred, parsed) from generated texts: unparsable rows are zeros with ``parsed`` False."""
+    """(pred, parsed) from generated texts: unparsable rows are zeros with ``parsed`` False. With
+    ``significant_digits`` a field the format cannot write is unparsable too
+    (:func:`experiments.eval.textdata.parse_stress`)."""
     pred = np.zeros(shape)
     parsed = np.zeros(len(texts), bool)
     for i, text in enumerate(texts):
-        values = parse_stress(text, n_probes, number_format)
+        values = parse_stress(text, n_probes, number_format, significant_digits)
         if values is not None:
             pred[i], parsed[i] = values, True
     return pred, parsed

@@ -241,14 +241,18 @@ def generate(
 
 
 def score_texts(
-    texts: list[str], true_stress: np.ndarray, train_stress: np.ndarray, number_format: str = "sci"
+    texts: list[str],
+    true_stress: np.ndarray,
+    train_stress: np.ndarray,
+    number_format: str = "sci",
+    significant_digits: int | None = None,
 ) -> dict[str, Any]:
     """Parse and score generated texts against ``true_stress`` (N, P, 6) with the module's rule."""
     n_probes = true_stress.shape[1]
     pred = np.zeros_like(true_stress)
     failures = 0
     for i, text in enumerate(texts):
-        parsed = parse_stress(text, n_probes, number_format)
+        parsed = parse_stress(text, n_probes, number_format, significant_digits)
         if parsed is None:
             failures += 1  # scored as zeros: adds ||true_i|| to the numerator
         else:
@@ -278,12 +282,13 @@ def score_accuracy(
     ctx: accuracy.MetricContext,
     meta: SplitMeta,
     number_format: str = "sci",
+    significant_digits: int | None = None,
 ) -> dict[str, Any]:
     """Parse and score generated texts with the accuracy endpoint (module docstring); the parsed
     predictions ((N, P, 6) kPa, NaN where a text did not parse) under the key ``_pred``, which the
     caller pops before anything is written to the summary (the run keeps it in predictions.npz)."""
     true = np.asarray(true_stress, dtype=np.float64)
-    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape, number_format)
+    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape, number_format, significant_digits)
     s = accuracy.score(pred, true, meta.labels, ctx, parsed=parsed)
     return {
         "rel_l2_error": s["rel_l2_primary"],
@@ -372,6 +377,7 @@ def evaluate_splits(
     ctx: accuracy.MetricContext | None = None,
     meta: Mapping[str, SplitMeta] | None = None,
     number_format: str = "sci",
+    significant_digits: int | None = None,
 ) -> dict[str, dict[str, Any]] | None:
     """Metrics per split, ``splits[name] = (encoded, true_stress)``, from ONE generation over all
     their prompts (None if stopped).  Each row is still decoded greedily from its own prompt, so
@@ -381,7 +387,8 @@ def evaluate_splits(
     44 s), so one pooled generation replaces one per split.  ``wall_s``
     of each split is the shared generation time (and its own scoring). With ``ctx`` and ``meta``
     (split -> :class:`SplitMeta`) each split is scored with the accuracy endpoint
-    (:func:`score_accuracy`), else with the pooled rule (:func:`score_texts`)."""
+    (:func:`score_accuracy`), else with the pooled rule (:func:`score_texts`); with
+    ``significant_digits`` a field the number format cannot write is a parse failure."""
     n_probes = {true.shape[1] for _enc, true in splits.values()}
     assert len(n_probes) == 1, "splits with different probe counts"
     prompts = [e.prompt_ids for enc, _true in splits.values() for e in enc]
@@ -407,9 +414,9 @@ def evaluate_splits(
         t1 = time.perf_counter()
         part = texts[start : start + len(enc)]
         if ctx is not None and meta is not None:
-            out[name] = score_accuracy(part, true, ctx, meta[name], number_format)
+            out[name] = score_accuracy(part, true, ctx, meta[name], number_format, significant_digits)
         else:
-            out[name] = score_texts(part, true, train_stress, number_format)
+            out[name] = score_texts(part, true, train_stress, number_format, significant_digits)
         out[name]["wall_s"] = gen_s + time.perf_counter() - t1
         start += len(enc)
     return out
@@ -462,6 +469,7 @@ def evaluate_held_out(
         ctx=getattr(data, "metric_ctx", None),
         meta=getattr(data, "split_meta", None),
         number_format=getattr(data, "number_format", "sci"),
+        significant_digits=getattr(data, "significant_digits", None),
     )
     if out is None:
         return None

@@ -29,6 +29,7 @@ get label -100.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,41 @@ def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0, number_fo
     return f" 1e{e}" + "".join(f" {int(i)}" for i in ints)
 
 
-def parse_stress(text: str, n_probes: int, number_format: str = "sci") -> np.ndarray | None:
+def field_grammar(number_format: str, significant_digits: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The fields :func:`target_text` can write with ``significant_digits``: (first field, every
+    other field). ``sci``: ``0`` or a mantissa of exactly that many digits with an optional non-zero
+    exponent (``-1.23e-3``, ``4.50``). ``shared_exp``: the scale ``1e<E>``, then integers of at most
+    that many digits, no leading zero (``-742``, ``0``). A generated field outside it is not a
+    number the format writes: two integers run together (``-315212100210``), a mantissa with a digit
+    too many."""
+    if significant_digits < 1:
+        raise ValueError(f"significant_digits must be >= 1; got {significant_digits}")
+    if number_format == "sci":
+        frac = rf"\.\d{{{significant_digits - 1}}}" if significant_digits > 1 else ""
+        value = re.compile(rf"0|-?\d{frac}(?:e-?[1-9]\d*)?")
+        return value, value
+    if number_format == "shared_exp":
+        scale = re.compile(r"1e(?:0|-?[1-9]\d*)")
+        return scale, re.compile(rf"0|-?[1-9]\d{{0,{significant_digits - 1}}}")
+    raise ValueError(f"number_format must be one of {NUMBER_FORMATS}; got {number_format!r}")
+
+
+def parse_stress(
+    text: str, n_probes: int, number_format: str = "sci", significant_digits: int | None = None
+) -> np.ndarray | None:
     """Inverse of :func:`target_text`: (P, 6) kPa, or None when the text does not hold the first
-    :func:`fields_needed` fields as finite numbers (extra trailing fields after them are ignored)."""
+    :func:`fields_needed` fields as finite numbers (extra trailing fields after them are ignored).
+    With ``significant_digits`` (the run's ``train.text.significant_digits``) each of those fields
+    must also be one the format writes (:func:`field_grammar`), else None: a parse failure, scored
+    with the stated penalty, never as the huge value its digits happen to spell."""
     fields = text.replace(EOS, " ").split()
     need = fields_needed(n_probes, number_format)
     if len(fields) < need:
         return None
+    if significant_digits is not None:
+        first, rest = field_grammar(number_format, significant_digits)
+        if not first.fullmatch(fields[0]) or not all(rest.fullmatch(f) for f in fields[1:need]):
+            return None
     try:
         values = np.array([float(f) for f in fields[:need]], dtype=np.float64)
     except ValueError:

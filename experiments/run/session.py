@@ -66,6 +66,9 @@ class PreparedData:
     split_meta: dict[str, SplitMeta] | None = None
     baselines: dict[str, Any] | None = None  # baselines.for_summary(...) plus its "path"
     number_format: str = "sci"  # train.text.number_format: how targets are written and parsed
+    # train.text.significant_digits: the digits targets are written with; a generated field with
+    # others is not a number of the format (a parse failure: textdata.field_grammar)
+    significant_digits: int | None = None
 
 
 def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
@@ -128,6 +131,7 @@ def prepare_data(cfg: Any, run_dir: Path) -> PreparedData:
         split_meta=meta,
         baselines=endpoint["summary"],
         number_format=fmt,
+        significant_digits=int(sig),
     )
 
 

@@ -117,6 +117,26 @@ def test_predictions_file_rescores_to_the_summary(
         assert again["pooled"] == pytest.approx(s[f"{prefix}rel_l2_pooled"], rel=1e-12)
 
 
+def test_a_run_scores_its_outputs_with_its_own_number_of_digits(
+    results_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The field grammar needs train.text.significant_digits: the run must hand it to the scorer
+    (else a run-together number is scored as the huge value its digits spell)."""
+    from experiments.eval import evaluate
+
+    seen: list[Any] = []
+    real = evaluate.score_accuracy
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(kwargs.get("significant_digits", args[5] if len(args) > 5 else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_accuracy", spy)
+    code, run_dir = run_in_process(results_root, ["train.text.significant_digits=4", *FAST])
+    assert code == 0 and read_summary(run_dir)["status"] == "completed"
+    assert seen and set(seen) == {4}
+
+
 def test_replicate_arm_has_its_own_seed_stream(
     results_root: Path, adamw: tuple[dict[str, Any], Path]
 ) -> None:
@@ -204,6 +224,26 @@ def test_score_accuracy_known_answer_with_a_failure_and_strata() -> None:
     assert out["strata"]["tissue"]["a"] == pytest.approx({"n": 1, **_all(0.2, 0.2, 0.2, 0.1)})
     assert out["strata"]["tissue"]["b"]["floored_mean"] == pytest.approx(0.5)
     assert out["strata"]["tissue"]["b"]["pooled"] == pytest.approx(2 / 3)
+
+
+def test_a_run_together_number_is_a_parse_failure_with_the_stated_penalty_not_a_huge_error() -> None:
+    """Pilot v4 (H200): a missing space joined shared_exp integers into '-315212100210', scored as a
+    prediction 10^8 times the sample's norm; that one sample moved the floored mean by e^12 between
+    two otherwise equal runs. With the run's digits it is a counted parse failure scored with the
+    penalty (the worse of zeros and the median field)."""
+    true = np.zeros((2, 1, 6))
+    true[0, 0, :2] = (3, 4)  # norm 5
+    true[1, 0, 2] = 2  # norm 2
+    texts = [" 1e0 4 4 0 0 0 0", " 1e0 0 0 2 0 0 315212100210"]
+    meta = SplitMeta(labels=np.array(["a", "b"]), strata={})
+    strict = score_accuracy(texts, true, _ctx(), meta, "shared_exp", significant_digits=3)
+    loose = score_accuracy(texts, true, _ctx(), meta, "shared_exp")
+    # sample 1 under the penalty: max(||true|| = 2, ||median field - true|| = sqrt(5)) over floor 2
+    penalty = np.sqrt(5) / 2
+    assert strict["parse_failures"] == 1 and loose["parse_failures"] == 0
+    assert strict["rel_l2_floored_mean"] == pytest.approx(np.mean([1 / 5, penalty]))
+    assert loose["rel_l2_floored_mean"] > 1e10  # the digits read as one number
+    assert np.isnan(strict["_pred"][1]).all() and strict["_pred"][0, 0, 0] == 4
 
 
 def _all(rel: float, floored: float, median: float, scaled: float) -> dict[str, float]:

@@ -17,6 +17,7 @@ from experiments.eval.textdata import (
     IGNORE_INDEX,
     EncodedSample,
     PackedStream,
+    field_grammar,
     fields_needed,
     parse_stress,
     target_text,
@@ -73,6 +74,69 @@ def test_shared_exp_parse_needs_the_scale_and_every_value() -> None:
     twelve = " 1e-3" + " 5" * 11 + " "
     assert parse_decided(twelve, 2, "sci") and not parse_decided(twelve, 2, "shared_exp")
     assert parse_decided(twelve + "7 ", 2, "shared_exp")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-1e4, max_value=1e4, allow_nan=False),
+            st.sampled_from([0.0, -0.0, 1e-17, -3e-12, 9.9996, -999.95, 0.00123]),
+        ),
+        min_size=12,
+        max_size=12,
+    ),
+    st.integers(min_value=1, max_value=5),
+    st.sampled_from(["sci", "shared_exp"]),
+    st.sampled_from([0.0, 1e-6]),
+)
+def test_every_target_the_writer_makes_is_inside_the_grammar(
+    values: list[float], sig: int, fmt: str, zero_below: float
+) -> None:
+    """The grammar must accept everything target_text writes, or a perfect model would be scored as
+    failing: the strict parse equals the plain one on every written target."""
+    text = target_text(np.array(values).reshape(2, 6), sig, zero_below, fmt)
+    plain, strict = parse_stress(text, 2, fmt), parse_stress(text, 2, fmt, sig)
+    assert plain is not None and strict is not None
+    np.testing.assert_array_equal(plain, strict)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad"),
+    [
+        ("shared_exp", "-315212100210"),  # two integers run together (measured: pilot v4, H200)
+        ("shared_exp", "1234"),  # one digit more than the format writes at 3 digits
+        ("shared_exp", "012"),  # a leading zero
+        ("shared_exp", "1.5"),  # not an integer
+        ("sci", "1.234"),  # a mantissa digit too many
+        ("sci", "1.2e3"),  # one too few
+        ("sci", "12.3e3"),  # two integer digits
+        ("sci", "1.23e+3"),  # a sign the writer never writes
+        ("sci", "1.23e0"),  # a zero exponent is left out by the writer
+        ("sci", "1.23e35e2"),  # two exponents run together
+    ],
+)
+def test_a_field_the_format_cannot_write_is_a_parse_failure(fmt: str, bad: str) -> None:
+    head = " 1e-3" if fmt == "shared_exp" else ""
+    good = " 742" if fmt == "shared_exp" else " 7.42e-1"
+    fields = [good] * 12
+    assert parse_stress(head + "".join(fields), 2, fmt, 3) is not None
+    fields[5] = " " + bad
+    text = head + "".join(fields)
+    assert parse_stress(text, 2, fmt, 3) is None
+    # without the digits the parse is the old, permissive one (what runs before the grammar did)
+    if fmt == "shared_exp" or "e35e" not in bad:
+        assert parse_stress(text, 2, fmt) is not None
+
+
+def test_the_shared_exp_scale_must_be_a_power_of_ten() -> None:
+    scale, _ = field_grammar("shared_exp", 3)
+    assert scale.fullmatch("1e-3") and scale.fullmatch("1e0") and scale.fullmatch("1e12")
+    for bad in ("2e-3", "1e-03", "10e-3", "1e", "1e-0", "e-3"):
+        assert not scale.fullmatch(bad), bad
+    assert parse_stress(" 2e-3" + " 5" * 12, 2, "shared_exp", 3) is None
+    with pytest.raises(ValueError, match="significant_digits must be >= 1"):
+        field_grammar("sci", 0)
 
 
 def test_unknown_number_format_is_refused() -> None:
