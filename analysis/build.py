@@ -162,7 +162,7 @@ def build_context(sweep: Sweep, cfg: Any, here: dict[str, Any] | None = None) ->
     runs = runs_frame(sweep, cfg)
     cells = cells_frame(sweep, cfg, treatments)
     prov = {
-        "analysis": provenance(),
+        "analysis": {**provenance(), **(here or {})},
         "analysis_config": OmegaConf.to_container(cfg, resolve=True),
         "sweep_json": {k: v for k, v in (sweep.sweep_json or {}).items() if k not in ("runs", "order")},
         "run_manifests": {

@@ -182,3 +182,6 @@ def test_a_reanalysis_names_the_code_version_of_the_checkout_before_it_touched_t
     new = json.loads(verdict.read_text())
     assert new["current"] is True
     assert new["code_version"] == "0" * 40
+    # the report's provenance block says the same
+    report = (sweep_dir / "report" / "report.md").read_text()
+    assert '"git_dirty": false' in report and '"git_dirty": true' not in report

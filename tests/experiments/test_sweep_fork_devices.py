@@ -75,6 +75,31 @@ def test_the_twins_probe_runs_adamw_and_its_twin_on_seeds_the_pilot_does_not_use
     assert not set(value(twins, "sweep.grid.seed")) & set(value(pilot, "sweep.grid.seed"))
     assert value(twins, "sweep.run_overrides") == ["gates.F.enabled=false"]
     assert "sweep.analyse=false" in twins and "sweep.analyse=false" not in pilot
+    # by default past every seed the pilot's rule can use (its last look has 10 seeds: 0-9)
+    default = accuracy_cmd(parse(["twins", "--seeds", "2"]), twins=True)
+    assert value(default, "sweep.grid.seed") == [10, 11]
+
+
+def test_the_twins_probe_is_timed_apart_from_the_pilot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pilot's total wall time (its 25-minute budget) must not grow when the noise probe runs in
+    the same results folder."""
+    from scripts import gpu_pilot
+
+    calls: list[bool] = []
+
+    def phase(a: object, timing: gpu_pilot.Timing, twins: bool = False) -> int:
+        calls.append(twins)
+        timing.add("twins" if twins else "accuracy", {"rc": 0, "wall_s": 1.0})
+        return 0
+
+    monkeypatch.setattr(gpu_pilot, "accuracy_phase", phase)
+    (tmp_path / "pilot_timing.json").write_text('{"phases": {}, "total_wall_s": 856.8}')
+    assert gpu_pilot.main(["twins", "--results-root", str(tmp_path)]) == 0
+    assert calls == [True]
+    assert json.loads((tmp_path / "pilot_timing.json").read_text())["total_wall_s"] == 856.8
+    assert "_total" in json.loads((tmp_path / "twins_timing.json").read_text())["phases"]
 
 
 def test_the_pilot_accuracy_sweep_runs_every_arm_at_once_with_its_gates_off() -> None:
