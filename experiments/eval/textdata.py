@@ -95,23 +95,28 @@ def target_text(stress: np.ndarray, sig: int, zero_below: float = 0.0, number_fo
     return f" 1e{e}" + "".join(f" {int(i)}" for i in ints)
 
 
-def field_grammar(number_format: str, significant_digits: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """The fields :func:`target_text` can write with ``significant_digits``: (first field, every
-    other field). ``sci``: ``0`` or a mantissa of exactly that many digits with an optional non-zero
-    exponent (``-1.23e-3``, ``4.50``). ``shared_exp``: the scale ``1e<E>``, then integers of at most
-    that many digits, no leading zero (``-742``, ``0``). A generated field outside it is not a
-    number the format writes: two integers run together (``-315212100210``), a mantissa with a digit
-    too many."""
+_SCALE = re.compile(r"1e[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def fields_writable(fields: list[str], number_format: str, significant_digits: int) -> bool:
+    """Whether generated fields hold values :func:`target_text` can write with
+    ``significant_digits``. ``shared_exp``: the scale is a power of ten (``1e<E>``) and every value an
+    integer below ``10**significant_digits`` in magnitude (the writer's largest has exactly that many
+    digits): two integers run together (``-315212100210``) or a value past the scale (``1255`` at 3
+    digits) are not outputs of the format. Spellings of a value the format can write (``-0``,
+    ``007``) are accepted. ``sci``: every finite float is a value the format writes, and two numbers
+    run together do not parse as one (a second point or exponent), so nothing more is checked."""
     if significant_digits < 1:
         raise ValueError(f"significant_digits must be >= 1; got {significant_digits}")
     if number_format == "sci":
-        frac = rf"\.\d{{{significant_digits - 1}}}" if significant_digits > 1 else ""
-        value = re.compile(rf"0|-?\d{frac}(?:e-?[1-9]\d*)?")
-        return value, value
-    if number_format == "shared_exp":
-        scale = re.compile(r"1e(?:0|-?[1-9]\d*)")
-        return scale, re.compile(rf"0|-?[1-9]\d{{0,{significant_digits - 1}}}")
-    raise ValueError(f"number_format must be one of {NUMBER_FORMATS}; got {number_format!r}")
+        return True
+    if number_format != "shared_exp":
+        raise ValueError(f"number_format must be one of {NUMBER_FORMATS}; got {number_format!r}")
+    if not fields or not _SCALE.fullmatch(fields[0]):
+        return False
+    top = 10**significant_digits
+    return all(_INTEGER.fullmatch(f) and abs(int(f)) < top for f in fields[1:])
 
 
 def parse_stress(
@@ -119,17 +124,17 @@ def parse_stress(
 ) -> np.ndarray | None:
     """Inverse of :func:`target_text`: (P, 6) kPa, or None when the text does not hold the first
     :func:`fields_needed` fields as finite numbers (extra trailing fields after them are ignored).
-    With ``significant_digits`` (the run's ``train.text.significant_digits``) each of those fields
-    must also be one the format writes (:func:`field_grammar`), else None: a parse failure, scored
-    with the stated penalty, never as the huge value its digits happen to spell."""
+    With ``significant_digits`` (the run's ``train.text.significant_digits``) those fields must also
+    hold values the format writes (:func:`fields_writable`), else None: a parse failure, scored with
+    the stated penalty, never as the huge value run-together digits happen to spell."""
     fields = text.replace(EOS, " ").split()
     need = fields_needed(n_probes, number_format)
     if len(fields) < need:
         return None
-    if significant_digits is not None:
-        first, rest = field_grammar(number_format, significant_digits)
-        if not first.fullmatch(fields[0]) or not all(rest.fullmatch(f) for f in fields[1:need]):
-            return None
+    if significant_digits is not None and not fields_writable(
+        fields[:need], number_format, significant_digits
+    ):
+        return None
     try:
         values = np.array([float(f) for f in fields[:need]], dtype=np.float64)
     except ValueError:

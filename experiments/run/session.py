@@ -66,8 +66,8 @@ class PreparedData:
     split_meta: dict[str, SplitMeta] | None = None
     baselines: dict[str, Any] | None = None  # baselines.for_summary(...) plus its "path"
     number_format: str = "sci"  # train.text.number_format: how targets are written and parsed
-    # train.text.significant_digits: the digits targets are written with; a generated field with
-    # others is not a number of the format (a parse failure: textdata.field_grammar)
+    # train.text.significant_digits: the digits targets are written with; a generated value the
+    # format cannot write with them is a parse failure (textdata.fields_writable)
     significant_digits: int | None = None
 
 

@@ -11,7 +11,7 @@ mean and SD, and the seed pairs that SD needs to show a 5% margin when nothing d
 t bounds at the decision rule's two look levels, power 0.8: ``analysis.decide.pairs_needed``); then
 the pairs each SD needs at the second look's level for wider margins (what a protocol that chose
 another margin would cost).
-No treatment arm is read. Prints Markdown.
+By default no treatment arm is read (``--twin <arm>`` reads that one instead). Prints Markdown.
 """
 
 from __future__ import annotations
