@@ -120,7 +120,7 @@ def test_predictions_file_rescores_to_the_summary(
 def test_a_run_scores_its_outputs_with_its_own_number_of_digits(
     results_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The field grammar needs train.text.significant_digits: the run must hand it to the scorer
+    """The format check needs train.text.significant_digits: the run must hand it to the scorer
     (else a run-together number is scored as the huge value its digits spell)."""
     from experiments.eval import evaluate
 

@@ -90,10 +90,10 @@ def test_shared_exp_parse_needs_the_scale_and_every_value() -> None:
     st.sampled_from(["sci", "shared_exp"]),
     st.sampled_from([0.0, 1e-6]),
 )
-def test_every_target_the_writer_makes_is_inside_the_grammar(
+def test_every_target_the_writer_makes_passes_the_format_check(
     values: list[float], sig: int, fmt: str, zero_below: float
 ) -> None:
-    """The grammar must accept everything target_text writes, or a perfect model would be scored as
+    """The format check must accept everything target_text writes, or a perfect model would be scored as
     failing: the strict parse equals the plain one on every written target."""
     text = target_text(np.array(values).reshape(2, 6), sig, zero_below, fmt)
     plain, strict = parse_stress(text, 2, fmt), parse_stress(text, 2, fmt, sig)
