@@ -49,10 +49,8 @@ def code_version(state: dict[str, Any]) -> str:
     return sha
 
 
-def header(sweep: Sweep, design: str, cfg: Any, here: dict[str, Any] | None = None) -> dict[str, str]:
-    """The report's header. ``here``: the analysing checkout's :func:`git_state`, taken before this
-    analysis touched anything (marking the old report stale modifies a committed report's
-    verdict.json, which would make the checkout look dirty); taken now when not given."""
+def header(sweep: Sweep, design: str, cfg: Any, here: dict[str, Any]) -> dict[str, str]:
+    """The report's header. ``here``: the analysing checkout's :func:`git_state`."""
     manifests = [r.manifest for r in sweep.runs if r.manifest]
     gpus = []
     for m in manifests:
@@ -64,7 +62,6 @@ def header(sweep: Sweep, design: str, cfg: Any, here: dict[str, Any] | None = No
     starts = sorted(str(m["start_time"]) for m in manifests if m.get("start_time"))
     ends = sorted(str(m["end_time"]) for m in manifests if m.get("end_time"))
     status = Counter(r.status for r in sweep.runs)
-    here = git_state() if here is None else here
     return {
         "sweep": sweep.sweep_id,
         "scale": sweep.scale
@@ -149,6 +146,10 @@ def judge(sweep: Sweep, cfg: Any, arm: str | None = None) -> ArmVerdict:
 
 
 def build_context(sweep: Sweep, cfg: Any, here: dict[str, Any] | None = None) -> ReportContext:
+    """Everything the report shows. ``here``: the analysing checkout's :func:`git_state`, taken
+    before this analysis touched anything (marking the old report stale edits a committed report's
+    verdict.json, which would make the checkout look dirty); taken now when not given."""
+    here = git_state() if here is None else here
     design = sweep_design(sweep, cfg)
     arms_present = sweep.arms()
     accounting, assay, _ = sweep_blockers(sweep, cfg)
@@ -162,7 +163,7 @@ def build_context(sweep: Sweep, cfg: Any, here: dict[str, Any] | None = None) ->
     runs = runs_frame(sweep, cfg)
     cells = cells_frame(sweep, cfg, treatments)
     prov = {
-        "analysis": {**provenance(), **(here or {})},
+        "analysis": provenance(here),
         "analysis_config": OmegaConf.to_container(cfg, resolve=True),
         "sweep_json": {k: v for k, v in (sweep.sweep_json or {}).items() if k not in ("runs", "order")},
         "run_manifests": {

@@ -115,9 +115,11 @@ def device_label() -> str:
     return f"cpu ({hw['cpu_count']} cores)"
 
 
-def provenance() -> dict[str, Any]:
+def provenance(git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where this process's code and machine stand; ``git``: a :func:`git_state` already taken
+    (read again when not given)."""
     return {
-        **git_state(),
+        **(git_state() if git is None else git),
         "python": sys.version.split()[0],
         "packages": package_versions(),
         "hardware": hardware(),

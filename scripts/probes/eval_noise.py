@@ -37,18 +37,11 @@ SPLITS = ("test", "val")
 SUMMARY_KEY = {"test": "rel_l2_error", "val": "val_rel_l2_error"}
 
 
-def per_sample(
-    run: Path, split: str, true: np.ndarray, ctx: Any, fmt: str, sig: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(errors e_i in kPa, norms n_i) of one run's split, scored as the run scored them (``sig``:
-    with the format check at that many digits)."""
-    texts = np.load(run / "predictions.npz")[f"{split}_texts"]
-    pred, parsed = accuracy.parse_texts(list(texts), true.shape[1], true.shape, fmt, sig)
-    return accuracy.sample_errors(pred, true, ctx, parsed), accuracy.sample_norms(true)
-
-
-def geo(r: np.ndarray) -> float:
-    return float(np.exp(np.mean(np.log(np.maximum(r, 1e-3)))))
+def errors(texts: list[str], true: np.ndarray, ctx: Any, fmt: str, sig: int | None = None) -> np.ndarray:
+    """Per-sample errors e_i (kPa) of generated texts, scored as a run scores them (``sig``: with
+    the format check at that many digits)."""
+    pred, parsed = accuracy.parse_texts(texts, true.shape[1], true.shape, fmt, sig)
+    return accuracy.sample_errors(pred, true, ctx, parsed)
 
 
 def median(e: np.ndarray, n: np.ndarray, floor: float) -> float:
@@ -56,7 +49,8 @@ def median(e: np.ndarray, n: np.ndarray, floor: float) -> float:
 
 
 def geometric(e: np.ndarray, n: np.ndarray, floor: float) -> float:
-    return geo(accuracy.relative_errors(e, n))
+    r = accuracy.relative_errors(e, n)
+    return float(np.exp(np.mean(np.log(np.maximum(r, 1e-3)))))
 
 
 def floored(e: np.ndarray, n: np.ndarray, floor: float) -> float:
@@ -100,20 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         scored[key] = {}
         for k in SPLITS:
             n = int(summary["eval_samples"] if k == "test" else summary["val_eval_samples"])
-            e, norms = per_sample(run, k, truth[k][:n], ctx, fmt, sig)
+            texts = [str(x) for x in np.load(run / "predictions.npz")[f"{k}_texts"]]
+            true = truth[k][:n]
+            e, norms = errors(texts, true, ctx, fmt, sig), accuracy.sample_norms(true)
             r = accuracy.relative_errors(e, norms)
             # rescored as the run scored them: its own median
             if sig is None and abs(float(np.median(r)) - float(summary[SUMMARY_KEY[k]])) > 1e-9:
                 raise SystemExit(f"{run}: {k} median {np.median(r)} != summary {summary[SUMMARY_KEY[k]]}")
             scored[key][k] = (e, norms)
             if sig is not None:  # what the check changed against the run's own (unchecked) scoring
-                e0, _ = per_sample(run, k, truth[k][:n], ctx, fmt)
-                rescored += int(np.sum(e != e0))
+                rescored += int(np.sum(e != errors(texts, true, ctx, fmt)))
                 moved += abs(float(np.median(r)) - float(summary[SUMMARY_KEY[k]])) > 1e-12
             if a.worst:
                 i = int(np.argmax(r))
-                text = str(np.load(run / "predictions.npz")[f"{k}_texts"][i])
-                longest = max(text.split(), key=len) if text.split() else ""
+                longest = max(texts[i].split(), key=len, default="")
                 worst.append(
                     f"| {key[0]} | {key[1]} | {k} | {i} | {r[i]:.3g} | `{longest[:40]}` ({len(longest)}) |"
                 )
