@@ -454,7 +454,7 @@ def _terminated(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     root = Path(a.results_root)
     # the noise probe is not part of the pilot: its time never adds to the pilot's 25-minute total
     timing = Timing(root, "twins_timing.json" if a.phase == "twins" else "pilot_timing.json")
@@ -466,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # also after a failed phase or a time limit's SIGTERM
         # every invocation of the script is kept: a pilot split over device calls adds them up here
         timing.add("_total", {"phases": phases, "wall_s": time.perf_counter() - start})
+        signal.signal(signal.SIGTERM, previous)  # a caller in the same process gets its own back
 
 
 def run_phases(a: argparse.Namespace, phases: list[str], timing: Timing) -> int:

@@ -5,6 +5,7 @@ pilot's 1B memory sweep failed on an H200 with "Cannot re-initialize CUDA in for
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -95,11 +96,14 @@ def test_the_twins_probe_is_timed_apart_from_the_pilot(
         return 0
 
     monkeypatch.setattr(gpu_pilot, "accuracy_phase", phase)
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # main() sets it when unset: undone after the test
+    before = signal.getsignal(signal.SIGTERM)
     (tmp_path / "pilot_timing.json").write_text('{"phases": {}, "total_wall_s": 856.8}')
     assert gpu_pilot.main(["twins", "--results-root", str(tmp_path)]) == 0
     assert calls == [True]
     assert json.loads((tmp_path / "pilot_timing.json").read_text())["total_wall_s"] == 856.8
     assert "_total" in json.loads((tmp_path / "twins_timing.json").read_text())["phases"]
+    assert signal.getsignal(signal.SIGTERM) is before  # main() handed the SIGTERM handler back
 
 
 def test_the_pilot_accuracy_sweep_runs_every_arm_at_once_with_its_gates_off() -> None:
